@@ -1,0 +1,217 @@
+"""Loading the published LoSATok checkpoints, and saving/loading our own.
+
+Published files (DESIGN.md section 1.3):
+- `semantic_encoder.pth`: {"state_dict": {encoder.*, bottleneck.*}} -> `model.semantic_encoder`;
+- `losatok_kl1e-*.pth`: the whole model, with or without a "state_dict" wrapper -> `model`.
+Every file is read with `torch.load(weights_only=True)`: no pickled code ever runs.
+
+The encoder's key layout is inferred, not verified against the real file, so loading is
+strict by default, names every missing, unexpected or mis-shaped key, and accepts a key map
+(old prefix -> new prefix) for layouts that differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from losatok.config import LoSATokConfig, official
+from losatok.model import LoSATok
+
+FORMAT = "losatok-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint does not fit the model; the message names the offending keys."""
+
+
+@dataclass
+class LoadReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 20) -> str:
+        parts = []
+        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("shape mismatch", self.mismatched)):
+            if keys:
+                shown = ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+                parts.append(f"{len(keys)} {label} key(s): {shown}")
+        return "; ".join(parts) or "all keys matched"
+
+
+def read_payload(path: str | os.PathLike) -> object:
+    """The object a checkpoint file holds, read with weights_only=True."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as err:  # weights_only refuses pickled objects; corrupt zips fail here too
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+
+
+def unwrap_state_dict(payload: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint payload, unwrapping a {"state_dict": ...} or {"model": ...} wrapper."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
+            payload = payload[wrapper]
+            break
+    if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return dict(payload)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a published checkpoint file, wrapper removed."""
+    return unwrap_state_dict(read_payload(path), path)
+
+
+def remap_keys(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str] | None) -> dict[str, torch.Tensor]:
+    """Rename keys by prefix: {"module.": ""} strips a DDP prefix; the longest matching prefix wins."""
+    if not key_map:
+        return dict(state)
+    prefixes = sorted(key_map, key=len, reverse=True)
+    out = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key = key_map[prefix] + key[len(prefix) :]
+                break
+        out[key] = value
+    return out
+
+
+def load_into(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    strict: bool = True,
+    key_map: Mapping[str, str] | None = None,
+    source: str = "state dict",
+) -> LoadReport:
+    """Copy `state` into `module`; strict mode raises `CheckpointError` naming every bad key."""
+    state = remap_keys(state, key_map)
+    own = module.state_dict()
+    report = LoadReport(
+        missing=sorted(set(own) - set(state)),
+        unexpected=sorted(set(state) - set(own)),
+        mismatched=[
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in sorted(set(own) & set(state))
+            if state[k].shape != own[k].shape
+        ],
+    )
+    if strict and not report.ok:
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: {report.describe()}")
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    module.load_state_dict(usable, strict=False)
+    return report
+
+
+def load_semantic_encoder(
+    model: LoSATok, path: str | os.PathLike, strict: bool = True, key_map: Mapping[str, str] | None = None
+) -> LoadReport:
+    """Load a published `semantic_encoder.pth` (frozen encoder + SemBo) into `model.semantic_encoder`."""
+    report = load_into(model.semantic_encoder, read_state_dict(path), strict, key_map, source=str(path))
+    model.freeze_semantic_encoder()
+    return report
+
+
+def load_published(
+    path: str | os.PathLike,
+    config: LoSATokConfig | None = None,
+    strict: bool = True,
+    key_map: Mapping[str, str] | None = None,
+    semantic_encoder_path: str | os.PathLike | None = None,
+) -> LoSATok:
+    """Build a model of `config` (default: official) from a published whole-model checkpoint.
+
+    `semantic_encoder_path` loads a separate `semantic_encoder.pth` over the encoder afterwards,
+    for whole-model files saved without it.
+    """
+    model = LoSATok(config or official())
+    load_into(model, read_state_dict(path), strict, key_map, source=str(path))
+    return _finish(model, semantic_encoder_path, strict)
+
+
+def _finish(model: LoSATok, semantic_encoder_path: str | os.PathLike | None, strict: bool = True) -> LoSATok:
+    if semantic_encoder_path is not None:
+        load_semantic_encoder(model, semantic_encoder_path, strict=strict)
+    model.freeze_semantic_encoder()
+    return model.eval()
+
+
+def save_checkpoint(model: LoSATok, path: str | os.PathLike, extra: Mapping[str, object] | None = None) -> None:
+    """Write the model with its config, atomically (a crash never leaves half a file at `path`).
+
+    The state dict keeps the published key names, so the file also loads with `load_published`.
+    """
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": model.state_dict(),
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, strict: bool = True, payload: object = None) -> LoSATok:
+    """Rebuild a model from a file written by `save_checkpoint`: the file alone defines it."""
+    if payload is None:
+        payload = read_payload(path)
+    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a {FORMAT} file (it has no config); load published checkpoints with load_published"
+        )
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload['format_version']}; this software reads up to {FORMAT_VERSION}"
+        )
+    model = LoSATok(LoSATokConfig.from_dict(payload["config"]))
+    load_into(model, payload["state_dict"], strict=strict, source=str(path))
+    return _finish(model, None)
+
+
+def load_model(
+    path: str | os.PathLike | None, config: LoSATokConfig | None = None, semantic_encoder_path: str | os.PathLike | None = None
+) -> LoSATok:
+    """One entry point for every source: our checkpoint (config inside), a published file
+    (config from `config`, default official), or nothing (an untrained model of `config`)."""
+    if path is None:
+        return _finish(LoSATok(config or official()), semantic_encoder_path)
+    payload = read_payload(path)  # read once: official checkpoints are gigabytes
+    if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
+        return _finish(load_checkpoint(path, payload=payload), semantic_encoder_path)
+    model = LoSATok(config or official())
+    load_into(model, unwrap_state_dict(payload, path), source=str(path))
+    return _finish(model, semantic_encoder_path)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks; identifies the tokenizer in dataset cards."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
