@@ -19,7 +19,10 @@ class AcousticEncoder(nn.Module):
         c = config
         self.front_end = LogMelFrontEnd(c.sample_rate, c.acoustic_n_fft, c.acoustic_hop, c.acoustic_n_mels)
         self.patch_embed = nn.Conv2d(
-            1, c.semantic_dim, kernel_size=(c.acoustic_n_mels, c.patch_frames), stride=(c.acoustic_n_mels, c.patch_frames)
+            1,
+            c.semantic_dim,
+            kernel_size=(c.acoustic_n_mels, c.patch_frames),
+            stride=(c.acoustic_n_mels, c.patch_frames),
         )
         self.norm = nn.LayerNorm(c.semantic_dim)  # default eps 1e-5, as published
 

@@ -45,9 +45,15 @@ class LoadReport:
 
     def describe(self, limit: int = 20) -> str:
         parts = []
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("shape mismatch", self.mismatched)):
+        for label, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape mismatch", self.mismatched),
+        ):
             if keys:
-                shown = ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+                shown = ", ".join(keys[:limit]) + (
+                    f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+                )
                 parts.append(f"{len(keys)} {label} key(s): {shown}")
         return "; ".join(parts) or "all keys matched"
 
@@ -78,7 +84,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(read_payload(path), path)
 
 
-def remap_keys(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str] | None) -> dict[str, torch.Tensor]:
+def remap_keys(
+    state: Mapping[str, torch.Tensor], key_map: Mapping[str, str] | None
+) -> dict[str, torch.Tensor]:
     """Rename keys by prefix: {"module.": ""} strips a DDP prefix; the longest matching prefix wins."""
     if not key_map:
         return dict(state)
@@ -152,7 +160,9 @@ def _finish(model: LoSATok, semantic_encoder_path: str | os.PathLike | None, str
     return model.eval()
 
 
-def save_checkpoint(model: LoSATok, path: str | os.PathLike, extra: Mapping[str, object] | None = None) -> None:
+def save_checkpoint(
+    model: LoSATok, path: str | os.PathLike, extra: Mapping[str, object] | None = None
+) -> None:
     """Write the model with its config, atomically (a crash never leaves half a file at `path`).
 
     The state dict keeps the published key names, so the file also loads with `load_published`.
@@ -194,7 +204,9 @@ def load_checkpoint(path: str | os.PathLike, strict: bool = True, payload: objec
 
 
 def load_model(
-    path: str | os.PathLike | None, config: LoSATokConfig | None = None, semantic_encoder_path: str | os.PathLike | None = None
+    path: str | os.PathLike | None,
+    config: LoSATokConfig | None = None,
+    semantic_encoder_path: str | os.PathLike | None = None,
 ) -> LoSATok:
     """One entry point for every source: our checkpoint (config inside), a published file
     (config from `config`, default official), or nothing (an untrained model of `config`)."""

@@ -68,7 +68,9 @@ class LoSATokConfig:
         if self.istft_hop * self.upsample_factor != self.samples_per_token:
             raise ValueError("istft_hop x upsample_factor must equal samples_per_token")
         if self.semantic_dim % self.semantic_heads:
-            raise ValueError(f"semantic_dim {self.semantic_dim} is not divisible by {self.semantic_heads} heads")
+            raise ValueError(
+                f"semantic_dim {self.semantic_dim} is not divisible by {self.semantic_heads} heads"
+            )
         if self.semantic_chunk_frames % self.patch_frames:
             raise ValueError("semantic_chunk_frames must be a multiple of patch_frames")
 

@@ -75,9 +75,9 @@ class ISTFT(nn.Module):
         chunks = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[None, :, None]  # (B, n_fft, T)
         total = (frames - 1) * self.hop + self.n_fft
         fold = dict(output_size=(1, total), kernel_size=(1, self.n_fft), stride=(1, self.hop))
-        audio = F.fold(chunks, **fold)[:, 0, 0, trim:total - trim]  # (B, T x hop)
+        audio = F.fold(chunks, **fold)[:, 0, 0, trim : total - trim]  # (B, T x hop)
         envelope = self.window.square()[None, :, None].expand(1, -1, frames)  # (1, n_fft, T)
-        envelope = F.fold(envelope, **fold)[0, 0, 0, trim:total - trim]  # (T x hop,)
+        envelope = F.fold(envelope, **fold)[0, 0, 0, trim : total - trim]  # (T x hop,)
         return audio / envelope.clamp(min=1e-11)
 
 

@@ -55,8 +55,8 @@ class PowerMelFrontEnd(nn.Sequential):
     """
 
     def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int, f_max: float) -> None:
-        super().__init__(
-            torchaudio.transforms.MelSpectrogram(
+        with torch.device("cpu"):  # the filterbank is computed eagerly; a meta-device build would fail
+            mel = torchaudio.transforms.MelSpectrogram(
                 sample_rate=sample_rate,
                 n_fft=n_fft,
                 win_length=n_fft,
@@ -67,7 +67,7 @@ class PowerMelFrontEnd(nn.Sequential):
                 center=True,
                 power=2.0,
             )
-        )
+        super().__init__(mel)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, S) float32 waveform -> (B, n_mels, frames) power mel."""
@@ -94,14 +94,10 @@ class LogMelFrontEnd(nn.Module):
 
     def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int) -> None:
         super().__init__()
-        self.mel_spec = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            hop_length=hop,
-            n_mels=n_mels,
-            center=True,
-            power=1.0,
-        )
+        with torch.device("cpu"):  # see PowerMelFrontEnd
+            self.mel_spec = torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, center=True, power=1.0
+            )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, S) float32 waveform -> (B, n_mels, frames) log(clip(mel, 1e-7))."""

@@ -30,7 +30,9 @@ def cosine_relation(x: torch.Tensor) -> torch.Tensor:
     return unit @ unit.transpose(1, 2)
 
 
-def time_relation_loss(low: torch.Tensor, high: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def time_relation_loss(
+    low: torch.Tensor, high: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """MSE(S_low, S_high.detach()): keeps the frame-to-frame similarity structure through SemBo.
 
     `low` (B, T, d) and `high` (B, T, D); pairs involving a padded frame are left out. Zero

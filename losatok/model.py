@@ -53,7 +53,10 @@ class EncodeResult:
     def item(self, index: int) -> dict[str, torch.Tensor]:
         """Valid frames of one item: {field: (frames[index], dim)}."""
         n = int(self.frames[index])
-        return {name: getattr(self, name)[index, :n] for name in ("z", "mu", "logvar", "semantic_high", "semantic_low")}
+        return {
+            name: getattr(self, name)[index, :n]
+            for name in ("z", "mu", "logvar", "semantic_high", "semantic_low")
+        }
 
 
 class AcousticTokenizer(nn.Module):
@@ -63,7 +66,9 @@ class AcousticTokenizer(nn.Module):
         super().__init__()
         c = config
         self.encoder = AcousticEncoder(c)
-        self.upsampler = nn.ConvTranspose1d(c.latent_dim, c.semantic_dim, kernel_size=c.upsample_factor, stride=c.upsample_factor)
+        self.upsampler = nn.ConvTranspose1d(
+            c.latent_dim, c.semantic_dim, kernel_size=c.upsample_factor, stride=c.upsample_factor
+        )
         self.decoder = VocosDecoder(c)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -131,7 +136,9 @@ class LoSATok(nn.Module):
                 f"({self.min_samples / self.config.sample_rate * 1000:.0f} ms), the minimum the tokenizer encodes"
             )
         if int(lengths.max()) > wav.shape[1]:
-            raise ValueError(f"lengths go up to {int(lengths.max())} samples but the batch holds {wav.shape[1]}")
+            raise ValueError(
+                f"lengths go up to {int(lengths.max())} samples but the batch holds {wav.shape[1]}"
+            )
 
         prepared = pad_batch_for_stft(wav.float(), lengths, self.stft_pad)  # (B, S + pad)
         with torch.no_grad():
@@ -151,7 +158,9 @@ class LoSATok(nn.Module):
         return TokenizerFeatures(semantic_high, semantic_low, acoustic_high, acoustic_low, mu, logvar, frames)
 
     @staticmethod
-    def sample_posterior(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_posterior(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """z = mu + eps * exp(logvar / 2), eps ~ N(0, I)."""
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + eps * (0.5 * logvar).exp()
@@ -184,6 +193,9 @@ class LoSATok(nn.Module):
         """
         if wav.dim() == 1:
             wav = wav[None]
+        bad = (~torch.isfinite(wav)).any(dim=-1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"batch items {bad} hold NaN or infinite samples")
         with self._autocast(wav.device, bf16):
             f = self.features(wav, lengths)
         z = self.sample_posterior(f.mu.float(), f.logvar.float(), generator) if sample else f.mu
@@ -197,7 +209,9 @@ class LoSATok(nn.Module):
         )
 
     @torch.inference_mode()
-    def decode(self, z: torch.Tensor, frames: torch.Tensor | None = None, bf16: bool | None = None) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, frames: torch.Tensor | None = None, bf16: bool | None = None
+    ) -> torch.Tensor:
         """(B, T, latent_dim) or (T, latent_dim) latents -> (B, T x 640) float32 waveforms.
 
         With (B,) `frames`, samples past each item's `frames[b] x 640` are set to zero.
@@ -205,7 +219,9 @@ class LoSATok(nn.Module):
         if z.dim() == 2:
             z = z[None]
         if z.shape[-1] != self.config.latent_dim:
-            raise ValueError(f"latents have {z.shape[-1]} channels; this model's latent_dim is {self.config.latent_dim}")
+            raise ValueError(
+                f"latents have {z.shape[-1]} channels; this model's latent_dim is {self.config.latent_dim}"
+            )
         with self._autocast(z.device, bf16):
             audio = self.dasheng_tokenizer.decode(z).float()  # (B, T x 640)
         if frames is not None:

@@ -17,7 +17,9 @@ from losatok.features import PowerMelFrontEnd, frame_mask, pad_batch_for_stft, p
 
 def valid_tokens(lengths: torch.Tensor, config: LoSATokConfig) -> torch.Tensor:
     """(B,) tokens a lone item of `lengths` samples yields: (L // hop + 1) // patch_frames."""
-    return torch.div(valid_mel_frames(lengths, config.semantic_hop), config.patch_frames, rounding_mode="floor")
+    return torch.div(
+        valid_mel_frames(lengths, config.semantic_hop), config.patch_frames, rounding_mode="floor"
+    )
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -92,7 +94,9 @@ class DashengEncoder(nn.Module):
         super().__init__()
         c = config
         self.config = config
-        self.front_end = PowerMelFrontEnd(c.sample_rate, c.semantic_n_fft, c.semantic_hop, c.semantic_n_mels, c.semantic_f_max)
+        self.front_end = PowerMelFrontEnd(
+            c.sample_rate, c.semantic_n_fft, c.semantic_hop, c.semantic_n_mels, c.semantic_f_max
+        )
         self.init_bn = nn.Sequential(
             SwapChannelsAndMels(), nn.BatchNorm2d(c.semantic_n_mels, momentum=0.01), SwapChannelsAndMels()
         )
@@ -100,7 +104,8 @@ class DashengEncoder(nn.Module):
         self.time_pos_embed = nn.Parameter(torch.randn(1, c.semantic_dim, 1, c.chunk_tokens) * 0.02)
         self.freq_pos_embed = nn.Parameter(torch.randn(1, c.semantic_dim, 1, 1) * 0.02)
         self.blocks = nn.ModuleList(
-            TransformerBlock(c.semantic_dim, c.semantic_heads, c.semantic_mlp_ratio) for _ in range(c.semantic_depth)
+            TransformerBlock(c.semantic_dim, c.semantic_heads, c.semantic_mlp_ratio)
+            for _ in range(c.semantic_depth)
         )
         self.norm = nn.LayerNorm(c.semantic_dim, eps=1e-6)
 
@@ -108,7 +113,9 @@ class DashengEncoder(nn.Module):
         """(B, S) waveform, prepared by `pad_batch_for_stft` -> (B, 1, n_mels, frames) normalised dB mel."""
         with torch.autocast(device_type=wav.device.type, enabled=False):
             mel = self.front_end(wav.float())  # (B, F, frames)
-            mel = power_to_db(mel, valid_mel_frames(lengths, self.config.semantic_hop), self.config.semantic_top_db)
+            mel = power_to_db(
+                mel, valid_mel_frames(lengths, self.config.semantic_hop), self.config.semantic_top_db
+            )
             return self.init_bn(mel.unsqueeze(1))  # (B, 1, F, frames)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -131,7 +138,7 @@ class DashengEncoder(nn.Module):
             if not bool(valid.all()):
                 # padded keys are hidden from every query; padded queries see everything so their
                 # softmax is never empty (an all -inf row would give NaN that leaks through V)
-                attn_mask = (valid[:, None, None, :] | ~valid[:, None, :, None])  # (B, 1, t, t)
+                attn_mask = valid[:, None, None, :] | ~valid[:, None, :, None]  # (B, 1, t, t)
             for block in self.blocks:
                 x = block(x, attn_mask)
             outputs.append(self.norm(x))
@@ -165,7 +172,9 @@ class SemanticEncoder(nn.Module):
     def stft_pad(self) -> int:
         return self.config.semantic_n_fft // 2
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor, prepared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor, prepared: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) waveforms and (B,) valid samples -> high (B, T, semantic_dim), low (B, T, latent_dim).
 
         `prepared` says `wav` already went through `pad_batch_for_stft` with a pad of at least

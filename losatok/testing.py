@@ -14,7 +14,9 @@ from pathlib import Path
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise RuntimeError(f"{name} is not installed; run `make setup` (as root it installs ffmpeg, sox, espeak-ng)")
+        raise RuntimeError(
+            f"{name} is not installed; run `make setup` (as root it installs ffmpeg, sox, espeak-ng)"
+        )
     return path
 
 
@@ -35,7 +37,11 @@ def synth_speech(path: str | Path, text: str, sample_rate: int = 22_050, voice: 
 
 
 def synth_music(
-    path: str | Path, seconds: float, sample_rate: int = 44_100, channels: int = 2, notes: tuple[str, ...] = ("C4", "E4", "G4")
+    path: str | Path,
+    seconds: float,
+    sample_rate: int = 44_100,
+    channels: int = 2,
+    notes: tuple[str, ...] = ("C4", "E4", "G4"),
 ) -> Path:
     """A plucked chord with a slow tremolo from sox: tonal, non-stationary, `channels` channels."""
     path = Path(path)
@@ -48,7 +54,9 @@ def synth_music(
     return path
 
 
-def convert(src: str | Path, dst: str | Path, sample_rate: int | None = None, channels: int | None = None) -> Path:
+def convert(
+    src: str | Path, dst: str | Path, sample_rate: int | None = None, channels: int | None = None
+) -> Path:
     """Re-encode with ffmpeg; the container and codec follow `dst`'s extension (flac, mp3, ogg, opus, m4a)."""
     dst = Path(dst)
     args = [_tool("ffmpeg"), "-loglevel", "error", "-y", "-i", str(src)]
@@ -61,3 +69,19 @@ def convert(src: str | Path, dst: str | Path, sample_rate: int | None = None, ch
     args.append(str(dst))
     _run(args)
     return dst
+
+
+def write_float_wav(
+    path: str | Path, samples: list[float] | tuple[float, ...], sample_rate: int = 16_000
+) -> Path:
+    """A mono IEEE-float WAV written byte by byte, so it can hold NaN or Inf (encoders refuse to)."""
+    import struct
+
+    data = struct.pack(f"<{len(samples)}f", *samples)
+    fmt = struct.pack("<HHIIHH", 3, 1, sample_rate, sample_rate * 4, 4, 32)  # format 3 = IEEE float
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
+    path = Path(path)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path

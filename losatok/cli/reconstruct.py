@@ -17,9 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="losatok-reconstruct", description=__doc__)
     p.add_argument("input", help="audio file in any common format (wav, flac, mp3, ogg, opus, m4a)")
     p.add_argument("output", help="where to write the 16 kHz reconstruction (format from the extension)")
-    p.add_argument("--checkpoint", help="our checkpoint, or a published losatok_kl1e-*.pth (needs --preset official)")
+    p.add_argument(
+        "--checkpoint", help="our checkpoint, or a published losatok_kl1e-*.pth (needs --preset official)"
+    )
     p.add_argument("--semantic-encoder", help="a published semantic_encoder.pth loaded over the encoder")
-    p.add_argument("--preset", default="official", choices=sorted(PRESETS), help="config for published or no checkpoint")
+    p.add_argument(
+        "--preset", default="official", choices=sorted(PRESETS), help="config for published or no checkpoint"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sample", action="store_true", help="decode a posterior sample instead of the mean")
     return p
@@ -44,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if wav.numel() < model.min_samples:
-        print(f"error: {args.input}: {wav.numel()} samples is shorter than the {model.min_samples} the model needs", file=sys.stderr)
+        print(
+            f"error: {args.input}: {wav.numel()} samples is shorter than the {model.min_samples} the model needs",
+            file=sys.stderr,
+        )
         return 2
 
     started = time.perf_counter()
@@ -57,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"input         {args.input}: {seconds:.2f} s at {model.config.sample_rate} Hz")
     for name, value in result.item(0).items():
         print(f"{name:<14}{tuple(value.shape)}")
-    print(f"output        {args.output}: {tuple(audio.shape)} samples ({audio.numel() / model.config.sample_rate:.2f} s)")
+    print(
+        f"output        {args.output}: {tuple(audio.shape)} samples ({audio.numel() / model.config.sample_rate:.2f} s)"
+    )
     print(f"time          {elapsed:.2f} s ({seconds / elapsed:.1f}x real time on {args.device})")
     return 0
 
