@@ -43,6 +43,24 @@ class LoadReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
+    def suggest_key_map(self) -> dict[str, str] | None:
+        """A prefix rename that turns at least half of the unexpected keys into missing ones, if any."""
+        missing = set(self.missing)
+        votes: dict[tuple[str, str], int] = {}
+        for key in self.unexpected:
+            for target in missing:
+                if key.endswith(target) and key != target:
+                    pair = (key[: len(key) - len(target)], "")
+                elif target.endswith(key) and key != target:
+                    pair = ("", target[: len(target) - len(key)])
+                else:
+                    continue
+                votes[pair] = votes.get(pair, 0) + 1
+        if not votes:
+            return None
+        (old, new), count = max(votes.items(), key=lambda item: item[1])
+        return {old: new} if (old or new) and count * 2 >= len(self.unexpected) else None
+
     def describe(self, limit: int = 20) -> str:
         parts = []
         for label, keys in (
@@ -55,6 +73,9 @@ class LoadReport:
                     f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
                 )
                 parts.append(f"{len(keys)} {label} key(s): {shown}")
+        hint = self.suggest_key_map()
+        if hint:
+            parts.append(f"the layouts differ by a prefix: try key_map={hint!r}")
         return "; ".join(parts) or "all keys matched"
 
 

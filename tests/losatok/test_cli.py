@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import torch
+
+from losatok import LoSATok, load_audio, save_checkpoint, tiny
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "losatok.cli.reconstruct", *args], capture_output=True, text=True
+    )
+
+
+def test_reconstruct_without_checkpoint_warns_untrained_and_prints_shapes(audio_dir, tmp_path):
+    done = _run(str(audio_dir / "speech.mp3"), str(tmp_path / "out.wav"), "--preset", "tiny")
+    assert done.returncode == 0, done.stderr
+    assert "UNTRAINED" in done.stderr
+    frames = load_audio(audio_dir / "speech.mp3").numel() // 640
+    assert f"z             ({frames}, 16)" in done.stdout
+    assert f"semantic_high ({frames}, 64)" in done.stdout
+    assert load_audio(tmp_path / "out.wav").numel() == frames * 640
+
+
+def test_reconstruct_with_our_checkpoint_is_quiet(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(LoSATok(tiny()), tmp_path / "tiny.pt")
+    done = _run(
+        str(audio_dir / "music.ogg"), str(tmp_path / "out.flac"), "--checkpoint", str(tmp_path / "tiny.pt")
+    )
+    assert done.returncode == 0, done.stderr
+    assert "UNTRAINED" not in done.stderr
+    assert (tmp_path / "out.flac").stat().st_size > 0
+
+
+def test_reconstruct_names_a_bad_input(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"nope" * 100)
+    done = _run(str(tmp_path / "bad.wav"), str(tmp_path / "out.wav"), "--preset", "tiny")
+    assert done.returncode == 2 and "bad.wav: cannot decode as audio" in done.stderr
