@@ -111,6 +111,6 @@ def collate_waveforms(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
         raise ValueError("cannot batch an empty list of waveforms")
     lengths = torch.tensor([w.shape[-1] for w in waves], dtype=torch.long)
     batch = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
-    for row, wave in zip(batch, waves):
+    for row, wave in zip(batch, waves, strict=True):
         row[: wave.shape[-1]] = wave
     return batch, lengths

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from losatok.losses import kl_loss, sembo_loss, semantic_supervision_loss, time_relation_loss
+from losatok.losses import kl_loss, semantic_supervision_loss, sembo_loss, time_relation_loss
 
 
 def _orthonormal(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
