@@ -1,0 +1,74 @@
+"""Typed configuration of the tokenization pipeline, one dataclass per component.
+
+Hydra builds these in `pipelines.builders` and nothing below it sees a config object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "wma", "aiff", "aif", "webm")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: str = "tiny"  # "official" needs `checkpoint`; "tiny" runs anywhere
+    checkpoint: str | None = None  # our checkpoint or a published losatok_kl1e-*.pth
+    semantic_encoder: str | None = None  # optional published semantic_encoder.pth loaded over it
+    seed: int = 0  # initialises an untrained model identically in every actor (no checkpoint)
+    bf16: bool | None = None  # autocast on the accelerator; None = on CUDA only
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = "dir"  # "dir" (tree of audio files) or "manifest" (parquet/jsonl/csv)
+    path: str = ""  # local path or s3:// URI
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS  # "dir": which files count as audio
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (e.g. endpoint_url)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    max_seconds: float = 30.0  # longer inputs are cut into near-equal segments no longer than this
+    min_seconds: float = 0.5  # an input shorter than this is a failure ("too short"), not a sample
+
+
+@dataclass(frozen=True)
+class FieldsConfig:
+    logvar: bool = False
+    semantic_low: bool = True
+    semantic: bool = False  # 1280-dim targets: 10x the latent's size, written to their own shard set
+    dtype: str = "float16"  # storage dtype of every field
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    path: str = "out/dataset"  # local path or s3:// URI of the dataset root
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    inputs_per_shard: int = 256  # a shard is one unit of work: its inputs commit together
+    shard_input_mb: float = 512.0  # ... or fewer inputs when their files add up to this many MB
+    force_new_version: bool = False  # a different tokenizer writes <path>-vN instead of refusing
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str | None = None  # None: start a local Ray; "auto" or host:port joins a cluster
+    num_cpus: int | None = None  # local Ray only
+    encode_actors: int | None = None  # None: one per GPU, or 1 on a CPU-only cluster
+    encode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"accelerator": 1} in tests
+    decode_cpus: float = 1.0  # CPUs a decode task reserves
+    max_frames_per_batch: int = 25 * 600  # encode batch budget: B x T_max <= this (600 s at 25 Hz)
+    dashboard_host: str = "127.0.0.1"  # Ray's dashboard stays on loopback unless set otherwise
+    max_failure_fraction: float = 0.05  # the run exits non-zero past this fraction of failed inputs
+    retries: int = 3  # attempts at a transient storage error before an input is declared failed
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    source: SourceConfig
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -1,0 +1,140 @@
+"""The decode stage (CPU workers): read, decode, downmix, resample and segment the inputs of a unit.
+
+Every input ends as segments or as a failure; a failure never stops the unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import fsspec
+import numpy as np
+
+from losatok.audio import AudioError, load_audio
+from pipelines.config import SegmentConfig
+from pipelines.segment import segment_bounds
+from pipelines.sources import InputItem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# errors that say "this input is bad", as opposed to "storage hiccupped, try again"
+PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
+
+
+@dataclass
+class Segment:
+    key: str  # sample key: <input key>_<segment index>
+    input_key: str
+    location: str
+    offset: float  # seconds from the start of the source file
+    wav: np.ndarray  # (S,) float32 at the model rate
+    sample_rate: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+@dataclass
+class Failure:
+    """One failed input, as the ledger records it."""
+
+    location: str
+    stage: str  # "read", "decode", "segment", "encode"
+    error_type: str
+    message: str
+    attempts: int = 1
+    key: str | None = None
+    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+
+def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5) -> tuple[T, int]:
+    """Run `action`, retrying transient errors with exponential backoff; returns (value, attempts)."""
+    for attempt in range(1, retries + 1):
+        try:
+            return action(), attempt
+        except PERMANENT_ERRORS:
+            raise
+        except (OSError, TimeoutError, ConnectionError) as err:
+            if attempt == retries:
+                err.attempts = attempt  # type: ignore[attr-defined]
+                raise
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning(
+                "transient error (%s), attempt %d of %d; retrying in %.1f s", err, attempt, retries, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def read_source(location: str, storage_options: dict[str, Any]) -> bytes | str:
+    """A local path as it is (the decoder opens it), a remote object's bytes."""
+    if "://" not in location or location.startswith("file://"):
+        return location.removeprefix("file://")
+    with fsspec.open(location, "rb", **storage_options) as handle:
+        return handle.read()
+
+
+def decode_item(
+    item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
+) -> list[Segment] | Failure:
+    """Segments of one input, or the reason it has none."""
+    try:
+        data, attempts = with_retries(lambda: read_source(item.location, storage_options), retries)
+    except Exception as err:
+        return Failure(
+            item.location, "read", type(err).__name__, str(err), getattr(err, "attempts", 1), item.key
+        )
+    try:
+        wav = load_audio(data, sample_rate, start=item.start, end=item.end, name=item.location)
+    except AudioError as err:
+        return Failure(item.location, "decode", type(err).__name__, err.reason, attempts, item.key)
+    except Exception as err:  # a decoder crash on one file must not take the unit down
+        return Failure(item.location, "decode", type(err).__name__, str(err), attempts, item.key)
+    seconds = wav.numel() / sample_rate
+    if seconds < segment.min_seconds:
+        message = f"{seconds:.3f} s of audio is shorter than the minimum of {segment.min_seconds} s"
+        return Failure(item.location, "segment", "TooShort", message, attempts, item.key)
+    samples = wav.numpy()
+    base = item.start or 0.0
+    segments = []
+    for index, (first, last) in enumerate(segment_bounds(len(samples), sample_rate, segment.max_seconds)):
+        segments.append(
+            Segment(
+                key=f"{item.key}_{index:04d}",
+                input_key=item.key,
+                location=item.location,
+                offset=base + first / sample_rate,
+                wav=samples[first:last],
+                sample_rate=sample_rate,
+                metadata=dict(item.metadata),
+            )
+        )
+    return segments
+
+
+def decode_items(
+    items: Sequence[InputItem],
+    segment: SegmentConfig,
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: int,
+) -> tuple[list[Segment], list[Failure]]:
+    """Decode a unit's inputs: (segments in input order, failures)."""
+    segments: list[Segment] = []
+    failures: list[Failure] = []
+    for item in items:
+        result = decode_item(item, segment, sample_rate, storage_options, retries)
+        if isinstance(result, Failure):
+            log.warning("input failed at %s: %s: %s", result.stage, item.location, result.message)
+            failures.append(result)
+        else:
+            segments.extend(result)
+    return segments, failures

@@ -1,0 +1,140 @@
+"""The Ray dataflow: units stream through decode tasks (CPU, spread over the cluster), encode
+actors (one per accelerator) and commit tasks, with Ray Data's backpressure in between.
+
+Each row is one unit; the stages themselves are the plain functions of `decode`, `encode`
+and `write`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
+its unit; a unit commits atomically, so a retry never duplicates a sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray
+
+from pipelines.config import ClusterConfig, TokenizeConfig
+from pipelines.decode import Failure, decode_items
+from pipelines.encode import EncodeFailure, SegmentEncoder
+from pipelines.plan import Unit
+from pipelines.write import DatasetSink
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cluster: ClusterConfig) -> None:
+    """Join the configured cluster, or start a local one on this machine (dashboard on loopback)."""
+    if ray.is_initialized():
+        return
+    if cluster.address:
+        ray.init(address=cluster.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own progress line says more in less space
+    context.print_on_execution_start = False
+
+
+def encode_actor_count(cluster: ClusterConfig) -> tuple[int, dict[str, Any]]:
+    """(actors, Ray resources per actor): one per GPU, else one per unit of the custom resource, else 1."""
+    if cluster.encode_resources:
+        name, amount = next(iter(cluster.encode_resources.items()))
+        available = ray.cluster_resources().get(name, 0)
+        count = cluster.encode_actors or max(1, int(available // amount))
+        return count, {"resources": dict(cluster.encode_resources), "num_cpus": 1}
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        return cluster.encode_actors or gpus, {"num_gpus": 1}
+    return cluster.encode_actors or 1, {"num_cpus": 1}
+
+
+def _node() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_rate: int) -> dict[str, list]:
+    """Ray task body: decode and segment each unit of the batch."""
+    payloads = []
+    for index, blob in zip(batch["unit"], batch["items"], strict=True):
+        unit = Unit(int(index), pickle.loads(blob))
+        started = time.perf_counter()
+        segments, failures = decode_items(
+            unit.items, config.segment, sample_rate, config.source.storage_options, config.cluster.retries
+        )
+        stats = {"decode_node": _node(), "decode_seconds": time.perf_counter() - started}
+        payloads.append(pickle.dumps((unit, segments, failures, stats), protocol=5))
+    return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+class EncodeStage:
+    """Ray actor body: the model is loaded once per actor and kept."""
+
+    def __init__(self, config: TokenizeConfig) -> None:
+        self.encoder = SegmentEncoder(config.model, config.fields, config.cluster.max_frames_per_batch)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        payloads = []
+        for blob in batch["payload"]:
+            unit, segments, failures, stats = pickle.loads(blob)
+            started = time.perf_counter()
+            results = self.encoder.encode([s.wav for s in segments])
+            stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
+            payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))
+        return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
+    """Ray task body: write each unit's shard, index fragment and failures, atomically."""
+    rows = []
+    for blob in batch["payload"]:
+        unit, segments, results, failures, stats = pickle.loads(blob)
+        encoded = []
+        for segment, result in zip(segments, results, strict=True):
+            if isinstance(result, EncodeFailure):
+                failures.append(
+                    Failure(segment.location, "encode", "EncodeFailure", str(result), 1, segment.key)
+                )
+            else:
+                encoded.append((segment, result))
+        summary = sink.commit_unit(unit, encoded, failures)
+        rows.append(pickle.dumps({**summary, **stats}, protocol=5))
+    return {"summary": rows}
+
+
+def run_units(
+    config: TokenizeConfig, units: list[Unit], sink: DatasetSink, sample_rate: int
+) -> Iterator[dict[str, Any]]:
+    """Stream `units` through the three stages; yields one summary dict per committed unit."""
+    if not units:
+        return
+    actors, actor_args = encode_actor_count(config.cluster)
+    rows = [{"unit": u.index, "items": pickle.dumps(u.items, protocol=5)} for u in units]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(
+        decode_stage,
+        fn_kwargs={"config": config, "sample_rate": sample_rate},
+        batch_size=1,
+        num_cpus=config.cluster.decode_cpus,
+        compute=ray.data.TaskPoolStrategy(),
+        scheduling_strategy="SPREAD",
+    )
+    ds = ds.map_batches(
+        EncodeStage,
+        fn_constructor_kwargs={"config": config},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        **actor_args,
+    )
+    ds = ds.map_batches(
+        commit_stage,
+        fn_kwargs={"sink": sink},
+        batch_size=1,
+        num_cpus=0.1,
+        compute=ray.data.TaskPoolStrategy(),
+    )
+    for row in ds.iter_rows():
+        yield pickle.loads(row["summary"])

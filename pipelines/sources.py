@@ -1,0 +1,75 @@
+"""Listing a corpus into input items with deterministic keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from pipelines.config import SourceConfig
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One audio input: a file, or a span of one (manifest start/end, seconds)."""
+
+    key: str  # deterministic and WebDataset-safe: letters, digits, '-' and '_' only
+    location: str  # local path or s3:// URI
+    start: float | None = None
+    end: float | None = None
+    size_bytes: int = 0  # file size, for balancing work units
+    metadata: dict[str, Any] = field(default_factory=dict)  # carried through to the samples
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def input_key(
+    location: str, start: float | None = None, end: float | None = None, given_id: str | None = None
+) -> str:
+    """A key that is the same on every run for the same input.
+
+    A readable slug of the id or file name, plus a hash of the full location and span so two
+    inputs never collide (two `a.wav` in different folders, two spans of one file).
+    """
+    stem = given_id or location.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    slug = _UNSAFE.sub("_", stem).strip("_")[:48] or "input"
+    digest = hashlib.sha1(f"{given_id}|{location}|{start}|{end}".encode()).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+def list_directory(config: SourceConfig) -> list[InputItem]:
+    """Every file under `config.path` whose extension is an audio one, sorted by location."""
+    fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"source directory {config.path} does not exist")
+    protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
+    wanted = {e.lower().lstrip(".") for e in config.extensions}
+    items = []
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        if info.get("type") == "directory" or path.rsplit(".", 1)[-1].lower() not in wanted:
+            continue
+        location = protocol + path if protocol else path
+        items.append(InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0)))
+    return items
+
+
+def list_inputs(config: SourceConfig) -> list[InputItem]:
+    """Input items of a source, in a deterministic order; keys are unique (checked)."""
+    if config.kind == "dir":
+        items = list_directory(config)
+    elif config.kind == "manifest":
+        from pipelines.manifest_source import list_manifest
+
+        items = list_manifest(config)
+    else:
+        raise ValueError(f"unknown source kind {config.kind!r}; expected 'dir' or 'manifest'")
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.key in seen:
+            raise ValueError(f"inputs {seen[item.key]} and {item.location} share the key {item.key}")
+        seen[item.key] = item.location
+    return items
