@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import fsspec
@@ -19,6 +18,7 @@ from losatok.audio import AudioError, load_audio
 from pipelines.config import SegmentConfig
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem
+from schemas.ledger import FailureRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,19 +40,6 @@ class Segment:
     @property
     def duration(self) -> float:
         return len(self.wav) / self.sample_rate
-
-
-@dataclass
-class Failure:
-    """One failed input, as the ledger records it."""
-
-    location: str
-    stage: str  # "read", "decode", "segment", "encode"
-    error_type: str
-    message: str
-    attempts: int = 1
-    key: str | None = None
-    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
 
 def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5) -> tuple[T, int]:
@@ -84,24 +71,23 @@ def read_source(location: str, storage_options: dict[str, Any]) -> bytes | str:
 
 def decode_item(
     item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
-) -> list[Segment] | Failure:
+) -> list[Segment] | FailureRecord:
     """Segments of one input, or the reason it has none."""
     try:
         data, attempts = with_retries(lambda: read_source(item.location, storage_options), retries)
     except Exception as err:
-        return Failure(
-            item.location, "read", type(err).__name__, str(err), getattr(err, "attempts", 1), item.key
-        )
+        attempts = getattr(err, "attempts", 1)
+        return FailureRecord(item.location, "read", type(err).__name__, str(err), attempts, key=item.key)
     try:
         wav = load_audio(data, sample_rate, start=item.start, end=item.end, name=item.location)
     except AudioError as err:
-        return Failure(item.location, "decode", type(err).__name__, err.reason, attempts, item.key)
+        return FailureRecord(item.location, "decode", type(err).__name__, err.reason, attempts, key=item.key)
     except Exception as err:  # a decoder crash on one file must not take the unit down
-        return Failure(item.location, "decode", type(err).__name__, str(err), attempts, item.key)
+        return FailureRecord(item.location, "decode", type(err).__name__, str(err), attempts, key=item.key)
     seconds = wav.numel() / sample_rate
     if seconds < segment.min_seconds:
         message = f"{seconds:.3f} s of audio is shorter than the minimum of {segment.min_seconds} s"
-        return Failure(item.location, "segment", "TooShort", message, attempts, item.key)
+        return FailureRecord(item.location, "segment", "TooShort", message, attempts, key=item.key)
     samples = wav.numpy()
     base = item.start or 0.0
     segments = []
@@ -126,13 +112,13 @@ def decode_items(
     sample_rate: int,
     storage_options: dict[str, Any],
     retries: int,
-) -> tuple[list[Segment], list[Failure]]:
+) -> tuple[list[Segment], list[FailureRecord]]:
     """Decode a unit's inputs: (segments in input order, failures)."""
     segments: list[Segment] = []
-    failures: list[Failure] = []
+    failures: list[FailureRecord] = []
     for item in items:
         result = decode_item(item, segment, sample_rate, storage_options, retries)
-        if isinstance(result, Failure):
+        if isinstance(result, FailureRecord):
             log.warning("input failed at %s: %s: %s", result.stage, item.location, result.message)
             failures.append(result)
         else:

@@ -18,10 +18,11 @@ import numpy as np
 import ray
 
 from pipelines.config import ClusterConfig, TokenizeConfig
-from pipelines.decode import Failure, decode_items
+from pipelines.decode import decode_items
 from pipelines.encode import EncodeFailure, SegmentEncoder
 from pipelines.plan import Unit
 from pipelines.write import DatasetSink
+from schemas.ledger import FailureRecord
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, l
         for segment, result in zip(segments, results, strict=True):
             if isinstance(result, EncodeFailure):
                 failures.append(
-                    Failure(segment.location, "encode", "EncodeFailure", str(result), 1, segment.key)
+                    FailureRecord(segment.location, "encode", "EncodeFailure", str(result), key=segment.key)
                 )
             else:
                 encoded.append((segment, result))
@@ -120,7 +121,9 @@ def run_units(
         batch_size=1,
         num_cpus=config.cluster.decode_cpus,
         compute=ray.data.TaskPoolStrategy(),
-        scheduling_strategy="SPREAD",
+        # SPREAD puts decode work on every node; a remote-args function also keeps Ray Data
+        # from fusing decode into the encode actors, which would pin decoding to their nodes
+        ray_remote_args_fn=lambda: {"scheduling_strategy": "SPREAD"},
     )
     ds = ds.map_batches(
         EncodeStage,

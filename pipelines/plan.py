@@ -110,11 +110,8 @@ def read_plan(fs: Any, root: str) -> list[Unit] | None:
 class RunIdentity:
     """What makes two runs write the same samples; a rerun must match it to resume."""
 
-    preset: str
-    config_hash: str
-    checkpoint_sha256: str | None
-    semantic_encoder_sha256: str | None
-    seed: int | None  # only meaningful for an untrained model
+    tokenizer: dict[str, Any]  # schemas.card.TokenizerIdentity as a dict
+    seed: int | None  # initialisation of an untrained model; None with a checkpoint
     fields: dict[str, Any]
     segment: dict[str, Any]
 

@@ -6,7 +6,9 @@ import torch
 
 from losatok import load_audio
 from pipelines.config import FieldsConfig, ModelConfig, SegmentConfig
-from pipelines.decode import Failure, decode_items, with_retries
+from schemas.ledger import FailureRecord
+
+from pipelines.decode import decode_items, with_retries
 from pipelines.encode import EncodeFailure, SegmentEncoder, build_model, frames_of, plan_batches
 from pipelines.plan import make_units
 from pipelines.segment import segment_bounds
@@ -65,7 +67,7 @@ def test_decode_segments_good_inputs_and_records_bad_ones(audio_dir, tmp_path):
         items, SegmentConfig(max_seconds=1.0, min_seconds=0.5), 16_000, {}, retries=2
     )
     assert {f.key for f in failures} == {"junk", "empty", "missing"}
-    assert all(isinstance(f, Failure) and f.message for f in failures)
+    assert all(isinstance(f, FailureRecord) and f.message for f in failures)
     speech = [s for s in segments if s.input_key == "speech"]
     full = load_audio(audio_dir / "speech.mp3").numpy()
     np.testing.assert_array_equal(np.concatenate([s.wav for s in speech]), full)

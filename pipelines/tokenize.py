@@ -1,0 +1,46 @@
+"""`losatok-tokenize` (= `python -m pipelines.tokenize`): tokenize a corpus into a latent dataset.
+
+    losatok-tokenize source.path=/data/corpus sink.path=/data/latents
+    losatok-tokenize model=official model.checkpoint=ckpts/losatok_kl1e-3.pth cluster=auto \
+        source.path=s3://corpus/audio sink.path=s3://latents/v1 fields=all
+
+Rerunning the same command resumes: committed shards are kept, the rest is redone. The exit
+status is 0 on success, 1 when failed inputs exceed `cluster.max_failure_fraction`, 2 when the
+run cannot start (bad config, another tokenizer's dataset at the sink).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from pipelines.builders import build_tokenize_config
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="tokenize")
+def main(cfg: DictConfig) -> None:
+    from pipelines.run import tokenize
+    from pipelines.write import SinkMismatchError
+
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    try:
+        config = build_tokenize_config(cfg)
+        summary = tokenize(config)
+    except (ValueError, FileNotFoundError, SinkMismatchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(summary.describe())
+    if not summary.ok:
+        print(
+            f"error: {summary.failures} of {summary.inputs} inputs failed, more than "
+            f"cluster.max_failure_fraction={config.cluster.max_failure_fraction}; see the failure ledger",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The sink: a latent dataset (`schemas` layout) that units commit into, exactly once.
+
+Beyond the `schemas` layout the pipeline keeps three small files of its own at the root:
+`run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan.parquet` (which
+inputs make which shard) and `stats/shard-*.json` (per-shard latent statistics, merged into
+the card). A unit commits in this order: its failure-ledger fragment, its tars, its index
+fragment (the commit point), its stats. Whatever a killed run left past the last commit
+point is removed by `remove_uncommitted` before a rerun writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
+
+from losatok import LoSATokConfig
+from pipelines.config import FieldsConfig, SinkConfig
+from pipelines.decode import Segment
+from pipelines.encode import EncodedSegment
+from pipelines.plan import RunIdentity, Unit, read_identity, read_plan, write_identity, write_plan
+from schemas.card import DatasetCard, TokenizerIdentity, Totals, read_card, write_card
+from schemas.fields import FieldSet, default_fields
+from schemas.index import read_index, shard_summaries
+from schemas.layout import DatasetLayout, shard_name
+from schemas.ledger import FailureRecord, failure_counts, read_failures, write_failures
+from schemas.sample import LatentSample, SampleMetadata
+from schemas.stats import ChannelStats
+from schemas.storage import open_atomic
+from schemas.writer import write_shard
+
+log = logging.getLogger(__name__)
+STATS_DIR = "stats"
+
+
+class SinkMismatchError(RuntimeError):
+    """The sink holds a dataset written by another tokenizer, fields or segmentation."""
+
+
+def field_set(fields: FieldsConfig, model: LoSATokConfig) -> FieldSet:
+    return default_fields(
+        model.latent_dim,
+        model.semantic_dim,
+        logvar=fields.logvar,
+        semantic_low=fields.semantic_low,
+        semantic=fields.semantic,
+        dtype=fields.dtype,
+    )
+
+
+class DatasetSink:
+    def __init__(self, layout: DatasetLayout, fields: FieldSet, model: LoSATokConfig) -> None:
+        self.layout = layout
+        self.fields = fields
+        self.model = model
+
+    @property
+    def root_uri(self) -> str:
+        return self.layout.url
+
+    @classmethod
+    def open(
+        cls, sink: SinkConfig, fields: FieldsConfig, model: LoSATokConfig, identity: RunIdentity
+    ) -> DatasetSink:
+        """Open the sink for this run: new, resumable (same identity), or refused.
+
+        A dataset written with another identity is refused, naming every difference, unless
+        `sink.force_new_version` is set: then the run goes to the first `<path>-vN` that is
+        free or written with this identity.
+        """
+        url, version = sink.path.rstrip("/"), 1
+        while True:
+            layout = DatasetLayout(url, sink.storage_options)
+            existing = read_identity(layout.fs, layout.root)
+            if existing is None or existing == identity:
+                break
+            if not sink.force_new_version:
+                differences = "\n  ".join(existing.differences(identity))
+                raise SinkMismatchError(
+                    f"{url} was written by a different run configuration:\n  {differences}\n"
+                    "Use the same model, fields and segmentation to resume it, another sink.path, "
+                    "or sink.force_new_version=true to write a new version beside it."
+                )
+            version += 1
+            url = f"{sink.path.rstrip('/')}-v{version}"
+        if version > 1:
+            log.warning("%s holds another tokenizer's dataset; writing the new version to %s", sink.path, url)
+        layout.fs.makedirs(layout.root, exist_ok=True)
+        if existing is None:
+            write_identity(layout.fs, layout.root, identity)
+        return cls(layout, field_set(fields, model), model)
+
+    # --- plan and resume -------------------------------------------------------------------
+    def load_or_write_plan(self, make: Callable[[], list[Unit]]) -> list[Unit]:
+        """The stored plan, or a new one (made by `make`) stored before any shard is written."""
+        units = read_plan(self.layout.fs, self.layout.root)
+        if units is None:
+            units = make()
+            write_plan(self.layout.fs, self.layout.root, units)
+        return units
+
+    def committed_units(self) -> set[int]:
+        return set(self.layout.committed_shards())
+
+    def remove_uncommitted(self) -> list[str]:
+        """Delete what a killed run left behind: temporary files, and tars, ledger fragments
+        and stats of shards whose index fragment (the commit point) was never written."""
+        committed = self.committed_units()
+        doomed = list(self.layout.temporary_files())
+        for group in self.fields.groups():
+            doomed += [p for n, p in self.layout.tars(group).items() if n not in committed]
+        for path in self.layout.failure_fragments():
+            number = _shard_of(path)
+            if number is not None and number not in committed:
+                doomed.append(path)
+        for path in self._stats_files():
+            number = _shard_of(path)
+            if number is not None and number not in committed:
+                doomed.append(path)
+        for path in doomed:
+            self.layout.fs.rm(path)
+        if doomed:
+            log.info("removed %d leftovers of an interrupted run", len(doomed))
+        return doomed
+
+    # --- committing a unit -----------------------------------------------------------------
+    def commit_unit(
+        self, unit: Unit, encoded: list[tuple[Segment, EncodedSegment]], failures: list[FailureRecord]
+    ) -> dict[str, Any]:
+        """Write one unit's shard; returns its summary (samples, seconds, failures, bytes)."""
+        name = shard_name(unit.index)
+        failures = [replace(f, writer=name) for f in failures]
+        if failures:
+            write_failures(self.layout, name, failures)
+        samples = [self._sample(segment, result) for segment, result in encoded]
+        written = write_shard(self.layout, unit.index, samples, self.fields, frame_rate=self.model.frame_rate)
+        if written.latent_stats is not None:
+            with open_atomic(self.layout.fs, self._stats_path(unit.index)) as handle:
+                handle.write(json.dumps(written.latent_stats.to_dict()).encode())
+        return {
+            "unit": unit.index,
+            "inputs": len(unit.items),
+            "samples": written.info.samples,
+            "audio_seconds": written.info.seconds,
+            "failures": len({f.location for f in failures}),
+            "bytes": sum(written.bytes_by_group.values()),
+        }
+
+    def _sample(self, segment: Segment, result: EncodedSegment) -> LatentSample:
+        meta = dict(segment.metadata)
+        if meta.get("tags") is not None:
+            meta["tags"] = tuple(meta["tags"])
+        metadata = SampleMetadata(
+            source=segment.location,
+            offset=segment.offset,
+            duration=segment.duration,
+            sample_rate=segment.sample_rate,
+            frame_count=result.frames,
+            segment=int(segment.key.rsplit("_", 1)[1]),
+            **meta,
+        )
+        return LatentSample(segment.key, metadata, result.arrays)
+
+    # --- the card --------------------------------------------------------------------------
+    def finalize(self, identity: RunIdentity, source: str | None = None) -> DatasetCard:
+        """Write `card.json` from what is committed: totals, merged latent stats, failures."""
+        index = read_index(self.layout)
+        shards = shard_summaries(index)
+        committed = self.layout.committed_shards()
+        bytes_by_group = {
+            group: sum(self.layout.fs.size(p) for n, p in self.layout.tars(group).items() if n in committed)
+            for group in self.fields.groups()
+        }
+        stats = [self._read_stats(n) for n in committed]
+        merged = ChannelStats.merge_all([s for s in stats if s is not None]) if any(stats) else None
+        ledger = read_failures(self.layout)
+        card = DatasetCard(
+            tokenizer=TokenizerIdentity(**identity.tokenizer),
+            fields=self.fields,
+            sample_rate=self.model.sample_rate,
+            frame_rate=self.model.frame_rate,
+            totals=Totals(
+                samples=index.num_rows,
+                frames=sum(s.frames for s in shards),
+                hours=sum(s.seconds for s in shards) / 3600,
+                shards=len(committed),
+                bytes=sum(bytes_by_group.values()),
+                bytes_by_group=bytes_by_group,
+            ),
+            latent_stats=merged,
+            failures=failure_counts(ledger),
+            source=source,
+            description=f"written by losatok-tokenize; run identity: {json.dumps(asdict(identity), sort_keys=True)}",
+        )
+        write_card(self.layout, card)
+        return card
+
+    def read_card(self) -> DatasetCard:
+        return read_card(self.layout)
+
+    def _stats_path(self, number: int) -> str:
+        return self.layout.path(STATS_DIR, f"{shard_name(number)}.json")
+
+    def _stats_files(self) -> list[str]:
+        try:
+            return self.layout.fs.ls(self.layout.path(STATS_DIR), detail=False)
+        except FileNotFoundError:
+            return []
+
+    def _read_stats(self, number: int) -> ChannelStats | None:
+        path = self._stats_path(number)
+        if not self.layout.fs.exists(path):
+            return None  # an empty shard, or a crash between its commit and its stats
+        with self.layout.fs.open(path, "rb") as handle:
+            return ChannelStats.from_dict(json.loads(handle.read()))
+
+
+def _shard_of(path: str) -> int | None:
+    name = path.rsplit("/", 1)[-1].split(".", 1)[0]
+    return int(name[6:]) if name.startswith("shard-") and name[6:].isdigit() else None
