@@ -85,3 +85,28 @@ def write_float_wav(
     path = Path(path)
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
+
+
+def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str, list[Path]]:
+    """A small corpus of every kind of input a real one holds.
+
+    Good: wav, flac, mp3, ogg, m4a and opus at 8 to 48 kHz, mono and stereo, speech and
+    music, one file of `long_seconds` (cut into segments), one in a subfolder. Bad: random
+    bytes named .flac, an empty .wav, a text file named .ogg. Returns {"good": [...], "bad": [...]}.
+    """
+    root = Path(root)
+    (root / "nested").mkdir(parents=True, exist_ok=True)
+    good = [
+        synth_speech(root / "speech_22k.wav", "Tokenize every corpus exactly once.", sample_rate=22_050),
+        synth_speech(root / "nested" / "speech_16k.mp3", "Resume after a crash and lose nothing.", sample_rate=16_000),
+        synth_music(root / "music_44k_stereo.flac", seconds=3.0, sample_rate=44_100, channels=2),
+        synth_music(root / "long_music_8k.wav", seconds=long_seconds, sample_rate=8_000, channels=1, notes=("A3", "E4")),
+    ]
+    good.append(convert(good[2], root / "music_48k.ogg", sample_rate=48_000))
+    good.append(convert(good[0], root / "speech_8k.m4a", sample_rate=8_000))
+    good.append(convert(good[1], root / "speech_48k_stereo.opus", sample_rate=48_000, channels=2))
+    bad = [root / "corrupt.flac", root / "empty.wav", root / "notes.ogg"]
+    bad[0].write_bytes(bytes(range(256)) * 40)
+    bad[1].write_bytes(b"")
+    bad[2].write_text("these are not audio samples\n" * 20)
+    return {"good": good, "bad": bad}

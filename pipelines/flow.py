@@ -29,12 +29,11 @@ log = logging.getLogger(__name__)
 
 def init_ray(cluster: ClusterConfig) -> None:
     """Join the configured cluster, or start a local one on this machine (dashboard on loopback)."""
-    if ray.is_initialized():
-        return
-    if cluster.address:
-        ray.init(address=cluster.address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host, log_to_driver=False)
+    if not ray.is_initialized():
+        if cluster.address:
+            ray.init(address=cluster.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own progress line says more in less space
     context.print_on_execution_start = False

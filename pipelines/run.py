@@ -124,4 +124,5 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     summary.failure_fraction = summary.failures / max(summary.inputs, 1)
     summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction
     summary.wall_seconds = time.perf_counter() - started
+    sink.write_run_log(asdict(summary))
     return summary

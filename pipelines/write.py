@@ -2,8 +2,8 @@
 
 Beyond the `schemas` layout the pipeline keeps three small files of its own at the root:
 `run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan.parquet` (which
-inputs make which shard) and `stats/shard-*.json` (per-shard latent statistics, merged into
-the card). A unit commits in this order: its failure-ledger fragment, its tars, its index
+inputs make which shard), `stats/shard-*.json` (per-shard latent statistics, merged into
+the card) and `runs/run-*.json` (one log per run: counts, nodes, speed). A unit commits in this order: its failure-ledger fragment, its tars, its index
 fragment (the commit point), its stats. Whatever a killed run left past the last commit
 point is removed by `remove_uncommitted` before a rerun writes anything.
 """
@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from losatok import LoSATokConfig
@@ -33,6 +34,7 @@ from schemas.writer import write_shard
 
 log = logging.getLogger(__name__)
 STATS_DIR = "stats"
+RUNS_DIR = "runs"
 
 
 class SinkMismatchError(RuntimeError):
@@ -196,6 +198,14 @@ class DatasetSink:
         )
         write_card(self.layout, card)
         return card
+
+    def write_run_log(self, record: dict[str, Any]) -> str:
+        """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.layout.path(RUNS_DIR, f"run-{stamp}.json")
+        with open_atomic(self.layout.fs, path) as handle:
+            handle.write(json.dumps(record, indent=2, sort_keys=True, default=sorted).encode())
+        return path
 
     def read_card(self) -> DatasetCard:
         return read_card(self.layout)

@@ -1,0 +1,100 @@
+"""The whole pipeline on a real mixed corpus, through a real local Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from schemas.layout import DatasetLayout
+from schemas.ledger import read_failures
+from schemas.reader import open_dataset
+from schemas.verify import verify_dataset
+
+from losatok import load_audio
+from pipelines.config import ClusterConfig, FieldsConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig
+from pipelines.encode import build_model
+from pipelines.run import tokenize
+from pipelines.segment import segment_bounds
+from pipelines.sources import input_key
+
+
+def config_for(source: str, sink: str, **sink_options) -> TokenizeConfig:
+    return TokenizeConfig(
+        source=SourceConfig(path=source),
+        sink=SinkConfig(path=sink, **{"inputs_per_shard": 3, **sink_options}),
+        model=ModelConfig(preset="tiny", seed=0),
+        fields=FieldsConfig(logvar=True, semantic_low=True, semantic=True),
+        cluster=ClusterConfig(max_failure_fraction=0.5, max_frames_per_batch=2000),
+    )
+
+
+def expected_segments(files) -> dict[str, tuple[str, np.ndarray]]:
+    """key -> (location, 16 kHz audio of the segment), derived independently of the pipeline."""
+    out = {}
+    for path in files:
+        wav = load_audio(path).numpy()
+        for index, (start, end) in enumerate(segment_bounds(len(wav), 16_000, 30.0)):
+            out[f"{input_key(str(path))}_{index:04d}"] = (str(path), wav[start:end])
+    return out
+
+
+def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
+    root, corpus = mixed_corpus
+    summary = tokenize(config_for(str(root), str(tmp_path / "ds")))
+    assert summary.ok and summary.units == 4  # 10 inputs, 3 per shard
+
+    report = verify_dataset(str(tmp_path / "ds"))
+    assert report.ok, report.summary()
+
+    expected = expected_segments(corpus["good"])
+    reader = open_dataset(str(tmp_path / "ds"))
+    keys = reader.index().column("key").to_pylist()
+    assert sorted(keys) == sorted(expected)  # every segment of every good input, exactly once
+    assert sum(k.startswith(input_key(str(root / "long_music_8k.wav"))) for k in keys) == 3  # 65 s -> 3 x ~22 s
+
+    model = build_model(ModelConfig(preset="tiny", seed=0))
+    samples = {s.key: s for s in reader.iter_samples(groups=("latent", "semantic"))}
+    for key, (location, audio) in expected.items():
+        direct = model.encode(torch.from_numpy(audio)).item(0)
+        sample = samples[key]
+        assert sample.metadata.source == location
+        for field, name in (("latent", "z"), ("logvar", "logvar"), ("semantic_low", "semantic_low"), ("semantic", "semantic_high")):
+            stored = sample.arrays[field]
+            assert stored.dtype == np.float16
+            reference = direct[name].numpy()
+            np.testing.assert_allclose(stored.astype(np.float32), reference, rtol=2e-3, atol=2e-3 * np.abs(reference).max())
+
+    ledger = read_failures(DatasetLayout(str(tmp_path / "ds"))).to_pylist()
+    assert sorted(r["location"] for r in ledger) == sorted(str(p) for p in corpus["bad"])
+    assert all(r["stage"] == "decode" and r["message"] for r in ledger)
+    assert {r["message"] for r in ledger if r["location"].endswith("empty.wav")} == {"empty file (0 bytes)"}
+
+    card = reader.card
+    assert card.totals.samples == len(expected) and card.failed_inputs == 3
+    assert card.latent_stats.count == card.totals.frames
+
+
+def test_rerun_of_a_finished_dataset_changes_nothing(ray_address, mixed_corpus, tmp_path):
+    root, _ = mixed_corpus
+    first = tokenize(config_for(str(root), str(tmp_path / "ds")))
+    tars = {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*.tar")}
+    again = tokenize(config_for(str(root), str(tmp_path / "ds")))
+    assert again.units_resumed == first.units and again.samples == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*.tar")} == tars
+    assert verify_dataset(str(tmp_path / "ds")).ok
+
+
+def test_another_tokenizer_config_is_refused_naming_the_difference(ray_address, mixed_corpus, tmp_path):
+    from dataclasses import replace
+
+    from pipelines.write import SinkMismatchError
+
+    root, _ = mixed_corpus
+    config = config_for(str(root), str(tmp_path / "ds"))
+    tokenize(config)
+    other = replace(config, model=ModelConfig(preset="tiny", seed=1))
+    with pytest.raises(SinkMismatchError, match=r"seed: 0 \(existing\) != 1 \(this run\)"):
+        tokenize(other)
+    forced = replace(other, sink=replace(other.sink, force_new_version=True))
+    summary = tokenize(forced)
+    assert summary.root.endswith("ds-v2") and verify_dataset(summary.root).ok
