@@ -98,9 +98,17 @@ def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str,
     (root / "nested").mkdir(parents=True, exist_ok=True)
     good = [
         synth_speech(root / "speech_22k.wav", "Tokenize every corpus exactly once.", sample_rate=22_050),
-        synth_speech(root / "nested" / "speech_16k.mp3", "Resume after a crash and lose nothing.", sample_rate=16_000),
+        synth_speech(
+            root / "nested" / "speech_16k.mp3", "Resume after a crash and lose nothing.", sample_rate=16_000
+        ),
         synth_music(root / "music_44k_stereo.flac", seconds=3.0, sample_rate=44_100, channels=2),
-        synth_music(root / "long_music_8k.wav", seconds=long_seconds, sample_rate=8_000, channels=1, notes=("A3", "E4")),
+        synth_music(
+            root / "long_music_8k.wav",
+            seconds=long_seconds,
+            sample_rate=8_000,
+            channels=1,
+            notes=("A3", "E4"),
+        ),
     ]
     good.append(convert(good[2], root / "music_48k.ogg", sample_rate=48_000))
     good.append(convert(good[0], root / "speech_8k.m4a", sample_rate=8_000))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -114,6 +115,7 @@ def run_units(
     actors, actor_args = encode_actor_count(config.cluster)
     rows = [{"unit": u.index, "items": pickle.dumps(u.items, protocol=5)} for u in units]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*is deprecated")
     ds = ds.map_batches(
         decode_stage,
         fn_kwargs={"config": config, "sample_rate": sample_rate},

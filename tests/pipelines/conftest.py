@@ -18,3 +18,16 @@ def ray_address():
 def mixed_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     return root, make_mixed_corpus(root)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """Twelve short real recordings: enough one-input shards to interrupt a run part-way."""
+    from losatok.testing import synth_music, synth_speech
+
+    root = tmp_path_factory.mktemp("small")
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    for i, word in enumerate(words):
+        synth_speech(root / f"speech_{i:02d}.wav", f"{word} {word} {word}, number {i}", sample_rate=16_000)
+        synth_music(root / f"music_{i:02d}.flac", seconds=2.0 + i / 2, sample_rate=22_050, channels=1)
+    return root

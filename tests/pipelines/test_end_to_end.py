@@ -11,7 +11,14 @@ from schemas.reader import open_dataset
 from schemas.verify import verify_dataset
 
 from losatok import load_audio
-from pipelines.config import ClusterConfig, FieldsConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig
+from pipelines.config import (
+    ClusterConfig,
+    FieldsConfig,
+    ModelConfig,
+    SinkConfig,
+    SourceConfig,
+    TokenizeConfig,
+)
 from pipelines.encode import build_model
 from pipelines.run import tokenize
 from pipelines.segment import segment_bounds
@@ -50,7 +57,9 @@ def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
     reader = open_dataset(str(tmp_path / "ds"))
     keys = reader.index().column("key").to_pylist()
     assert sorted(keys) == sorted(expected)  # every segment of every good input, exactly once
-    assert sum(k.startswith(input_key(str(root / "long_music_8k.wav"))) for k in keys) == 3  # 65 s -> 3 x ~22 s
+    assert (
+        sum(k.startswith(input_key(str(root / "long_music_8k.wav"))) for k in keys) == 3
+    )  # 65 s -> 3 x ~22 s
 
     model = build_model(ModelConfig(preset="tiny", seed=0))
     samples = {s.key: s for s in reader.iter_samples(groups=("latent", "semantic"))}
@@ -58,11 +67,18 @@ def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
         direct = model.encode(torch.from_numpy(audio)).item(0)
         sample = samples[key]
         assert sample.metadata.source == location
-        for field, name in (("latent", "z"), ("logvar", "logvar"), ("semantic_low", "semantic_low"), ("semantic", "semantic_high")):
+        for field, name in (
+            ("latent", "z"),
+            ("logvar", "logvar"),
+            ("semantic_low", "semantic_low"),
+            ("semantic", "semantic_high"),
+        ):
             stored = sample.arrays[field]
             assert stored.dtype == np.float16
             reference = direct[name].numpy()
-            np.testing.assert_allclose(stored.astype(np.float32), reference, rtol=2e-3, atol=2e-3 * np.abs(reference).max())
+            np.testing.assert_allclose(
+                stored.astype(np.float32), reference, rtol=2e-3, atol=2e-3 * np.abs(reference).max()
+            )
 
     ledger = read_failures(DatasetLayout(str(tmp_path / "ds"))).to_pylist()
     assert sorted(r["location"] for r in ledger) == sorted(str(p) for p in corpus["bad"])
