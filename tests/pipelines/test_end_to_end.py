@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from schemas.layout import DatasetLayout
-from schemas.ledger import read_failures
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 from losatok import load_audio
 from pipelines.config import (
@@ -23,6 +19,10 @@ from pipelines.encode import build_model
 from pipelines.run import tokenize
 from pipelines.segment import segment_bounds
 from pipelines.sources import input_key
+from schemas.layout import DatasetLayout
+from schemas.ledger import read_failures
+from schemas.reader import open_dataset
+from schemas.verify import verify_dataset
 
 
 def config_for(source: str, sink: str, **sink_options) -> TokenizeConfig:

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 from pipelines.config import (
     ClusterConfig,
@@ -25,6 +23,8 @@ from pipelines.config import (
     TokenizeConfig,
 )
 from pipelines.run import tokenize
+from schemas.reader import open_dataset
+from schemas.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 

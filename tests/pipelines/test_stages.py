@@ -6,13 +6,12 @@ import torch
 
 from losatok import load_audio
 from pipelines.config import FieldsConfig, ModelConfig, SegmentConfig
-from schemas.ledger import FailureRecord
-
 from pipelines.decode import decode_items, with_retries
 from pipelines.encode import EncodeFailure, SegmentEncoder, build_model, frames_of, plan_batches
 from pipelines.plan import make_units
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
+from schemas.ledger import FailureRecord
 
 
 def test_segments_lie_on_the_token_grid_and_cover_everything():
