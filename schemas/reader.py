@@ -1,0 +1,148 @@
+"""Reading a latent dataset: card (version-checked first), index, committed shards, samples.
+
+```
+ds = open_dataset("s3://bucket/corpus-v1", {"endpoint_url": ...})
+ds.card.frame_rate, ds.shards()            # committed shards with sample counts and seconds
+for sample in ds.iter_shard(0):            # latent group only: semantic tars never opened
+    sample.latent                          # (T, latent_dim) float16
+for sample in ds.iter_shard(0, groups=("latent", "semantic")):
+    sample.semantic                        # (T, semantic_dim), joined by key
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.card import DatasetCard, Totals, read_card
+from schemas.errors import SchemaError
+from schemas.fields import LATENT_GROUP
+from schemas.index import ShardInfo, read_index, shard_summaries
+from schemas.layout import DatasetLayout, shard_name, shard_number
+from schemas.ledger import read_failures
+from schemas.sample import LatentSample, decode_sample
+from schemas.tario import iter_tar_samples
+
+
+class DatasetReader:
+    """Read access to one dataset. Only committed shards (with an index fragment) are seen."""
+
+    def __init__(self, layout: DatasetLayout, card: DatasetCard) -> None:
+        self.layout = layout
+        self.card = card
+        self._index: pa.Table | None = None
+
+    def index(self) -> pa.Table:
+        """The whole index (one row per sample of every committed shard), cached."""
+        if self._index is None:
+            self._index = read_index(self.layout)
+        return self._index
+
+    def shards(self) -> list[ShardInfo]:
+        """Committed shards with per-shard samples, frames and seconds, in shard order.
+
+        A committed shard with no samples is listed with zero counts.
+        """
+        summaries = {s.number: s for s in shard_summaries(self.index())}
+        return [
+            summaries.get(n, ShardInfo(n, shard_name(n), 0, 0, 0.0)) for n in self.layout.committed_shards()
+        ]
+
+    def iter_raw(self, number: int, group: str = LATENT_GROUP) -> Iterator[dict[str, Any]]:
+        """Undecoded members `{"__key__", ext: bytes}` of one group's tar of one shard."""
+        path = self.layout.tar_path(group, number)
+        with self.layout.fs.open(path, "rb") as f:
+            yield from iter_tar_samples(f, name=f"{group}/{shard_name(number)}.tar")
+
+    def iter_shard(
+        self, number: int, groups: Iterable[str] = (LATENT_GROUP,), validate: bool = True
+    ) -> Iterator[LatentSample]:
+        """Samples of shard `number`, in written order, with the fields of `groups`.
+
+        Groups other than latent are joined by key, walking their tars in lockstep: they hold
+        the same keys in the same order (a mismatch raises SchemaError).
+        `validate=False` skips the frame-rate check of durations (shapes are always checked).
+        """
+        groups = list(dict.fromkeys([LATENT_GROUP, *groups]))
+        missing = [g for g in groups if g not in self.card.fields.groups()]
+        if missing:
+            raise SchemaError(f"dataset has no field group {missing}; it has {self.card.fields.groups()}")
+        streams = [self.iter_raw(number, g) for g in groups]
+        frame_rate = self.card.frame_rate if validate else None
+        try:
+            for parts in _lockstep(streams, groups, shard_name(number)):
+                members = {k: v for part in parts for k, v in part.items()}
+                yield decode_sample(members, self.card.fields, frame_rate=frame_rate, groups=groups)
+        finally:
+            for s in streams:
+                s.close()
+
+    def iter_samples(
+        self, shards: Iterable[int] | None = None, groups: Iterable[str] = (LATENT_GROUP,)
+    ) -> Iterator[LatentSample]:
+        """Samples of the given (default: all committed) shards, shard by shard."""
+        numbers = [s.number for s in self.shards()] if shards is None else list(shards)
+        for number in numbers:
+            yield from self.iter_shard(number, groups)
+
+    def find(self, key: str) -> dict[str, Any]:
+        """The index row of `key`; KeyError if no committed shard holds it."""
+        rows = self.index().filter(pc.equal(self.index().column("key"), key)).to_pylist()
+        if not rows:
+            raise KeyError(f"no sample with key {key!r} in the index of {self.layout.url}")
+        return rows[0]
+
+    def sample(self, key: str, groups: Iterable[str] = (LATENT_GROUP,)) -> LatentSample:
+        """One sample by key (reads its shard up to the sample)."""
+        number = shard_number(self.find(key)["shard"])
+        for sample in self.iter_shard(number, groups):
+            if sample.key == key:
+                return sample
+        raise SchemaError(f"{key!r} is in the index of {shard_name(number)} but not in its tar")
+
+    def failures(self) -> pa.Table:
+        """The failure ledger (all fragments) as one table."""
+        return read_failures(self.layout)
+
+    def measured_totals(self) -> Totals:
+        """Totals measured from the index and the committed shards' tar sizes (for the card)."""
+        table = self.index()
+        committed = list(self.layout.committed_shards())
+        by_group: dict[str, int] = {}
+        for group in self.card.fields.groups():
+            tars = self.layout.tars(group)
+            by_group[group] = sum(self.layout.fs.size(tars[n]) for n in committed if n in tars)
+        seconds = pc.sum(table.column("duration")).as_py() or 0.0
+        return Totals(
+            samples=table.num_rows,
+            frames=int(pc.sum(table.column("frame_count")).as_py() or 0),
+            hours=seconds / 3600.0,
+            shards=len(committed),
+            bytes=sum(by_group.values()),
+            bytes_by_group=by_group,
+        )
+
+
+def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None) -> DatasetReader:
+    """Open the dataset at `url` (local path or s3:// prefix), reading and checking its card.
+
+    Raises FileNotFoundError without a card and SchemaVersionError for an unreadable version.
+    """
+    layout = DatasetLayout(url, dict(storage_options or {}))
+    return DatasetReader(layout, read_card(layout))
+
+
+def _lockstep(streams: list[Iterator[dict]], groups: list[str], shard: str) -> Iterator[list[dict]]:
+    while True:
+        parts = [next(s, None) for s in streams]
+        if all(p is None for p in parts):
+            return
+        keys = [p["__key__"] if p is not None else None for p in parts]
+        if len(set(keys)) != 1:
+            pairs = ", ".join(f"{g}: {k}" for g, k in zip(groups, keys))
+            raise SchemaError(f"{shard}: field groups disagree on the next key ({pairs})")
+        yield parts
