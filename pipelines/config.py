@@ -54,6 +54,7 @@ class SinkConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     address: str | None = None  # None: start a local Ray; "auto" or host:port joins a cluster
+    node_ip_address: str | None = None  # this driver's address in the cluster, on hosts with several
     num_cpus: int | None = None  # local Ray only
     encode_actors: int | None = None  # None: one per GPU, or 1 on a CPU-only cluster
     encode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"accelerator": 1} in tests

@@ -32,7 +32,7 @@ def init_ray(cluster: ClusterConfig) -> None:
     """Join the configured cluster, or start a local one on this machine (dashboard on loopback)."""
     if not ray.is_initialized():
         if cluster.address:
-            ray.init(address=cluster.address, log_to_driver=False)
+            ray.init(address=cluster.address, _node_ip_address=cluster.node_ip_address, log_to_driver=False)
         else:
             ray.init(num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host, log_to_driver=False)
     context = ray.data.DataContext.get_current()

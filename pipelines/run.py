@@ -7,6 +7,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+import ray
+
 from losatok import preset
 from pipelines.config import TokenizeConfig
 from pipelines.flow import encode_actor_count, init_ray, run_units
@@ -30,6 +32,7 @@ class RunSummary:
     wall_seconds: float = 0.0
     decode_nodes: set[str] = field(default_factory=set)
     encode_nodes: set[str] = field(default_factory=set)
+    nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> resources
     failure_fraction: float = 0.0
     ok: bool = True
 
@@ -110,6 +113,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
 
     if pending:
         init_ray(config.cluster)
+        summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         actors, _ = encode_actor_count(config.cluster)
         progress = Progress(len(pending), actors)
         for unit_summary in run_units(config, pending, sink, model_config.sample_rate):

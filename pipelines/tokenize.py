@@ -12,6 +12,7 @@ run cannot start (bad config, another tokenizer's dataset at the sink).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -25,6 +26,10 @@ def main(cfg: DictConfig) -> None:
     from pipelines.run import tokenize
     from pipelines.write import SinkMismatchError
 
+    if not cfg.cluster.address:
+        # a cluster of this machine alone listens on loopback, not on the host's network address;
+        # Ray reads this when it is first imported, which happens below
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     logging.getLogger("ray").setLevel(logging.WARNING)
     try:
         config = build_tokenize_config(cfg)

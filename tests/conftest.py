@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Ray on these machines binds to loopback only: its default is the host's network address,
+# and tests must send traffic to loopback alone. Set before any test imports ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from losatok.testing import convert, synth_music, synth_speech
 

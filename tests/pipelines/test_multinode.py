@@ -1,0 +1,91 @@
+"""Two Ray nodes on one machine: encode actors only where the accelerator is, decode everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from schemas.verify import verify_dataset
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """`ray start --block` runs its node's daemons in its own process group: stop them all."""
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(grace)
+            time.sleep(1)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A head node (1 CPU) and a worker node (2 CPUs and one `accelerator`), both on loopback."""
+    # Two loopback addresses stand in for two hosts (multi-node Ray refuses 127.0.0.1 itself);
+    # the test cluster is throwaway, so it runs without Ray's token authentication.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    port = free_port()
+    common = ["--block", "--disable-usage-stats"]
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--num-cpus=1",
+         "--include-dashboard=false", *common],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    worker = None
+    try:
+        waiter = f"import ray,time; ray.init(address='127.0.0.2:{port}', _node_ip_address='127.0.0.2')\n"
+        waiter += "while len([n for n in ray.nodes() if n['Alive']]) < 2: time.sleep(0.2)"
+        time.sleep(3)
+        worker = subprocess.Popen(
+            [RAY, "start", "--node-ip-address=127.0.0.3", f"--address=127.0.0.2:{port}", "--num-cpus=2",
+             '--resources={"accelerator": 1}', *common],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        subprocess.run([sys.executable, "-c", waiter], env=env, timeout=120, check=True, capture_output=True)
+        yield f"127.0.0.2:{port}", env
+    finally:
+        for process in (worker, head):
+            if process is not None:
+                stop(process)
+
+
+def test_encode_runs_only_on_the_accelerator_node_and_decode_on_both(two_nodes, small_corpus, tmp_path):
+    address, env = two_nodes
+    sink = tmp_path / "ds"
+    command = [
+        sys.executable, "-m", "pipelines.tokenize", f"source.path={small_corpus}", f"sink.path={sink}",
+        "sink.inputs_per_shard=1", f"cluster.address={address}", "cluster.node_ip_address=127.0.0.2",
+        "+cluster.encode_resources.accelerator=1",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert verify_dataset(str(sink)).ok
+    (log,) = (sink / "runs").glob("run-*.json")
+    record = json.loads(log.read_text())
+    nodes = record["nodes"]  # node id -> resources, as the driver saw the cluster
+    accelerator_nodes = {n for n, resources in nodes.items() if resources.get("accelerator")}
+    assert len(nodes) == 2 and len(accelerator_nodes) == 1
+    assert set(record["encode_nodes"]) == accelerator_nodes
+    assert set(record["decode_nodes"]) == set(nodes)
