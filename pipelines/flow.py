@@ -34,7 +34,13 @@ def init_ray(cluster: ClusterConfig) -> None:
         if cluster.address:
             ray.init(address=cluster.address, _node_ip_address=cluster.node_ip_address, log_to_driver=False)
         else:
-            ray.init(num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host, log_to_driver=False)
+            # "local" starts a new cluster even when `ray start` left one running on this machine
+            ray.init(
+                address="local",
+                num_cpus=cluster.num_cpus,
+                dashboard_host=cluster.dashboard_host,
+                log_to_driver=False,
+            )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own progress line says more in less space
     context.print_on_execution_start = False

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 
+import numpy as np
 import pytest
+from moto.server import ThreadedMotoServer
 
 # Ray on these machines binds to loopback only: its default is the host's network address,
 # and tests must send traffic to loopback alone. Set before any test imports ray.
@@ -26,3 +29,32 @@ def audio_dir(tmp_path_factory):
     convert(root / "speech.wav", root / "speech.opus", sample_rate=48_000)
     convert(root / "speech.wav", root / "speech_8k.wav", sample_rate=8_000)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (moto's server mode) on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch):
+    """An empty bucket on the loopback server, dummy credentials in the environment."""
+    import s3fs
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    bucket = f"bucket-{np.random.default_rng().integers(1 << 30)}"
+    fs.mkdir(bucket)
+    return bucket

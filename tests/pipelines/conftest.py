@@ -9,7 +9,7 @@ from losatok.testing import make_mixed_corpus
 @pytest.fixture(scope="session")
 def ray_address():
     """One local Ray per test session (2 CPUs); pipelines run in-process join it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
