@@ -28,8 +28,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on an embedded default: a corpus of real speech and music (plus broken files),
+# tokenized by the tiny model on a local Ray, then checked. Rerun it: it resumes and skips.
+DEMO ?= demo
 demo: setup
-	$(BIN)/python -m losatok.cli.demo
+	$(BIN)/python -m losatok.testing $(DEMO)/corpus
+	$(BIN)/losatok-tokenize source.path=$(DEMO)/corpus sink.path=$(DEMO)/dataset \
+	    sink.inputs_per_shard=4 cluster.max_failure_fraction=0.5
+	$(BIN)/losatok-data verify $(DEMO)/dataset
+	$(BIN)/losatok-data stats $(DEMO)/dataset
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

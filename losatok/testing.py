@@ -118,3 +118,21 @@ def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str,
     bad[1].write_bytes(b"")
     bad[2].write_text("these are not audio samples\n" * 20)
     return {"good": good, "bad": bad}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m losatok.testing DIR`: write the mixed corpus to DIR (kept if already there)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    root = Path(args[0] if args else "demo/corpus")
+    if root.exists() and any(root.iterdir()):
+        print(f"corpus {root} already exists; keeping it")
+        return 0
+    made = make_mixed_corpus(root)
+    print(f"wrote {len(made['good'])} recordings and {len(made['bad'])} broken files to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -80,10 +80,11 @@ class Progress:
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
             hours = self.seconds / 3600
-            rate = hours / max(now - self.started, 1e-9)
+            speed = self.seconds / max(now - self.started, 1e-9)  # audio seconds per wall second
             print(
                 f"[tokenize] shards {self.done}/{self.total} | inputs {self.inputs} | audio {hours:.3f} h "
-                f"| {rate * 3600:.1f} h/h ({rate:.4f} h/s) | encode actors {self.actors} | failures {self.failures}",
+                f"| {speed / 3600:.4f} h/s ({speed:.0f}x real time) | encode actors {self.actors} "
+                f"| failures {self.failures}",
                 file=sys.stderr,
                 flush=True,
             )
