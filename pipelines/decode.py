@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import fsspec
-import numpy as np
 
 from losatok.audio import AudioError, load_audio
 from pipelines.config import SegmentConfig
+from pipelines.records import Segment
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem
 from schemas.ledger import FailureRecord
@@ -25,21 +24,6 @@ T = TypeVar("T")
 
 # errors that say "this input is bad", as opposed to "storage hiccupped, try again"
 PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
-
-
-@dataclass
-class Segment:
-    key: str  # sample key: <input key>_<segment index>
-    input_key: str
-    location: str
-    offset: float  # seconds from the start of the source file
-    wav: np.ndarray  # (S,) float32 at the model rate
-    sample_rate: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def duration(self) -> float:
-        return len(self.wav) / self.sample_rate
 
 
 def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5) -> tuple[T, int]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from losatok import LoSATok, collate_waveforms, load_model, preset
 from pipelines.config import FieldsConfig, ModelConfig
+from pipelines.records import EncodedSegment, EncodeFailure
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,6 @@ def build_model(config: ModelConfig) -> LoSATok:
     """The tokenizer every actor uses: from a checkpoint, or seeded so all actors agree."""
     torch.manual_seed(config.seed)
     return load_model(config.checkpoint, preset(config.preset), config.semantic_encoder)
-
-
-@dataclass
-class EncodedSegment:
-    arrays: dict[str, np.ndarray]  # field -> (frames, dim) in the storage dtype
-    frames: int
-
-
-class EncodeFailure(Exception):
-    """A segment that could not be encoded (NaN/Inf output, out of memory)."""
 
 
 class SegmentEncoder:

@@ -20,10 +20,9 @@ import ray
 
 from pipelines.config import ClusterConfig, TokenizeConfig
 from pipelines.decode import decode_items
-from pipelines.encode import EncodeFailure, SegmentEncoder
+from pipelines.encode import SegmentEncoder
 from pipelines.plan import Unit
-from pipelines.write import DatasetSink
-from schemas.ledger import FailureRecord
+from pipelines.write import DatasetSink, commit_stage
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +91,6 @@ class EncodeStage:
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
             payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))
         return {"unit": list(batch["unit"]), "payload": payloads}
-
-
-def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
-    """Ray task body: write each unit's shard, index fragment and failures, atomically."""
-    rows = []
-    for blob in batch["payload"]:
-        unit, segments, results, failures, stats = pickle.loads(blob)
-        encoded = []
-        for segment, result in zip(segments, results, strict=True):
-            if isinstance(result, EncodeFailure):
-                failures.append(
-                    FailureRecord(segment.location, "encode", "EncodeFailure", str(result), key=segment.key)
-                )
-            else:
-                encoded.append((segment, result))
-        summary = sink.commit_unit(unit, encoded, failures)
-        rows.append(pickle.dumps({**summary, **stats}, protocol=5))
-    return {"summary": rows}
 
 
 def run_units(

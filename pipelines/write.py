@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from losatok import LoSATokConfig
+import numpy as np
+
 from pipelines.config import FieldsConfig, SinkConfig
-from pipelines.decode import Segment
-from pipelines.encode import EncodedSegment
 from pipelines.plan import RunIdentity, Unit, read_identity, read_plan, write_identity, write_plan
+from pipelines.records import EncodedSegment, EncodeFailure, Segment
 from schemas.card import DatasetCard, TokenizerIdentity, Totals, read_card, write_card
 from schemas.fields import FieldSet, default_fields
 from schemas.index import read_index, shard_summaries
@@ -31,6 +32,9 @@ from schemas.sample import LatentSample, SampleMetadata
 from schemas.stats import ChannelStats
 from schemas.storage import open_atomic
 from schemas.writer import write_shard
+
+if TYPE_CHECKING:  # the commit stage must not import torch, which losatok does
+    from losatok import LoSATokConfig
 
 log = logging.getLogger(__name__)
 STATS_DIR = "stats"
@@ -53,10 +57,11 @@ def field_set(fields: FieldsConfig, model: LoSATokConfig) -> FieldSet:
 
 
 class DatasetSink:
-    def __init__(self, layout: DatasetLayout, fields: FieldSet, model: LoSATokConfig) -> None:
+    def __init__(self, layout: DatasetLayout, fields: FieldSet, sample_rate: int, frame_rate: float) -> None:
         self.layout = layout
         self.fields = fields
-        self.model = model
+        self.sample_rate = sample_rate  # Hz of the audio the tokenizer sees
+        self.frame_rate = frame_rate  # latent frames per second
 
     @property
     def root_uri(self) -> str:
@@ -92,7 +97,7 @@ class DatasetSink:
         layout.fs.makedirs(layout.root, exist_ok=True)
         if existing is None:
             write_identity(layout.fs, layout.root, identity)
-        return cls(layout, field_set(fields, model), model)
+        return cls(layout, field_set(fields, model), model.sample_rate, model.frame_rate)
 
     # --- plan and resume -------------------------------------------------------------------
     def load_or_write_plan(self, make: Callable[[], list[Unit]]) -> list[Unit]:
@@ -137,7 +142,7 @@ class DatasetSink:
         if failures:
             write_failures(self.layout, name, failures)
         samples = [self._sample(segment, result) for segment, result in encoded]
-        written = write_shard(self.layout, unit.index, samples, self.fields, frame_rate=self.model.frame_rate)
+        written = write_shard(self.layout, unit.index, samples, self.fields, frame_rate=self.frame_rate)
         if written.latent_stats is not None:
             with open_atomic(self.layout.fs, self._stats_path(unit.index)) as handle:
                 handle.write(json.dumps(written.latent_stats.to_dict()).encode())
@@ -181,8 +186,8 @@ class DatasetSink:
         card = DatasetCard(
             tokenizer=TokenizerIdentity(**identity.tokenizer),
             fields=self.fields,
-            sample_rate=self.model.sample_rate,
-            frame_rate=self.model.frame_rate,
+            sample_rate=self.sample_rate,
+            frame_rate=self.frame_rate,
             totals=Totals(
                 samples=index.num_rows,
                 frames=sum(s.frames for s in shards),
@@ -230,3 +235,21 @@ class DatasetSink:
 def _shard_of(path: str) -> int | None:
     name = path.rsplit("/", 1)[-1].split(".", 1)[0]
     return int(name[6:]) if name.startswith("shard-") and name[6:].isdigit() else None
+
+
+def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
+    """Ray task body: write each unit's shard, index fragment and failures, atomically."""
+    rows = []
+    for blob in batch["payload"]:
+        unit, segments, results, failures, stats = pickle.loads(blob)
+        encoded = []
+        for segment, result in zip(segments, results, strict=True):
+            if isinstance(result, EncodeFailure):
+                failures.append(
+                    FailureRecord(segment.location, "encode", "EncodeFailure", str(result), key=segment.key)
+                )
+            else:
+                encoded.append((segment, result))
+        summary = sink.commit_unit(unit, encoded, failures)
+        rows.append(pickle.dumps({**summary, **stats}, protocol=5))
+    return {"summary": rows}

@@ -7,8 +7,9 @@ import torch
 from losatok import load_audio
 from pipelines.config import FieldsConfig, ModelConfig, SegmentConfig
 from pipelines.decode import decode_items, with_retries
-from pipelines.encode import EncodeFailure, SegmentEncoder, build_model, frames_of, plan_batches
+from pipelines.encode import SegmentEncoder, build_model, frames_of, plan_batches
 from pipelines.plan import make_units
+from pipelines.records import EncodeFailure
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
 from schemas.ledger import FailureRecord

@@ -1,0 +1,34 @@
+"""Records passed between the pipeline's stages: numpy and stdlib only, so the commit stage
+never imports torch (a worker that only writes stays small and starts fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Segment:
+    key: str  # sample key: <input key>_<segment index>
+    input_key: str
+    location: str
+    offset: float  # seconds from the start of the source file
+    wav: np.ndarray  # (S,) float32 at the model rate
+    sample_rate: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+@dataclass
+class EncodedSegment:
+    arrays: dict[str, np.ndarray]  # field -> (frames, dim) in the storage dtype
+    frames: int
+
+
+class EncodeFailure(Exception):
+    """A segment that could not be encoded (NaN/Inf output, out of memory)."""
