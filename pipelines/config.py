@@ -59,6 +59,7 @@ class ClusterConfig:
     encode_actors: int | None = None  # None: one per GPU, or 1 on a CPU-only cluster
     encode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"accelerator": 1} in tests
     decode_cpus: float = 1.0  # CPUs a decode task reserves
+    encode_threads: int | None = None  # CPU-only encode: torch threads per actor (None: the node's cores)
     max_frames_per_batch: int = 25 * 600  # encode batch budget: B x T_max <= this (600 s at 25 Hz)
     dashboard_host: str = "127.0.0.1"  # Ray's dashboard stays on loopback unless set otherwise
     max_failure_fraction: float = 0.05  # the run exits non-zero past this fraction of failed inputs

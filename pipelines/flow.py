@@ -9,6 +9,7 @@ its unit; a unit commits atomically, so a retry never duplicates a sample.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import time
 import warnings
@@ -80,6 +81,12 @@ class EncodeStage:
     """Ray actor body: the model is loaded once per actor and kept."""
 
     def __init__(self, config: TokenizeConfig) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            # Ray pins a 1-CPU actor to one thread; on a CPU-only cluster the encoder is the
+            # bottleneck and shares the node with decode tasks, so let it use the node's cores
+            torch.set_num_threads(config.cluster.encode_threads or os.cpu_count() or 1)
         self.encoder = SegmentEncoder(config.model, config.fields, config.cluster.max_frames_per_batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -89,6 +96,7 @@ class EncodeStage:
             started = time.perf_counter()
             results = self.encoder.encode([s.wav for s in segments])
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
+            segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
             payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))
         return {"unit": list(batch["unit"]), "payload": payloads}
 

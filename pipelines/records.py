@@ -3,7 +3,7 @@ never imports torch (a worker that only writes stays small and starts fast)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,19 @@ class Segment:
     wav: np.ndarray  # (S,) float32 at the model rate
     sample_rate: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = -1  # len(wav), kept when the audio is dropped
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 0:
+            self.num_samples = len(self.wav)
 
     @property
     def duration(self) -> float:
-        return len(self.wav) / self.sample_rate
+        return self.num_samples / self.sample_rate
+
+    def without_audio(self) -> Segment:
+        """The same segment minus its waveform: what the commit stage needs, at a fraction of the bytes."""
+        return replace(self, wav=np.empty(0, np.float32))
 
 
 @dataclass
