@@ -5,7 +5,10 @@ Every input ends as segments or as a failure; a failure never stops the unit.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import tarfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -13,10 +16,10 @@ from typing import Any, TypeVar
 import fsspec
 
 from losatok.audio import AudioError, load_audio
-from pipelines.config import SegmentConfig
+from pipelines.config import AUDIO_EXTENSIONS, SegmentConfig
 from pipelines.records import Segment
 from pipelines.segment import segment_bounds
-from pipelines.sources import InputItem
+from pipelines.sources import InputItem, input_key
 from schemas.ledger import FailureRecord
 
 log = logging.getLogger(__name__)
@@ -54,14 +57,21 @@ def read_source(location: str, storage_options: dict[str, Any]) -> bytes | str:
 
 
 def decode_item(
-    item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
+    item: InputItem,
+    segment: SegmentConfig,
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: int,
+    data: bytes | str | None = None,
 ) -> list[Segment] | FailureRecord:
-    """Segments of one input, or the reason it has none."""
-    try:
-        data, attempts = with_retries(lambda: read_source(item.location, storage_options), retries)
-    except Exception as err:
-        attempts = getattr(err, "attempts", 1)
-        return FailureRecord(item.location, "read", type(err).__name__, str(err), attempts, key=item.key)
+    """Segments of one input, or the reason it has none (`data`: its bytes, when already read)."""
+    attempts = 1
+    if data is None:
+        try:
+            data, attempts = with_retries(lambda: read_source(item.location, storage_options), retries)
+        except Exception as err:
+            attempts = getattr(err, "attempts", 1)
+            return FailureRecord(item.location, "read", type(err).__name__, str(err), attempts, key=item.key)
     try:
         wav = load_audio(data, sample_rate, start=item.start, end=item.end, name=item.location)
     except AudioError as err:
@@ -101,10 +111,83 @@ def decode_items(
     segments: list[Segment] = []
     failures: list[FailureRecord] = []
     for item in items:
-        result = decode_item(item, segment, sample_rate, storage_options, retries)
-        if isinstance(result, FailureRecord):
-            log.warning("input failed at %s: %s: %s", result.stage, item.location, result.message)
-            failures.append(result)
+        if item.container == "tar":
+            results = decode_tar(item, segment, sample_rate, storage_options, retries)
         else:
-            segments.extend(result)
+            results = [decode_item(item, segment, sample_rate, storage_options, retries)]
+        for result in results:
+            if isinstance(result, FailureRecord):
+                log.warning("input failed at %s: %s: %s", result.stage, result.location, result.message)
+                failures.append(result)
+            else:
+                segments.extend(result)
     return segments, failures
+
+
+SIDECAR_FIELDS = ("id", "text", "caption", "language", "speaker", "split", "tags")
+
+
+def tar_members(data: bytes, name: str) -> dict[str, dict[str, bytes]]:
+    """Members of a WebDataset tar grouped by key: {key: {extension: bytes}}, in tar order."""
+    groups: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            directory, _, base = member.name.rpartition("/")
+            stem, dot, extension = base.partition(".")
+            if not dot or not stem:
+                continue
+            key = f"{directory}/{stem}" if directory else stem
+            groups.setdefault(key, {})[extension.lower()] = archive.extractfile(member).read()
+    return groups
+
+
+def sidecar_metadata(members: dict[str, bytes]) -> dict[str, Any]:
+    """Metadata of a WebDataset sample from its json sidecar (known fields, the rest as extra) or txt."""
+    meta: dict[str, Any] = {}
+    if "json" in members:
+        values = json.loads(members["json"])
+        meta = {k: values[k] for k in SIDECAR_FIELDS if values.get(k) is not None}
+        extra = {
+            k: v
+            for k, v in values.items()
+            if k not in SIDECAR_FIELDS and isinstance(v, (str, int, float, bool))
+        }
+        if extra:
+            meta["extra"] = extra
+    elif "txt" in members:
+        meta["text"] = members["txt"].decode("utf-8").strip()
+    return meta
+
+
+def decode_tar(
+    item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
+) -> list[list[Segment] | FailureRecord]:
+    """Every audio member of a WebDataset shard: one result per sample key that holds audio."""
+    try:
+        data, _ = with_retries(lambda: read_tar_bytes(item.location, storage_options), retries)
+        groups = tar_members(data, item.location)
+    except Exception as err:
+        return [FailureRecord(item.location, "read", type(err).__name__, str(err), key=item.key)]
+    results: list[list[Segment] | FailureRecord] = []
+    for key, members in groups.items():
+        audio = next((ext for ext in members if ext in AUDIO_EXTENSIONS), None)
+        if audio is None:
+            continue  # a member group without audio (e.g. a lone sidecar) is not an input
+        location = f"{item.location}#{key}.{audio}"
+        try:
+            metadata = sidecar_metadata(members)
+        except (ValueError, UnicodeDecodeError) as err:
+            results.append(FailureRecord(location, "decode", type(err).__name__, f"bad sidecar: {err}"))
+            continue
+        member_item = InputItem(input_key(location), location, metadata={**item.metadata, **metadata})
+        results.append(
+            decode_item(member_item, segment, sample_rate, storage_options, retries, data=members[audio])
+        )
+    return results
+
+
+def read_tar_bytes(location: str, storage_options: dict[str, Any]) -> bytes:
+    with fsspec.open(location, "rb", **storage_options) as handle:
+        return handle.read()

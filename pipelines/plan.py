@@ -32,12 +32,16 @@ class Unit:
 
 
 def make_units(items: list[InputItem], inputs_per_shard: int, shard_input_bytes: int) -> list[Unit]:
-    """Consecutive groups of at most `inputs_per_shard` inputs and about `shard_input_bytes` of files."""
+    """Consecutive groups of at most `inputs_per_shard` inputs and about `shard_input_bytes` of files.
+
+    A container (a WebDataset tar of many inputs) is a unit of its own: it is read as one stream.
+    """
     units: list[Unit] = []
     current: list[InputItem] = []
     size = 0
     for item in items:
-        if current and (len(current) >= inputs_per_shard or size + item.size_bytes > shard_input_bytes):
+        full = len(current) >= inputs_per_shard or size + item.size_bytes > shard_input_bytes
+        if current and (full or item.container or current[-1].container):
             units.append(Unit(len(units), tuple(current)))
             current, size = [], 0
         current.append(item)
@@ -57,6 +61,7 @@ def plan_table(units: list[Unit]) -> pa.Table:
             "end": item.end,
             "size_bytes": item.size_bytes,
             "metadata": json.dumps(item.metadata, sort_keys=True),
+            "container": item.container,
         }
         for unit in units
         for item in unit.items
@@ -70,6 +75,7 @@ def plan_table(units: list[Unit]) -> pa.Table:
             ("end", pa.float64()),
             ("size_bytes", pa.int64()),
             ("metadata", pa.string()),
+            ("container", pa.string()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
@@ -85,6 +91,7 @@ def units_from_table(table: pa.Table) -> list[Unit]:
             end=row["end"],
             size_bytes=row["size_bytes"],
             metadata=json.loads(row["metadata"]),
+            container=row.get("container"),
         )
         grouped.setdefault(row["unit"], []).append(item)
     return [Unit(index, tuple(grouped[index])) for index in sorted(grouped)]

@@ -107,7 +107,6 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     committed = sink.committed_units()
     pending = [u for u in units if u.index not in committed]
     summary.units, summary.units_resumed = len(units), len(units) - len(pending)
-    summary.inputs = sum(len(u.items) for u in units)
     log.info(
         "%d shards planned, %d already committed, %d to do", len(units), summary.units_resumed, len(pending)
     )
@@ -124,8 +123,11 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
             summary.decode_nodes.add(unit_summary["decode_node"])
             summary.encode_nodes.add(unit_summary["encode_node"])
 
-    card = sink.finalize(identity, source=config.source.path)
-    summary.failures = card.failed_inputs
+    sink.finalize(identity, source=config.source.path)
+    # counted from what the dataset holds: exact for every source kind, resumed shards included
+    # (a WebDataset shard is one planned item but many inputs)
+    good, summary.failures = sink.input_counts()
+    summary.inputs = good + summary.failures
     summary.failure_fraction = summary.failures / max(summary.inputs, 1)
     summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction
     summary.wall_seconds = time.perf_counter() - started

@@ -22,6 +22,7 @@ class InputItem:
     end: float | None = None
     size_bytes: int = 0  # file size, for balancing work units
     metadata: dict[str, Any] = field(default_factory=dict)  # carried through to the samples
+    container: str | None = None  # "tar": a WebDataset shard whose audio members are the inputs
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -57,6 +58,21 @@ def list_directory(config: SourceConfig) -> list[InputItem]:
     return items
 
 
+def list_tar_shards(config: SourceConfig) -> list[InputItem]:
+    """Every `.tar` under `config.path`: each is one input container (and one unit of work)."""
+    fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"source {config.path} does not exist")
+    protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
+    paths = [root] if root.endswith(".tar") else sorted(p for p in fs.find(root) if p.endswith(".tar"))
+    return [
+        InputItem(
+            input_key(protocol + path), protocol + path, size_bytes=int(fs.size(path) or 0), container="tar"
+        )
+        for path in paths
+    ]
+
+
 def list_inputs(config: SourceConfig) -> list[InputItem]:
     """Input items of a source, in a deterministic order; keys are unique (checked)."""
     if config.kind == "dir":
@@ -65,8 +81,10 @@ def list_inputs(config: SourceConfig) -> list[InputItem]:
         from pipelines.manifest_source import list_manifest
 
         items = list_manifest(config)
+    elif config.kind == "wds":
+        items = list_tar_shards(config)
     else:
-        raise ValueError(f"unknown source kind {config.kind!r}; expected 'dir' or 'manifest'")
+        raise ValueError(f"unknown source kind {config.kind!r}; expected 'dir', 'manifest' or 'wds'")
     seen: dict[str, str] = {}
     for item in items:
         if item.key in seen:

@@ -204,6 +204,12 @@ class DatasetSink:
         write_card(self.layout, card)
         return card
 
+    def input_counts(self) -> tuple[int, int]:
+        """(inputs with samples, failed inputs) over the whole dataset, by distinct location."""
+        sources = set(read_index(self.layout).column("source").to_pylist())
+        failed = set(read_failures(self.layout).column("location").to_pylist())
+        return len(sources), len(failed - sources)
+
     def write_run_log(self, record: dict[str, Any]) -> str:
         """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
