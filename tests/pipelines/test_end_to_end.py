@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,35 @@ def test_another_tokenizer_config_is_refused_naming_the_difference(ray_address, 
     forced = replace(other, sink=replace(other.sink, force_new_version=True))
     summary = tokenize(forced)
     assert summary.root.endswith("ds-v2") and verify_dataset(summary.root).ok
+
+
+def test_manifest_source_carries_spans_and_metadata(ray_address, audio_dir, tmp_path):
+    manifest = tmp_path / "manifest.jsonl"
+    rows = [
+        {
+            "location": str(audio_dir / "speech.mp3"),
+            "id": "utt-1",
+            "text": "the quick brown fox",
+            "speaker": "a",
+        },
+        {"path": str(audio_dir / "music.flac"), "start": 0.5, "end": 1.5, "caption": "a plucked chord"},
+    ]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    config = TokenizeConfig(
+        source=SourceConfig(kind="manifest", path=str(manifest)),
+        sink=SinkConfig(path=str(tmp_path / "ds")),
+        model=ModelConfig(preset="tiny", seed=0),
+    )
+    summary = tokenize(config)
+    assert summary.ok and summary.inputs == 2 and verify_dataset(str(tmp_path / "ds")).ok
+    samples = {s.metadata.source: s for s in open_dataset(str(tmp_path / "ds")).iter_samples()}
+    speech = samples[str(audio_dir / "speech.mp3")]
+    assert (speech.metadata.id, speech.metadata.text, speech.metadata.speaker) == (
+        "utt-1",
+        "the quick brown fox",
+        "a",
+    )
+    assert speech.key.startswith("utt-1-")
+    music = samples[str(audio_dir / "music.flac")]
+    assert music.metadata.caption == "a plucked chord"
+    assert music.metadata.offset == 0.5 and music.metadata.duration == 1.0 and music.frame_count == 25
