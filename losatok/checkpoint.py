@@ -12,7 +12,6 @@ strict by default, names every missing, unexpected or mis-shaped key, and accept
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -239,12 +238,3 @@ def load_model(
     model = LoSATok(config or official())
     load_into(model, unwrap_state_dict(payload, path), source=str(path))
     return _finish(model, semantic_encoder_path)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks; identifies the tokenizer in dataset cards."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
