@@ -223,6 +223,18 @@ def load_checkpoint(path: str | os.PathLike, strict: bool = True, payload: objec
     return _finish(model, None)
 
 
+def checkpoint_config(path: str | os.PathLike) -> LoSATokConfig | None:
+    """The config stored in one of our checkpoints, read without loading its tensors (memory-
+    mapped); None for a published file, which carries no config."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        payload = read_payload(path)  # not a zip-format file: read it whole (raises a clear error)
+    if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
+        return LoSATokConfig.from_dict(payload["config"])
+    return None
+
+
 def load_model(
     path: str | os.PathLike | None,
     config: LoSATokConfig | None = None,

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 import ray
 
-from losatok import preset
+from losatok import LoSATokConfig, preset
+from losatok.checkpoint import checkpoint_config
 from pipelines.config import TokenizeConfig
 from pipelines.flow import encode_actor_count, init_ray, run_units
 from pipelines.plan import RunIdentity, make_units
@@ -45,11 +46,17 @@ class RunSummary:
         )
 
 
+def model_config(config: TokenizeConfig) -> LoSATokConfig:
+    """The tokenizer's config: from our checkpoint when it carries one, else the named preset."""
+    stored = checkpoint_config(config.model.checkpoint) if config.model.checkpoint else None
+    return stored or preset(config.model.preset)
+
+
 def run_identity(config: TokenizeConfig) -> RunIdentity:
     model = config.model
     tokenizer = TokenizerIdentity(
         preset=model.preset,
-        config_hash=preset(model.preset).config_hash(),
+        config_hash=model_config(config).config_hash(),
         checkpoint_sha256=sha256_file(model.checkpoint) if model.checkpoint else None,
         semantic_encoder_sha256=sha256_file(model.semantic_encoder) if model.semantic_encoder else None,
     )
@@ -94,8 +101,8 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     """Run (or resume) the pipeline into `config.sink.path`; see README for the guarantees."""
     started = time.perf_counter()
     identity = run_identity(config)
-    model_config = preset(config.model.preset)
-    sink = DatasetSink.open(config.sink, config.fields, model_config, identity)
+    tokenizer = model_config(config)
+    sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
     summary = RunSummary(root=sink.root_uri)
 
     def plan():
@@ -116,7 +123,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         actors, _ = encode_actor_count(config.cluster)
         progress = Progress(len(pending), actors)
-        for unit_summary in run_units(config, pending, sink, model_config.sample_rate):
+        for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
             progress.update(unit_summary)
             summary.samples += unit_summary["samples"]
             summary.audio_seconds += unit_summary["audio_seconds"]

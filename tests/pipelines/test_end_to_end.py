@@ -148,3 +148,30 @@ def test_manifest_source_carries_spans_and_metadata(ray_address, audio_dir, tmp_
     music = samples[str(audio_dir / "music.flac")]
     assert music.metadata.caption == "a plucked chord"
     assert music.metadata.offset == 0.5 and music.metadata.duration == 1.0 and music.frame_count == 25
+
+
+def test_our_checkpoint_with_its_own_config_drives_the_dataset(ray_address, audio_dir, tmp_path):
+    from dataclasses import replace
+
+    from losatok import LoSATok, save_checkpoint, tiny
+    from schemas.card import sha256_file
+
+    torch.manual_seed(3)
+    custom = LoSATok(replace(tiny(), latent_dim=8, preset="tiny-8")).eval()
+    save_checkpoint(custom, tmp_path / "tok.pt")
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "speech.mp3").write_bytes((audio_dir / "speech.mp3").read_bytes())
+    config = TokenizeConfig(
+        source=SourceConfig(path=str(source)),
+        sink=SinkConfig(path=str(tmp_path / "ds")),
+        model=ModelConfig(preset="tiny", checkpoint=str(tmp_path / "tok.pt")),
+    )
+    assert tokenize(config).ok and verify_dataset(str(tmp_path / "ds")).ok
+    reader = open_dataset(str(tmp_path / "ds"))
+    (sample,) = list(reader.iter_samples())
+    direct = custom.encode(load_audio(audio_dir / "speech.mp3")).item(0)["z"].numpy()
+    assert sample.latent.shape == direct.shape and direct.shape[1] == 8
+    np.testing.assert_allclose(sample.latent.astype(np.float32), direct, atol=2e-3 * np.abs(direct).max())
+    assert reader.card.tokenizer.checkpoint_sha256 == sha256_file(str(tmp_path / "tok.pt"))
+    assert reader.card.tokenizer.config_hash == custom.config.config_hash()
