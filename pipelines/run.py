@@ -34,15 +34,20 @@ class RunSummary:
     decode_nodes: set[str] = field(default_factory=set)
     encode_nodes: set[str] = field(default_factory=set)
     nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> resources
+    encode_actors: int = 0
+    decode_busy_seconds: float = 0.0  # summed over decode tasks
+    encode_busy_seconds: float = 0.0  # summed over encode actors
     failure_fraction: float = 0.0
     ok: bool = True
 
     def describe(self) -> str:
         rate = self.audio_seconds / max(self.wall_seconds, 1e-9)
+        busy = self.encode_busy_seconds / max(self.wall_seconds * max(self.encode_actors, 1), 1e-9)
         return (
             f"dataset {self.root}: {self.units} shards ({self.units_resumed} resumed), {self.inputs} inputs, "
             f"{self.samples} new samples, {self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
-            f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %)"
+            f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %); "
+            f"encode actors busy {100 * busy:.0f} % of the run, decode {self.decode_busy_seconds:.1f} task-s"
         )
 
 
@@ -122,6 +127,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         init_ray(config.cluster)
         summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         actors, _ = encode_actor_count(config.cluster)
+        summary.encode_actors = actors
         progress = Progress(len(pending), actors)
         for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
             progress.update(unit_summary)
@@ -129,6 +135,8 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
             summary.audio_seconds += unit_summary["audio_seconds"]
             summary.decode_nodes.add(unit_summary["decode_node"])
             summary.encode_nodes.add(unit_summary["encode_node"])
+            summary.decode_busy_seconds += unit_summary["decode_seconds"]
+            summary.encode_busy_seconds += unit_summary["encode_seconds"]
 
     sink.finalize(identity, source=config.source.path)
     # counted from what the dataset holds: exact for every source kind, resumed shards included
