@@ -1,0 +1,93 @@
+"""The training loader over real latent datasets (written with the schemas writer)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
+from schemas.testing import write_fake_dataset
+
+
+def loader(path, **overrides) -> LoaderConfig:
+    return LoaderConfig(
+        path=str(path), **{"batch_frames": 120, "max_frames": 40, "shuffle_buffer": 4, **overrides}
+    )
+
+
+def simple_dataset(tmp_path, shards=4, per_shard=5):
+    return write_fake_dataset(
+        str(tmp_path / "simple"), n_shards=shards, samples_per_shard=per_shard, max_frames=50
+    )
+
+
+def test_every_rank_gets_the_same_number_of_batches(tmp_path):
+    fake = write_fake_dataset(
+        str(tmp_path / "ds"), n_shards=5, samples_per_shard=4, min_frames=10, max_frames=80
+    )
+    for world in (1, 2, 3):
+        counts = []
+        for rank in range(world):
+            batches = LatentBatches(loader(fake.url), latent_dim=16, rank=rank, world_size=world)
+            counts.append(sum(1 for _ in batches))
+            assert counts[-1] == len(batches)
+        assert len(set(counts)) == 1, f"world {world}: ranks got {counts} batches"
+
+
+def test_batches_respect_budget_crop_normalisation_and_masks(tmp_path):
+    fake = simple_dataset(tmp_path)
+    batches = LatentBatches(loader(fake.url, semantic_field="semantic"), latent_dim=16, semantic_dim=64)
+    seen = []
+    for batch in batches:
+        count, longest, width = batch.latents.shape
+        assert width == 16 and longest <= 40 and (count == 1 or count * longest <= 120)
+        assert batch.semantic.shape == (count, longest, 64)
+        assert batch.mask[:, 0].all() and (batch.latents[~batch.mask] == 0).all()
+        for row, key in enumerate(batch.keys):
+            valid = int(batch.mask[row].sum())
+            assert valid == min(fake.samples[key].frame_count, 40)
+            assert batch.texts[row] == f"text of {key}"
+            seen.append(batch.latents[row, :valid].numpy())
+    frames = np.concatenate(seen)
+    assert abs(frames.mean()) < 0.2 and 0.7 < frames.std() < 1.3  # normalised by the card's stats
+
+
+def test_crops_come_from_the_stored_sample(tmp_path):
+    fake = simple_dataset(tmp_path, shards=1, per_shard=3)
+    config = loader(fake.url, normalize=False, max_frames=7)
+    (batch, *_) = list(LatentBatches(config, latent_dim=16))
+    for row, key in enumerate(batch.keys):
+        stored = fake.samples[key].latent.astype(np.float16).astype(np.float32)
+        crop = batch.latents[row, :7].numpy()
+        assert any(np.array_equal(crop, stored[s : s + 7]) for s in range(len(stored) - 6))
+
+
+def test_truncated_shard_is_skipped_with_a_warning(tmp_path, caplog):
+    fake = simple_dataset(tmp_path, shards=3, per_shard=4)
+    tar = tmp_path / "simple" / "latent" / "shard-000001.tar"
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 3])
+    batches = LatentBatches(loader(fake.url), latent_dim=16)
+    keys = {k for _ in range(2) for batch in batches for k in batch.keys}
+    assert batches.skipped_shards + batches.skipped_samples >= 1
+    assert "of shard 000001" in caplog.text  # named in the warning
+    assert keys and all(not k.startswith("s1-") or k == "s1-0" for k in keys)
+
+
+def test_a_dataset_of_another_latent_width_is_refused_naming_both(tmp_path):
+    fake = simple_dataset(tmp_path, shards=1)
+    with pytest.raises(DatasetMismatchError, match="dimension 16.*latent_dim 128"):
+        LatentBatches(loader(fake.url), latent_dim=128)
+
+
+def test_a_newer_schema_major_is_refused(tmp_path):
+    from schemas.errors import SchemaVersionError
+
+    fake = simple_dataset(tmp_path, shards=1)
+    card = tmp_path / "simple" / "card.json"
+    data = json.loads(card.read_text())
+    data["schema_version"] = "2.0"
+    card.write_text(json.dumps(data))
+    with pytest.raises(SchemaVersionError, match="2.0"):
+        LatentBatches(loader(fake.url), latent_dim=16)
