@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+import ray
 from moto.server import ThreadedMotoServer
 
 # Ray on these machines binds to loopback only: its default is the host's network address,
@@ -14,7 +15,7 @@ from moto.server import ThreadedMotoServer
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from losatok.testing import convert, synth_music, synth_speech
+from losatok.testing import convert, make_mixed_corpus, synth_music, synth_speech
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +59,29 @@ def s3_bucket(s3_endpoint, monkeypatch):
     bucket = f"bucket-{np.random.default_rng().integers(1 << 30)}"
     fs.mkdir(bucket)
     return bucket
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray per test session (2 CPUs); pipelines run in-process join it."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mixed_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    return root, make_mixed_corpus(root)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """Twelve short real recordings: enough one-input shards to interrupt a run part-way."""
+
+    root = tmp_path_factory.mktemp("small")
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    for i, word in enumerate(words):
+        synth_speech(root / f"speech_{i:02d}.wav", f"{word} {word} {word}, number {i}", sample_rate=16_000)
+        synth_music(root / f"music_{i:02d}.flac", seconds=2.0 + i / 2, sample_rate=22_050, channels=1)
+    return root
