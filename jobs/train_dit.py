@@ -1,0 +1,320 @@
+"""`losatok-train-dit` (= `python -m jobs.train_dit`): train a DiT on a cached latent dataset.
+
+    losatok-train-dit experiment=tiny data.path=demo/dataset
+    losatok-train-dit experiment=tts data.path=s3://latents/ljspeech trainer.num_workers=8 trainer.use_gpu=true
+
+Recipe: setup (data, model, EMA, optimizer, schedule, resume) -> train (flow matching, optional
+semantic alignment, clipping, EMA, metrics, atomic checkpoints) -> cleanup. One process by
+default; with trainer.num_workers > 1 the same loop runs on every worker of a Ray Train
+TorchTrainer (DDP). A rerun with the same out_dir resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import hydra
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from jobs import checkpointing
+from jobs.data import LatentBatches, LoaderConfig
+from losatok.dit import DiT, DiTConfig, dit_preset
+from losatok.flow import flow_matching_loss
+from losatok.text import encode_texts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to `min_lr_ratio` x lr at max_steps
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+
+
+@dataclass
+class TrainerConfig:
+    num_workers: int = 1  # >1: Ray Train TorchTrainer with that many DDP workers
+    use_gpu: bool = False
+    address: str | None = None  # Ray cluster to join; None starts a local one when workers > 1
+    bf16: bool | None = None  # autocast on CUDA by default
+
+
+@dataclass
+class TrainDiTConfig:
+    data: LoaderConfig = field(default_factory=LoaderConfig)
+    model: str = "tiny"  # DiT preset: tiny, small, base
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {depth: 4}
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    out_dir: str = "out/dit"  # checkpoints, metrics.jsonl, tensorboard/ (local or s3:// for checkpoints)
+    max_steps: int = 1000
+    log_every: int = 10
+    ckpt_every: int = 200
+    cond_dropout: float = 0.1  # share of items trained without their text, for classifier-free guidance
+    semantic_weight: float = 0.0  # weight of the semantic alignment loss (needs data.semantic_field)
+    time_distribution: str = "logit_normal"
+    seed: int = 0
+
+
+def model_config(config: TrainDiTConfig, semantic_dim: int | None) -> DiTConfig:
+    values = {**dit_preset(config.model).to_dict(), **config.model_overrides}
+    if config.semantic_weight > 0:
+        values.setdefault("semantic_align_layer", max(0, values["depth"] // 2 - 1))
+        values["semantic_dim"] = semantic_dim
+    return DiTConfig.from_dict(values)
+
+
+def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine from 1 down to `min_lr_ratio` at `max_steps`."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps))
+    return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class MetricsLog:
+    """metrics.jsonl (appended, survives restarts) and TensorBoard, written by rank 0 only."""
+
+    def __init__(self, out_dir: str, enabled: bool) -> None:
+        self.enabled = enabled and "://" not in out_dir
+        if self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            os.makedirs(out_dir, exist_ok=True)
+            self.jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a")  # noqa: SIM115
+            self.board = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+        for name, value in values.items():
+            self.board.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            self.board.close()
+
+
+def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
+    """Setup -> train -> cleanup on this process (one worker of DDP when a process group exists)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available() and config.trainer.use_gpu
+        else torch.device("cpu")
+    )
+    torch.manual_seed(config.seed)
+
+    # --- setup -------------------------------------------------------------------------------
+    dit_config = model_config(config, _semantic_dim(config))
+    batches = LatentBatches(config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim)
+    model = DiT(dit_config).to(device)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.optim.ema_decay)
+    )
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.optim.lr,
+        betas=tuple(config.optim.betas),
+        weight_decay=config.optim.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.optim, config.max_steps)
+    )
+    step, epoch, skip = 0, 0, 0
+    resumed = checkpointing.load_latest(_ckpt_dir(config), config.data.storage_options)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        ema.load_state_dict(resumed["ema"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
+        checkpointing.restore_rng(resumed["rng"])
+        log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
+    metrics = MetricsLog(config.out_dir, rank == 0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16(config, device))
+
+    def generator_at(
+        at: int,
+    ) -> torch.Generator:  # a function of the step: a resumed run draws the same noise
+        return torch.Generator().manual_seed(config.seed * 1_000_003 + rank * 10_007 + at)
+
+    # --- train -------------------------------------------------------------------------------
+    first_loss = last_loss = None
+    started, frames_seen, samples_seen = time.perf_counter(), 0, 0
+    while step < config.max_steps:
+        batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch)
+        for index, batch in enumerate(batches):
+            if index < skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
+                continue
+            if step >= config.max_steps:
+                break
+            generator = generator_at(step)
+            x1 = batch.latents.to(device)
+            mask = batch.mask.to(device)
+            ids, text_mask = encode_texts(batch.texts, dit_config.text_max_len)
+            drop = torch.rand(len(batch.texts), generator=generator) < config.cond_dropout
+            with autocast:
+                losses = flow_matching_loss(
+                    train_model,
+                    x1,
+                    mask,
+                    ids.to(device),
+                    text_mask.to(device),
+                    drop_text=drop.to(device),
+                    semantic_target=None if batch.semantic is None else batch.semantic.to(device),
+                    semantic_weight=config.semantic_weight,
+                    time_distribution=config.time_distribution,
+                    generator=generator,
+                )
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            ema.update_parameters(model)
+            step += 1
+            loss_value = float(losses["loss"].detach())
+            first_loss = loss_value if first_loss is None else first_loss
+            last_loss = loss_value
+            frames_seen += int(mask.sum())
+            samples_seen += len(batch.keys)
+            if step % config.log_every == 0 or step == config.max_steps:
+                elapsed = time.perf_counter() - started
+                metrics.write(
+                    step,
+                    {
+                        "loss": loss_value,
+                        "flow_loss": float(losses["flow"].detach()),
+                        "semantic_loss": float(losses["semantic"].detach()),
+                        "grad_norm": float(grad_norm),
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": samples_seen / elapsed,
+                        "frames_per_s": frames_seen / elapsed,
+                    },
+                )
+            if rank == 0 and (step % config.ckpt_every == 0 or step == config.max_steps):
+                position = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
+                _save(config, step, position, model, ema, optimizer, scheduler, dit_config, batches)
+            if distributed and (step % config.ckpt_every == 0):
+                dist.barrier()
+        else:
+            epoch, skip = epoch + 1, 0
+
+    # --- cleanup -------------------------------------------------------------------------------
+    metrics.close()
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    result = {
+        "step": step,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "param_checksum": checksum,
+        "rank": rank,
+    }
+    if distributed and "://" not in config.out_dir:  # each worker's final state, to compare replicas
+        with open(os.path.join(config.out_dir, f"final-rank{rank}.json"), "w") as handle:
+            json.dump(result, handle)
+    return result
+
+
+def _semantic_dim(config: TrainDiTConfig) -> int | None:
+    if not config.data.semantic_field:
+        return None
+    from schemas.reader import open_dataset
+
+    card = open_dataset(config.data.path, config.data.storage_options).card
+    return card.fields[config.data.semantic_field].frame_shape[0]
+
+
+def _bf16(config: TrainDiTConfig, device: torch.device) -> bool:
+    return device.type == "cuda" if config.trainer.bf16 is None else config.trainer.bf16
+
+
+def _ckpt_dir(config: TrainDiTConfig) -> str:
+    return f"{config.out_dir.rstrip('/')}/checkpoints"
+
+
+def _save(config, step, position, model, ema, optimizer, scheduler, dit_config, batches) -> None:
+    payload = {
+        "format": "losatok-dit-checkpoint",
+        "step": step,
+        "epoch": position[0],  # where the next batch comes from: epoch and index within it
+        "batch_in_epoch": position[1],
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": checkpointing.rng_state(),
+        "dit_config": dit_config.to_dict(),
+        "train_config": json.dumps(asdict(config), default=str),
+        # generation needs these to map samples back to the tokenizer's latent space
+        "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
+        "latent_std": torch.from_numpy(batches.std) if batches.std is not None else None,
+    }
+    checkpointing.save(_ckpt_dir(config), step, payload, config.data.storage_options)
+
+
+def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
+    """Train in this process, or on `trainer.num_workers` Ray Train workers; one result per worker."""
+    if config.trainer.num_workers <= 1:
+        return [train_loop(config)]
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=config.trainer.address or "local", log_to_driver=False)
+
+    def per_worker(_: dict) -> None:
+        result = train_loop(config)
+        ray.train.report(result)
+
+    trainer = TorchTrainer(
+        per_worker,
+        scaling_config=ScalingConfig(num_workers=config.trainer.num_workers, use_gpu=config.trainer.use_gpu),
+        run_config=RunConfig(
+            name="dit", storage_path=os.path.abspath(os.path.join(config.out_dir, "ray_train"))
+        ),
+    )
+    outcome = trainer.fit()
+    return [outcome.metrics]
+
+
+def build_config(cfg: DictConfig | dict[str, Any]) -> TrainDiTConfig:
+    """Hydra config -> TrainDiTConfig through OmegaConf's structured schema (unknown keys fail)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in cfg.items() if k not in ("hydra", "experiment")}
+    merged = OmegaConf.merge(OmegaConf.structured(TrainDiTConfig), cfg)
+    return OmegaConf.to_object(merged)
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="train_dit")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = build_config(cfg)
+    results = run(config)
+    print(json.dumps(results[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
