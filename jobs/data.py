@@ -31,7 +31,7 @@ class DatasetMismatchError(ValueError):
     """The dataset cannot feed this model (latent width, semantic target, schema version)."""
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: it is also the schema of the Hydra configs
 class LoaderConfig:
     path: str = ""  # dataset root, local or s3://
     storage_options: dict[str, Any] = field(default_factory=dict)

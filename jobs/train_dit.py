@@ -23,10 +23,11 @@ from typing import Any
 import hydra
 import torch
 import torch.distributed as dist
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from jobs import checkpointing
-from jobs.data import LatentBatches, LoaderConfig
+from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts
@@ -73,7 +74,8 @@ class TrainDiTConfig:
 def model_config(config: TrainDiTConfig, semantic_dim: int | None) -> DiTConfig:
     values = {**dit_preset(config.model).to_dict(), **config.model_overrides}
     if config.semantic_weight > 0:
-        values.setdefault("semantic_align_layer", max(0, values["depth"] // 2 - 1))
+        if values.get("semantic_align_layer") is None:  # default: the middle of the network
+            values["semantic_align_layer"] = max(0, values["depth"] // 2 - 1)
         values["semantic_dim"] = semantic_dim
     return DiTConfig.from_dict(values)
 
@@ -308,11 +310,22 @@ def build_config(cfg: DictConfig | dict[str, Any]) -> TrainDiTConfig:
     return OmegaConf.to_object(merged)
 
 
+# the dataclass is the schema of the YAML configs: every key exists with its default, and an
+# unknown key or a wrongly typed value fails when Hydra composes the config
+ConfigStore.instance().store(name="train_dit_schema", node=TrainDiTConfig)
+
+
 @hydra.main(version_base=None, config_path="conf", config_name="train_dit")
 def main(cfg: DictConfig) -> None:
+    from schemas.errors import SchemaError
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = build_config(cfg)
-    results = run(config)
+    try:
+        results = run(config)
+    except (FileNotFoundError, DatasetMismatchError, SchemaError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps(results[0]))
 
 
