@@ -37,7 +37,7 @@ class LoaderConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     batch_frames: int = 25 * 60 * 4  # frame budget per batch: B x T_max <= this (4 min of audio)
     max_frames: int = 25 * 20  # random crops of at most 20 s keep attention cost bounded
-    shuffle_buffer: int = 64  # samples held for shuffling and length bucketing
+    shuffle_buffer: int = 64  # samples held for shuffling; batches bucket by length within them
     semantic_field: str | None = None  # "semantic_low" or "semantic": targets of the alignment loss
     text_fields: tuple[str, ...] = ("text", "caption")  # the first present one conditions the sample
     normalize: bool = True  # per-channel (x - mean) / std from the dataset card
@@ -160,37 +160,41 @@ class LatentBatches:
             self.skipped_shards += 1
             log.warning("skipping the rest of shard %06d of %s: %s", number, self.config.path, err)
 
-    def shuffled(self, rng: random.Random) -> Iterator[LatentSample]:
-        buffer: list[LatentSample] = []
-        for sample in self.samples(rng):
-            buffer.append(sample)
-            if len(buffer) >= self.config.shuffle_buffer:
-                yield buffer.pop(rng.randrange(len(buffer)))
-
     # --- batches -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
         rng = random.Random(f"{self.config.seed}-{self.rank}-{self.epoch}")
         self.epoch += 1
-        stream = self.shuffled(rng)
-        held: list[LatentSample] = []  # a sample that did not fit the previous batch opens the next
+        stream = self.samples(rng)
+        pool: list[LatentSample] = []  # shuffle buffer, also the pool that batches bucket from
         for _ in range(self.batches_per_epoch):
-            yield self._next_batch(stream, rng, held)
+            yield self._next_batch(stream, rng, pool)
 
     def _next_batch(
-        self, stream: Iterator[LatentSample], rng: random.Random, held: list[LatentSample]
+        self, stream: Iterator[LatentSample], rng: random.Random, pool: list[LatentSample]
     ) -> Batch:
-        """Fill the frame budget: B x T_max <= batch_frames (at least one item)."""
-        items: list[tuple[LatentSample, int]] = []
-        longest = 0
-        while True:
-            sample = held.pop() if held else next(stream)
-            length = min(sample.frame_count, self.config.max_frames)
-            if items and max(longest, length) * (len(items) + 1) > self.config.batch_frames:
-                held.append(sample)
+        """Length bucketing within the frame budget (B x T_max <= batch_frames, at least one item).
+
+        A random sample of the pool opens the batch; the pool's samples closest to it in
+        (cropped) length fill it, so padding stays small while the order stays random.
+        """
+        while len(pool) < max(1, self.config.shuffle_buffer):
+            pool.append(next(stream))
+        first = pool.pop(rng.randrange(len(pool)))
+        target = self._length(first)
+        chosen, longest = [first], target
+        for index in sorted(range(len(pool)), key=lambda i: (abs(self._length(pool[i]) - target), i)):
+            length = max(longest, self._length(pool[index]))
+            if length * (len(chosen) + 1) > self.config.batch_frames:
                 break
-            items.append((sample, rng.randrange(sample.frame_count - length + 1)))
-            longest = max(longest, length)
+            chosen.append(pool[index])
+            longest = length
+            pool[index] = None  # type: ignore[call-overload]  # taken; removed below
+        pool[:] = [s for s in pool if s is not None]
+        items = [(s, rng.randrange(s.frame_count - self._length(s) + 1)) for s in chosen]
         return self._collate(items, longest)
+
+    def _length(self, sample: LatentSample) -> int:
+        return min(sample.frame_count, self.config.max_frames)
 
     def _collate(self, items: list[tuple[LatentSample, int]], longest: int) -> Batch:
         count, width = len(items), self.reader.card.fields["latent"].frame_shape[0]

@@ -69,7 +69,9 @@ def test_truncated_shard_is_skipped_with_a_warning(tmp_path, caplog):
     tar = tmp_path / "simple" / "latent" / "shard-000001.tar"
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 3])
     batches = LatentBatches(loader(fake.url), latent_dim=16)
-    keys = {k for _ in range(2) for batch in batches for k in batch.keys}
+    keys = {
+        k for _ in range(10) for batch in batches for k in batch.keys
+    }  # enough epochs to reach every shard
     assert batches.skipped_shards + batches.skipped_samples >= 1
     assert "of shard 000001" in caplog.text  # named in the warning
     assert keys and all(not k.startswith("s1-") or k == "s1-0" for k in keys)
@@ -91,3 +93,21 @@ def test_a_newer_schema_major_is_refused(tmp_path):
     card.write_text(json.dumps(data))
     with pytest.raises(SchemaVersionError, match="2.0"):
         LatentBatches(loader(fake.url), latent_dim=16)
+
+
+def test_length_bucketing_keeps_padding_small(tmp_path):
+    fake = write_fake_dataset(
+        str(tmp_path / "ds"), n_shards=4, samples_per_shard=16, min_frames=5, max_frames=80
+    )
+    config = LoaderConfig(path=fake.url, batch_frames=400, max_frames=80, shuffle_buffer=32)
+    batches = LatentBatches(config, latent_dim=16)
+    padded = np.mean([1 - float(b.mask.float().mean()) for b in batches])
+    # the same lengths grouped in arrival order, as a loader without bucketing would
+    lengths = [min(s.frame_count, 80) for s in fake.samples.values()]
+    unbucketed, group = [], []
+    for n in lengths:
+        if group and max(group + [n]) * (len(group) + 1) > 400:
+            unbucketed.append(1 - sum(group) / (max(group) * len(group)))
+            group = []
+        group.append(n)
+    assert padded < 0.6 * np.mean(unbucketed), (padded, np.mean(unbucketed))
