@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from jobs import checkpointing
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
@@ -163,6 +164,9 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     # --- train -------------------------------------------------------------------------------
     first_loss = last_loss = None
     started, frames_seen, samples_seen = time.perf_counter(), 0, 0
+    progress = tqdm(
+        total=config.max_steps, initial=step, disable=rank != 0, mininterval=1.0, desc="train", unit="step"
+    )
     while step < config.max_steps:
         batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch)
         for index, batch in enumerate(batches):
@@ -195,12 +199,16 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
             scheduler.step()
             ema.update_parameters(model)
             step += 1
+            progress.update(1)
             loss_value = float(losses["loss"].detach())
             first_loss = loss_value if first_loss is None else first_loss
             last_loss = loss_value
             frames_seen += int(mask.sum())
             samples_seen += len(batch.keys)
             if step % config.log_every == 0 or step == config.max_steps:
+                progress.set_postfix(
+                    loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False
+                )
                 elapsed = time.perf_counter() - started
                 metrics.write(
                     step,
@@ -223,6 +231,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
             epoch, skip = epoch + 1, 0
 
     # --- cleanup -------------------------------------------------------------------------------
+    progress.close()
     metrics.close()
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     result = {
