@@ -133,7 +133,11 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.optim.ema_decay)
     )
-    train_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    train_model = model
+    if distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.optim.lr,
