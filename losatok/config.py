@@ -11,7 +11,18 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: type[T], values: dict[str, Any], what: str) -> T:
+    """Rebuild a config dataclass; unknown keys are an error so a typo never silently falls back to a default."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {unknown}")
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -89,12 +100,7 @@ class LoSATokConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LoSATokConfig:
-        """Rebuild a config; unknown keys are an error so a typo never silently falls back to a default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown LoSATok config keys: {unknown}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "LoSATok")
 
     def config_hash(self) -> str:
         """Stable SHA-256 of every field; two configs that build different models never share it."""

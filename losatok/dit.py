@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from losatok.config import dataclass_from_dict
 from losatok.semantic import Mlp
 from losatok.text import ByteTextEncoder, TextEncoder, TextEncoderConfig
 
@@ -71,12 +72,7 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DiTConfig:
-        """Rebuild a config; unknown keys are an error so a typo never silently falls back to a default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DiT config keys: {unknown}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "DiT")
 
 
 def dit_tiny() -> DiTConfig:
