@@ -18,6 +18,7 @@ import sys
 import torch
 
 from jobs import checkpointing
+from jobs.train_dit import build_dit
 from losatok import load_model, preset
 from losatok.audio import save_audio
 from losatok.dit import DiT, DiTConfig
@@ -39,7 +40,8 @@ def load_dit(
     payload = checkpointing.load_latest(directory)
     if payload is None:
         raise FileNotFoundError(f"no DiT checkpoint under {directory}")
-    model = DiT(DiTConfig.from_dict(payload["dit_config"]))
+    text = payload.get("text_encoder") or {}
+    model = build_dit(DiTConfig.from_dict(payload["dit_config"]), text.get("factory"), text.get("path"))
     if use_ema:  # AveragedModel keeps the averaged copy under "module."
         state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
     else:

@@ -31,7 +31,7 @@ from jobs import checkpointing
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
-from losatok.text import encode_texts
+from losatok.text import encode_texts, load_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,11 @@ class TrainDiTConfig:
     semantic_weight: float = 0.0  # weight of the semantic alignment loss (needs data.semantic_field)
     time_distribution: str = "logit_normal"
     seed: int = 0
+    # a pretrained text encoder instead of the trainable byte-level one: "package.module:function",
+    # called with text_encoder_path (e.g. a local folder of weights); frozen unless said otherwise
+    text_encoder: str | None = None
+    text_encoder_path: str | None = None
+    freeze_text_encoder: bool = True
 
 
 def model_config(config: TrainDiTConfig, semantic_dim: int | None) -> DiTConfig:
@@ -129,7 +134,9 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------
     dit_config = model_config(config, _semantic_dim(config))
     batches = LatentBatches(config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim)
-    model = DiT(dit_config).to(device)
+    model = build_dit(
+        dit_config, config.text_encoder, config.text_encoder_path, config.freeze_text_encoder
+    ).to(device)
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.optim.ema_decay)
     )
@@ -139,7 +146,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=config.optim.lr,
         betas=tuple(config.optim.betas),
         weight_decay=config.optim.weight_decay,
@@ -251,6 +258,16 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     return result
 
 
+def build_dit(config: DiTConfig, factory: str | None, path: str | None, freeze: bool = True) -> DiT:
+    """The DiT with its default byte-level text encoder, or with a pretrained one from `factory`."""
+    if factory is None:
+        return DiT(config)
+    encoder = load_text_encoder(factory, path)
+    if freeze:
+        encoder.requires_grad_(False)
+    return DiT(config, text_encoder=encoder)
+
+
 def _semantic_dim(config: TrainDiTConfig) -> int | None:
     if not config.data.semantic_field:
         return None
@@ -280,6 +297,7 @@ def _save(config, step, position, model, ema, optimizer, scheduler, dit_config, 
         "scheduler": scheduler.state_dict(),
         "rng": checkpointing.rng_state(),
         "dit_config": dit_config.to_dict(),
+        "text_encoder": {"factory": config.text_encoder, "path": config.text_encoder_path},
         "train_config": json.dumps(asdict(config), default=str),
         # generation needs these to map samples back to the tokenizer's latent space
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,

@@ -136,3 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def load_byte_text_encoder(path: str):
+    """A text-encoder factory for tests: a ByteTextEncoder saved as {"config": ..., "state_dict": ...}."""
+    import torch
+
+    from losatok.text import ByteTextEncoder, TextEncoderConfig
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = ByteTextEncoder(TextEncoderConfig(**payload["config"]))
+    encoder.load_state_dict(payload["state_dict"])
+    return encoder

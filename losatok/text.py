@@ -98,3 +98,24 @@ class ByteTextEncoder(TextEncoder):
         for block in self.blocks:
             x = block(x, attn_mask)
         return self.norm(x)
+
+
+def load_text_encoder(factory: str, path: str | None = None) -> TextEncoder:
+    """Build a pretrained text encoder with a user's factory, `"package.module:function"`.
+
+    The factory is called with `path` (e.g. a local folder of pretrained weights) and returns a
+    TextEncoder: anything taking the byte ids and mask of `encode_texts` to (B, L, dim) features.
+    An encoder with its own tokenizer decodes the bytes back to text inside its forward.
+    """
+    import importlib
+
+    module_name, _, attribute = factory.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"text encoder factory {factory!r} must look like 'package.module:function'")
+    build = getattr(importlib.import_module(module_name), attribute)
+    encoder = build(path) if path is not None else build()
+    if not isinstance(encoder, TextEncoder) or not isinstance(getattr(encoder, "dim", None), int):
+        raise TypeError(
+            f"{factory} returned {type(encoder).__name__}, not a TextEncoder with an integer `dim`"
+        )
+    return encoder

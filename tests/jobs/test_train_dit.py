@@ -123,3 +123,39 @@ def test_dataset_of_another_latent_dim_is_refused_at_start(pipeline_dataset, tmp
     config = tiny_config(pipeline_dataset, tmp_path / "x", model_overrides={"latent_dim": 32})
     with pytest.raises(DatasetMismatchError, match="dimension 16.*latent_dim 32"):
         train_loop(config)
+
+
+def test_a_pretrained_text_encoder_plugs_in_frozen_and_generation_rebuilds_it(pipeline_dataset, tmp_path):
+    from losatok.text import ByteTextEncoder, TextEncoderConfig
+
+    torch.manual_seed(5)
+    pretrained = ByteTextEncoder(TextEncoderConfig(dim=32, depth=1, heads=4, max_len=64))
+    torch.save(
+        {"config": {"dim": 32, "depth": 1, "heads": 4, "max_len": 64}, "state_dict": pretrained.state_dict()},
+        tmp_path / "enc.pt",
+    )
+    config = tiny_config(
+        pipeline_dataset,
+        tmp_path / "run",
+        max_steps=10,
+        ckpt_every=10,
+        text_encoder="losatok.testing:load_byte_text_encoder",
+        text_encoder_path=str(tmp_path / "enc.pt"),
+    )
+    train_loop(config)
+    saved = checkpointing.load_latest(str(tmp_path / "run" / "checkpoints"))
+    for name, value in pretrained.state_dict().items():
+        torch.testing.assert_close(saved["model"][f"text_encoder.{name}"], value)  # frozen: unchanged
+    model, _, _, step = load_dit(str(tmp_path / "run" / "checkpoints"))
+    assert step == 10 and model.text_encoder.dim == 32
+    latents, _ = generate(model, ["hi"], [30], steps=2)
+    assert latents.shape == (1, 30, 16) and torch.isfinite(latents).all()
+
+
+def test_a_bad_text_encoder_factory_is_named():
+    from losatok.text import load_text_encoder
+
+    with pytest.raises(ValueError, match="package.module:function"):
+        load_text_encoder("no_colon_here")
+    with pytest.raises(TypeError, match="not a TextEncoder"):
+        load_text_encoder("losatok.config:tiny")
