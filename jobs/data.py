@@ -41,6 +41,7 @@ class LoaderConfig:
     semantic_field: str | None = None  # "semantic_low" or "semantic": targets of the alignment loss
     text_fields: tuple[str, ...] = ("text", "caption")  # the first present one conditions the sample
     normalize: bool = True  # per-channel (x - mean) / std from the dataset card
+    workers: int = 0  # data-loader processes reading shards in parallel (0: read in the training process)
     seed: int = 0
 
 
@@ -98,8 +99,13 @@ def epoch_batches(shards: list[ShardInfo], max_frames: int, batch_frames: int, w
     return max(1, min(counts))
 
 
-class LatentBatches:
-    """Iterable of exactly `len(self)` batches per epoch for one rank (and one loader worker)."""
+class LatentBatches(torch.utils.data.IterableDataset):
+    """Iterable of exactly `len(self)` batches per epoch for one rank.
+
+    Inside a torch DataLoader with k workers, worker w reads every k-th of the rank's shards and
+    yields its share of the epoch's batches; the DataLoader's round-robin hands them out in a
+    fixed order, so the epoch still has exactly `len(self)` batches and is reproducible.
+    """
 
     def __init__(
         self,
@@ -133,12 +139,10 @@ class LatentBatches:
         return self.batches_per_epoch
 
     # --- sample stream -----------------------------------------------------------------------
-    def samples(self, rng: random.Random) -> Iterator[LatentSample]:
-        """Endless stream over this rank's shards, reshuffled each pass, corrupt parts skipped."""
-        if not self.rank_shards:  # more ranks than shards: share them all, in a rank-specific order
-            self.rank_shards = [s.number for s in self.reader.shards() if s.samples > 0]
+    def samples(self, rng: random.Random, shards: list[int]) -> Iterator[LatentSample]:
+        """Endless stream over `shards`, reshuffled each pass, corrupt parts skipped."""
         while True:
-            order = list(self.rank_shards)
+            order = list(shards)
             rng.shuffle(order)
             for number in order:
                 yield from self._shard_samples(number)
@@ -162,11 +166,17 @@ class LatentBatches:
 
     # --- batches -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        rng = random.Random(f"{self.config.seed}-{self.rank}-{self.epoch}")
+        shards = self.rank_shards or [s.number for s in self.reader.shards() if s.samples > 0]
+        worker = torch.utils.data.get_worker_info()
+        index, workers = (worker.id, min(worker.num_workers, len(shards))) if worker else (0, 1)
+        if index >= workers:  # more loader workers than shards: the extra ones have nothing to do
+            return
+        share = self.batches_per_epoch // workers + (index < self.batches_per_epoch % workers)
+        rng = random.Random(f"{self.config.seed}-{self.rank}-{self.epoch}-{index}")
         self.epoch += 1
-        stream = self.samples(rng)
+        stream = self.samples(rng, shards[index::workers])
         pool: list[LatentSample] = []  # shuffle buffer, also the pool that batches bucket from
-        for _ in range(self.batches_per_epoch):
+        for _ in range(share):
             yield self._next_batch(stream, rng, pool)
 
     def _next_batch(
@@ -232,6 +242,13 @@ class LatentBatches:
         if self.mean is None:
             return latents
         return latents * torch.from_numpy(self.std) + torch.from_numpy(self.mean)
+
+
+def make_loader(batches: LatentBatches) -> torch.utils.data.DataLoader | LatentBatches:
+    """`batches` itself, or a DataLoader running `config.workers` reader processes over it."""
+    if batches.config.workers <= 0:
+        return batches
+    return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=batches.config.workers)
 
 
 def card_stats(stats: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from jobs import checkpointing
-from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
+from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig, make_loader
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
@@ -178,9 +178,10 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     progress = tqdm(
         total=config.max_steps, initial=step, disable=rank != 0, mininterval=1.0, desc="train", unit="step"
     )
+    loader = make_loader(batches)
     while step < config.max_steps:
-        batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch)
-        for index, batch in enumerate(batches):
+        batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
+        for index, batch in enumerate(loader):
             if index < skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
                 continue
             if step >= config.max_steps:
