@@ -62,7 +62,9 @@ class TrainDiTConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {depth: 4}
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    out_dir: str = "out/dit"  # checkpoints, metrics.jsonl, tensorboard/ (local or s3:// for checkpoints)
+    out_dir: str = "out/dit"  # checkpoints/ (local or s3://), and metrics.jsonl + tensorboard/ when local
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for an s3:// out_dir
+    log_dir: str | None = None  # local folder for metrics; default: out_dir when it is local
     max_steps: int = 1000
     log_every: int = 10
     ckpt_every: int = 200
@@ -99,6 +101,10 @@ class MetricsLog:
 
     def __init__(self, out_dir: str, enabled: bool) -> None:
         self.enabled = enabled and "://" not in out_dir
+        if enabled and not self.enabled:
+            log.warning(
+                "metrics are written to a local folder; set log_dir to keep them (out_dir is %s)", out_dir
+            )
         if self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -155,7 +161,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
         optimizer, lambda s: lr_factor(s, config.optim, config.max_steps)
     )
     step, epoch, skip = 0, 0, 0
-    resumed = checkpointing.load_latest(_ckpt_dir(config), config.data.storage_options)
+    resumed = checkpointing.load_latest(_ckpt_dir(config), config.storage_options)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         ema.load_state_dict(resumed["ema"])
@@ -164,7 +170,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
         step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
-    metrics = MetricsLog(config.out_dir, rank == 0)
+    metrics = MetricsLog(config.log_dir or config.out_dir, rank == 0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16(config, device))
 
     def generator_at(
@@ -304,7 +310,7 @@ def _save(config, step, position, model, ema, optimizer, scheduler, dit_config, 
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
         "latent_std": torch.from_numpy(batches.std) if batches.std is not None else None,
     }
-    checkpointing.save(_ckpt_dir(config), step, payload, config.data.storage_options)
+    checkpointing.save(_ckpt_dir(config), step, payload, config.storage_options)
 
 
 def run(config: TrainDiTConfig) -> list[dict[str, Any]]:

@@ -159,3 +159,16 @@ def test_a_bad_text_encoder_factory_is_named():
         load_text_encoder("no_colon_here")
     with pytest.raises(TypeError, match="not a TextEncoder"):
         load_text_encoder("losatok.config:tiny")
+
+
+def test_checkpoints_on_s3_resume(pipeline_dataset, tmp_path, s3_endpoint, s3_bucket):
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    out = f"s3://{s3_bucket}/runs/dit"
+    config = tiny_config(pipeline_dataset, tmp_path, max_steps=10, ckpt_every=5)
+    config = replace(config, out_dir=out, storage_options=options, log_dir=str(tmp_path / "logs"))
+    assert train_loop(config)["step"] == 10
+    assert checkpointing.load_latest(f"{out}/checkpoints", options)["step"] == 10
+    again = train_loop(replace(config, max_steps=15))
+    assert again["step"] == 15
+    steps = [row["step"] for row in logged(tmp_path / "logs")]
+    assert steps == sorted(steps) and steps[-1] == 15 and 10 in steps  # one curve across the restart
