@@ -27,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from jobs import checkpointing
+from jobs import checkpointing, parallel
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig, make_loader
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
@@ -52,6 +52,7 @@ class TrainerConfig:
     num_workers: int = 1  # >1: Ray Train TorchTrainer with that many DDP workers
     use_gpu: bool = False
     address: str | None = None  # Ray cluster to join; None starts a local one when workers > 1
+    strategy: str = "ddp"  # "ddp" replicates the model; "fsdp" shards it (models too large to replicate)
     bf16: bool | None = None  # autocast on CUDA by default
 
 
@@ -146,11 +147,8 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.optim.ema_decay)
     )
-    train_model = model
-    if distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    sharded = distributed and config.trainer.strategy == "fsdp"
+    train_model = parallel.distribute(model, ema, config.trainer.strategy, device) if distributed else model
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.optim.lr,
@@ -163,9 +161,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     step, epoch, skip = 0, 0, 0
     resumed = checkpointing.load_latest(_ckpt_dir(config), config.storage_options)
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        ema.load_state_dict(resumed["ema"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        parallel.restore_state(model, ema, optimizer, resumed, sharded)
         scheduler.load_state_dict(resumed["scheduler"])
         step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
         checkpointing.restore_rng(resumed["rng"])
@@ -240,9 +236,11 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
                         "frames_per_s": frames_seen / elapsed,
                     },
                 )
-            if rank == 0 and (step % config.ckpt_every == 0 or step == config.max_steps):
-                position = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
-                _save(config, step, position, model, ema, optimizer, scheduler, dit_config, batches)
+            if step % config.ckpt_every == 0 or step == config.max_steps:
+                state = parallel.gather_state(model, ema, optimizer, sharded)  # collective under FSDP
+                if rank == 0:
+                    position = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
+                    _save(config, step, position, state, scheduler, dit_config, batches)
             if distributed and (step % config.ckpt_every == 0):
                 dist.barrier()
         else:
@@ -251,7 +249,8 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     # --- cleanup -------------------------------------------------------------------------------
     progress.close()
     metrics.close()
-    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    weights = parallel.full_weights(model, sharded)  # collective under FSDP
+    checksum = float(sum(v.double().sum() for v in weights.values() if v.is_floating_point()))
     result = {
         "step": step,
         "first_loss": first_loss,
@@ -292,15 +291,13 @@ def _ckpt_dir(config: TrainDiTConfig) -> str:
     return f"{config.out_dir.rstrip('/')}/checkpoints"
 
 
-def _save(config, step, position, model, ema, optimizer, scheduler, dit_config, batches) -> None:
+def _save(config, step, position, state, scheduler, dit_config, batches) -> None:
     payload = {
         "format": "losatok-dit-checkpoint",
         "step": step,
         "epoch": position[0],  # where the next batch comes from: epoch and index within it
         "batch_in_epoch": position[1],
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        **state,  # model, ema, optimizer: full (unsharded) state dicts
         "scheduler": scheduler.state_dict(),
         "rng": checkpointing.rng_state(),
         "dit_config": dit_config.to_dict(),
