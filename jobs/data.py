@@ -42,6 +42,7 @@ class LoaderConfig:
     text_fields: tuple[str, ...] = ("text", "caption")  # the first present one conditions the sample
     normalize: bool = True  # per-channel (x - mean) / std from the dataset card
     workers: int = 0  # data-loader processes reading shards in parallel (0: read in the training process)
+    shards: list[int] | None = None  # only these shard numbers (e.g. a held-out split); None: all
     seed: int = 0
 
 
@@ -118,8 +119,11 @@ class LatentBatches(torch.utils.data.IterableDataset):
         self.config = config
         self.reader = open_checked(config, latent_dim, semantic_dim)
         shards = [s for s in self.reader.shards() if s.samples > 0]
+        if config.shards is not None:
+            shards = [s for s in shards if s.number in set(config.shards)]
         if not shards:
             raise DatasetMismatchError(f"{config.path} has no samples")
+        self.all_shards = [s.number for s in shards]
         self.rank_shards = [s.number for s in assign_shards(shards, world_size)[rank]]
         self.batches_per_epoch = epoch_batches(shards, config.max_frames, config.batch_frames, world_size)
         self.rank, self.world_size = rank, world_size
@@ -166,7 +170,7 @@ class LatentBatches(torch.utils.data.IterableDataset):
 
     # --- batches -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        shards = self.rank_shards or [s.number for s in self.reader.shards() if s.samples > 0]
+        shards = self.rank_shards or self.all_shards
         worker = torch.utils.data.get_worker_info()
         index, workers = (worker.id, min(worker.num_workers, len(shards))) if worker else (0, 1)
         if index >= workers:  # more loader workers than shards: the extra ones have nothing to do

@@ -18,3 +18,20 @@ def pipeline_dataset(ray_address, small_corpus, tmp_path_factory) -> str:
     )
     assert tokenize(config).ok
     return str(sink)
+
+
+@pytest.fixture(scope="session")
+def feature_dataset(ray_address, small_corpus, tmp_path_factory) -> str:
+    """The same recordings tokenized with every field, the high-dim `semantic` features included."""
+    from pipelines.config import FieldsConfig
+
+    sink = tmp_path_factory.mktemp("features") / "ds"
+    config = TokenizeConfig(
+        source=SourceConfig(path=str(small_corpus)),
+        sink=SinkConfig(path=str(sink), inputs_per_shard=3),
+        model=ModelConfig(preset="tiny", seed=0),
+        fields=FieldsConfig(logvar=True, semantic=True, dtype="float32"),
+        cluster=ClusterConfig(max_failure_fraction=0.0),
+    )
+    assert tokenize(config).ok
+    return str(sink)

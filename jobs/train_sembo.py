@@ -1,0 +1,194 @@
+"""`losatok-train-sembo` (= `python -m jobs.train_sembo`): train the Semantic Bottleneck on cached features.
+
+    losatok-train-sembo preset=tiny data.path=out/features tokenizer.seed=0
+    losatok-train-sembo preset=official data.path=s3://features/v1 tokenizer.checkpoint=ckpts/losatok_kl1e-3.pth
+
+SemBo learns high-dim frozen-encoder features (the dataset's `semantic` field, written by the
+pipeline with fields=all) -> low dim -> back, with the normalised reconstruction loss and the
+time-relation loss (DESIGN.md 1.2). Training reads shards instead of rerunning the 630 M
+encoder every epoch. The last `holdout_shards` shards are held out and reported on; the result
+is exported in the published `semantic_encoder.pth` layout (the frozen encoder's weights plus
+the trained bottleneck), which `losatok.load_semantic_encoder` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from jobs import checkpointing
+from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
+from jobs.train_dit import MetricsLog
+from losatok import load_model, preset
+from losatok.losses import sembo_loss
+from losatok.semantic import SemanticBottleneck
+from schemas.reader import open_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerRef:
+    """The tokenizer whose frozen encoder made the features (its weights go into the export)."""
+
+    checkpoint: str | None = None  # ours or a published file; None: an untrained preset model
+    seed: int = 0  # initialises the untrained model exactly as the pipeline did
+
+
+@dataclass
+class TrainSemboConfig:
+    data: LoaderConfig = field(
+        default_factory=lambda: LoaderConfig(normalize=False, semantic_field="semantic")
+    )
+    preset: str = "tiny"  # widths of the bottleneck: semantic_dim -> sembo_hidden -> latent_dim
+    tokenizer: TokenizerRef = field(default_factory=TokenizerRef)
+    out_dir: str = "out/sembo"
+    max_steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    log_every: int = 10
+    eval_every: int = 100
+    holdout_shards: int = 1  # the last N shards are the held-out split (never trained on)
+    seed: int = 0
+
+
+def splits(config: TrainSemboConfig) -> tuple[LoaderConfig, LoaderConfig]:
+    """Train and held-out loader configs: the last `holdout_shards` committed shards are held out."""
+    reader = open_dataset(config.data.path, config.data.storage_options)
+    numbers = [s.number for s in reader.shards() if s.samples > 0]
+    if len(numbers) <= config.holdout_shards:
+        raise DatasetMismatchError(
+            f"{config.data.path} has {len(numbers)} shards with samples; holding out {config.holdout_shards} leaves none to train on"
+        )
+    cut = len(numbers) - config.holdout_shards
+    return replace(config.data, shards=numbers[:cut]), replace(config.data, shards=numbers[cut:])
+
+
+@torch.no_grad()
+def evaluate(bottleneck: SemanticBottleneck, batches: LatentBatches) -> dict[str, float]:
+    """Held-out normalised reconstruction error, relation loss and cosine similarity (frame mean)."""
+    totals = {"reconstruction": 0.0, "relation": 0.0, "cosine": 0.0}
+    count = 0
+    for batch in batches:
+        high, mask = batch.semantic, batch.mask
+        low, recon = bottleneck(high)
+        losses = sembo_loss(high, recon, low, mask)
+        cosine = F.cosine_similarity(recon, high, dim=-1)[mask].mean()
+        totals["reconstruction"] += float(losses["reconstruction"])
+        totals["relation"] += float(losses["relation"])
+        totals["cosine"] += float(cosine)
+        count += 1
+    return {f"heldout_{k}": v / max(count, 1) for k, v in totals.items()}
+
+
+def train(config: TrainSemboConfig) -> dict[str, Any]:
+    torch.manual_seed(config.seed)
+    model_config = preset(config.preset)
+    train_data, heldout_data = splits(config)
+    card = open_dataset(config.data.path, config.data.storage_options).card
+    if "semantic" not in card.fields:
+        raise DatasetMismatchError(
+            f"{config.data.path} has no 'semantic' field (tokenize with fields=all); its fields are {card.fields.names()}"
+        )
+    width = card.fields["semantic"].frame_shape[0]
+    if width != model_config.semantic_dim:
+        raise DatasetMismatchError(
+            f"{config.data.path} holds {width}-dim semantic features; preset {config.preset} expects {model_config.semantic_dim}"
+        )
+    latent_dim = card.fields["latent"].frame_shape[0]
+    batches = LatentBatches(train_data, latent_dim, semantic_dim=width)
+    heldout = LatentBatches(heldout_data, latent_dim, semantic_dim=width)
+
+    bottleneck = SemanticBottleneck(
+        model_config.semantic_dim, model_config.latent_dim, model_config.sembo_hidden
+    )
+    optimizer = torch.optim.AdamW(bottleneck.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step, history = 0, []
+    resumed = checkpointing.load_latest(f"{config.out_dir}/checkpoints")
+    if resumed is not None:
+        bottleneck.load_state_dict(resumed["bottleneck"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        step = resumed["step"]
+        checkpointing.restore_rng(resumed["rng"])
+    metrics = MetricsLog(config.out_dir, True)
+    while step < config.max_steps:
+        for batch in batches:
+            if step >= config.max_steps:
+                break
+            low, recon = bottleneck(batch.semantic)
+            losses = sembo_loss(batch.semantic, recon, low, batch.mask)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            step += 1
+            row = {k: float(v.detach()) for k, v in losses.items()}
+            history.append(row)
+            if step % config.eval_every == 0 or step == config.max_steps:
+                row |= evaluate(bottleneck, heldout)
+                checkpointing.save(
+                    f"{config.out_dir}/checkpoints",
+                    step,
+                    {
+                        "step": step,
+                        "bottleneck": bottleneck.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": checkpointing.rng_state(),
+                    },
+                )
+            if step % config.log_every == 0 or "heldout_cosine" in row:
+                metrics.write(step, row)
+    metrics.close()
+    export = export_semantic_encoder(config, bottleneck)
+    final = evaluate(bottleneck, heldout)
+    return {
+        "step": step,
+        "first": history[0] if history else None,
+        "last": history[-1] if history else None,
+        **final,
+        "export": export,
+    }
+
+
+def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottleneck) -> str:
+    """Write `<out_dir>/semantic_encoder.pth` in the published layout: encoder.* and bottleneck.*."""
+    torch.manual_seed(config.tokenizer.seed)
+    tokenizer = load_model(config.tokenizer.checkpoint, preset(config.preset))
+    state = {f"encoder.{k}": v for k, v in tokenizer.semantic_encoder.encoder.state_dict().items()}
+    state |= {f"bottleneck.{k}": v.detach().clone() for k, v in bottleneck.state_dict().items()}
+    path = os.path.join(config.out_dir, "semantic_encoder.pth")
+    os.makedirs(config.out_dir, exist_ok=True)
+    torch.save({"state_dict": state}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+ConfigStore.instance().store(name="train_sembo_schema", node=TrainSemboConfig)
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="train_sembo")
+def main(cfg: DictConfig) -> None:
+    from schemas.errors import SchemaError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainSemboConfig), values))
+    try:
+        result = train(config)
+    except (FileNotFoundError, DatasetMismatchError, SchemaError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
