@@ -1,0 +1,25 @@
+import json
+import subprocess
+import sys
+
+import torch
+
+from losatok import LoSATok, save_checkpoint, tiny
+
+
+def test_eval_prints_a_table_and_writes_json(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(LoSATok(tiny()), tmp_path / "tok.pt")
+    (tmp_path / "data").mkdir()
+    for name in ("speech.mp3", "music.flac"):
+        (tmp_path / "data" / name).write_bytes((audio_dir / name).read_bytes())
+    (tmp_path / "data" / "broken.wav").write_bytes(b"nope" * 50)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.eval_tokenizer", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "tok.pt"), "--out", str(tmp_path / "eval.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "mean of 2 files" in done.stdout and "broken.wav" in done.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report["mean"]) == {"mel_distance", "stft_distance", "si_sdr", "semantic_preservation"}
+    assert len(report["files"]) == 2 and all(v == v for v in report["mean"].values())  # finite, not NaN
