@@ -105,3 +105,32 @@ def kl_loss(
     if floor is not None:
         per_dim = per_dim.clamp(min=floor)
     return masked_mean(per_dim.sum(dim=-1, keepdim=True), mask)
+
+
+class MultiResolutionMelLoss(torch.nn.Module):
+    """Mean over resolutions of L1 between log mels: |log clip(mel(ref)) - log clip(mel(est))|.
+
+    Resolutions (n_fft, hop, n_mels) span 32 to 128 ms windows at 16 kHz; the mel filterbanks
+    are built once here, not on every call.
+    """
+
+    def __init__(
+        self, sample_rate: int = 16_000, resolutions=((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
+    ) -> None:
+        super().__init__()
+        import torchaudio
+
+        self.mels = torch.nn.ModuleList(
+            torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=h, n_mels=m, power=1.0)
+            for n, h, m in resolutions
+        )
+
+    def forward(self, reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+        """(B, S) waveforms (cut to the shorter) -> scalar."""
+        length = min(reference.shape[-1], estimate.shape[-1])
+        reference, estimate = reference[..., :length].float(), estimate[..., :length].float()
+        terms = [
+            (mel(reference).clamp(min=1e-5).log() - mel(estimate).clamp(min=1e-5).log()).abs().mean()
+            for mel in self.mels
+        ]
+        return torch.stack(terms).mean()

@@ -1,0 +1,242 @@
+"""`losatok-train-tokenizer` (= `python -m jobs.train_tokenizer`): train the LoSATok tokenizer.
+
+    losatok-train-tokenizer preset=tiny data.path=demo/corpus
+    losatok-train-tokenizer preset=official data.path=/data/audio semantic_encoder=out/sembo/semantic_encoder.pth
+
+The semantic encoder and SemBo stay frozen (from `semantic_encoder`, the file SemBo training
+exports, or a seeded untrained one); the acoustic branch, fusion/VAE head and decoder train on
+random crops of audio with: multi-resolution mel L1, least-squares adversarial losses from
+multi-period and multi-resolution discriminators plus feature matching (from `disc_start_step`
+on), the KL with a floor, and dual-level semantic supervision (both / high_only / low_only),
+each weighted and logged on its own. The result is exported in the published whole-model
+layout (`{"state_dict": ...}`), so the pipeline loads it like a downloaded checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from jobs import checkpointing
+from jobs.train_dit import MetricsLog
+from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset
+from losatok.audio import save_audio
+from losatok.discriminators import (
+    DiscriminatorConfig,
+    Discriminators,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    tiny_discriminators,
+)
+from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
+from schemas.storage import url_to_fs
+
+log = logging.getLogger(__name__)
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+
+
+@dataclass
+class AudioDataConfig:
+    path: str = ""  # a folder of audio files, local or s3://
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    crop_seconds: float = 1.0  # training crops, rounded down to whole 640-sample tokens
+    batch_size: int = 8
+
+
+@dataclass
+class LossWeights:
+    mel: float = 45.0  # HiFi-GAN/Vocos weighting: reconstruction dominates early training
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    kl: float = 1e-4
+    semantic: float = 1.0
+
+
+@dataclass
+class TrainTokenizerConfig:
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    preset: str = "tiny"
+    semantic_encoder: str | None = None  # frozen encoder + SemBo (published layout); None: seeded untrained
+    seed: int = 0
+    semantic_mode: str = "both"  # dual-level supervision: both, high_only, low_only
+    kl_floor: float = 1e-3
+    weights: LossWeights = field(default_factory=LossWeights)
+    disc_start_step: int = 1000  # the discriminators join once the mel loss has shaped the decoder
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.8, 0.99)
+    max_steps: int = 1000
+    log_every: int = 10
+    ckpt_every: int = 200
+    examples_every: int = 500  # reconstruction wavs for listening, under out_dir/examples
+    out_dir: str = "out/tokenizer"
+
+
+class AudioCrops:
+    """Random fixed-length crops of a folder's recordings, drawn by a step-seeded generator.
+
+    The recordings are decoded once and kept in memory (16 kHz float32: 230 MB per hour), which
+    suits fine-tuning corpora; unreadable files are skipped with a warning.
+    """
+
+    def __init__(self, config: AudioDataConfig, sample_rate: int, samples_per_token: int) -> None:
+        fs, root = url_to_fs(config.path, config.storage_options)
+        protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
+        paths = sorted(p for p in fs.find(root) if p.lower().endswith(AUDIO_SUFFIXES))
+        self.crop = max(1, int(config.crop_seconds * sample_rate) // samples_per_token) * samples_per_token
+        self.batch_size = config.batch_size
+        self.waves: list[torch.Tensor] = []
+        for path in paths:
+            try:
+                data = fs.cat_file(path) if protocol else path
+                wave = load_audio(data, sample_rate, name=protocol + path)
+            except AudioError as err:
+                log.warning("skipping %s", err)
+                continue
+            if wave.numel() >= self.crop:
+                self.waves.append(wave)
+        if not self.waves:
+            raise FileNotFoundError(
+                f"no readable recording of at least {self.crop} samples under {config.path}"
+            )
+
+    def batch(self, step: int, seed: int) -> torch.Tensor:
+        """(batch_size, crop) waveforms; the same step always gives the same crops."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        rows = []
+        for _ in range(self.batch_size):
+            wave = self.waves[int(torch.randint(len(self.waves), (1,), generator=generator))]
+            start = int(torch.randint(wave.numel() - self.crop + 1, (1,), generator=generator))
+            rows.append(wave[start : start + self.crop])
+        return torch.stack(rows)
+
+
+def build_tokenizer(config: TrainTokenizerConfig) -> LoSATok:
+    torch.manual_seed(config.seed)
+    model = LoSATok(preset(config.preset))
+    if config.semantic_encoder:
+        load_semantic_encoder(model, config.semantic_encoder)
+    return model.train()
+
+
+def train(config: TrainTokenizerConfig) -> dict[str, Any]:
+    model = build_tokenizer(config)
+    discriminators = Discriminators(
+        tiny_discriminators() if config.preset == "tiny" else DiscriminatorConfig()
+    )
+    data = AudioCrops(config.data, model.config.sample_rate, model.config.samples_per_token)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt_g = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas))
+    opt_d = torch.optim.AdamW(discriminators.parameters(), lr=config.lr, betas=tuple(config.betas))
+    mel_loss = MultiResolutionMelLoss(model.config.sample_rate)
+    step = 0
+    resumed = checkpointing.load_latest(f"{config.out_dir}/checkpoints")
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        discriminators.load_state_dict(resumed["discriminators"])
+        opt_g.load_state_dict(resumed["opt_g"])
+        opt_d.load_state_dict(resumed["opt_d"])
+        step = resumed["step"]
+        checkpointing.restore_rng(resumed["rng"])
+        log.info("resumed from step %d", step)
+    metrics = MetricsLog(config.out_dir, True)
+    first = last = None
+    w = config.weights
+    while step < config.max_steps:
+        wav = data.batch(step, config.seed)
+        f = model.features(wav)
+        z = model.sample_posterior(f.mu, f.logvar)
+        audio = model.dasheng_tokenizer.decode(z)  # (B, T x 640)
+        wav = wav[..., : audio.shape[-1]]
+        adversarial = step >= config.disc_start_step
+
+        if adversarial:  # discriminator step on real vs (detached) reconstructed audio
+            loss_d = discriminator_loss(discriminators(wav), discriminators(audio.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+        terms = {
+            "mel": mel_loss(wav, audio),
+            "kl": kl_loss(f.mu, f.logvar, config.kl_floor),
+        }
+        supervision = semantic_supervision_loss(
+            f.acoustic_high, f.semantic_high, f.acoustic_low, f.semantic_low, mode=config.semantic_mode
+        )
+        terms["semantic"] = supervision["total"]
+        total = w.mel * terms["mel"] + w.kl * terms["kl"] + w.semantic * terms["semantic"]
+        if adversarial:
+            real, fake = discriminators(wav), discriminators(audio)
+            terms["adversarial"] = generator_loss(fake)
+            terms["feature_matching"] = feature_matching_loss(real, fake)
+            total = (
+                total + w.adversarial * terms["adversarial"] + w.feature_matching * terms["feature_matching"]
+            )
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        step += 1
+
+        row = {k: float(v.detach()) for k, v in terms.items()}
+        row |= {"semantic_high": float(supervision["high"].detach()), "semantic_low": float(supervision["low"].detach())}
+        row |= {"total": float(total.detach())} | (
+            {"discriminator": float(loss_d.detach())} if adversarial else {}
+        )
+        first = first or row
+        last = row
+        if step % config.log_every == 0 or step == config.max_steps:
+            metrics.write(step, row)
+        if step % config.examples_every == 0 or step == config.max_steps:
+            os.makedirs(os.path.join(config.out_dir, "examples"), exist_ok=True)
+            save_audio(
+                os.path.join(config.out_dir, "examples", f"step-{step:07d}.wav"),
+                audio[0].detach(),
+                model.config.sample_rate,
+            )
+        if step % config.ckpt_every == 0 or step == config.max_steps:
+            checkpointing.save(
+                f"{config.out_dir}/checkpoints",
+                step,
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "discriminators": discriminators.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "rng": checkpointing.rng_state(),
+                },
+            )
+    metrics.close()
+    export = os.path.join(config.out_dir, "losatok.pth")
+    torch.save({"state_dict": model.state_dict()}, export + ".tmp")
+    os.replace(export + ".tmp", export)
+    return {"step": step, "first": first, "last": last, "export": export}
+
+
+ConfigStore.instance().store(name="train_tokenizer_schema", node=TrainTokenizerConfig)
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="train_tokenizer")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainTokenizerConfig), values))
+    try:
+        result = train(config)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Tokenizer training (stage 2): mel reconstruction improves, loss modes compose, resume is exact,
+and the export runs through the tokenization pipeline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import torch
+
+from jobs.train_tokenizer import AudioCrops, AudioDataConfig, TrainTokenizerConfig, build_tokenizer, train
+from losatok import load_published, tiny
+from losatok.losses import MultiResolutionMelLoss
+from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig
+from pipelines.run import tokenize
+from schemas.verify import verify_dataset
+
+
+def config_for(corpus, out, **changes) -> TrainTokenizerConfig:
+    base = TrainTokenizerConfig(
+        data=AudioDataConfig(path=str(corpus), crop_seconds=1.0, batch_size=4),
+        preset="tiny",
+        lr=1e-3,
+        max_steps=300,
+        disc_start_step=200,
+        log_every=10,
+        ckpt_every=100,
+        examples_every=100,
+        out_dir=str(out),
+    )
+    return replace(base, **changes)
+
+
+def rows(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@torch.no_grad()
+def fixed_mel_loss(model, crops: torch.Tensor) -> float:
+    model.eval()
+    result = model.encode(crops)
+    return float(MultiResolutionMelLoss()(crops, model.decode(result.z)))
+
+
+def test_training_lowers_mel_loss_and_the_export_runs_through_the_pipeline(
+    ray_address, small_corpus, tmp_path
+):
+    config = config_for(small_corpus, tmp_path / "tok")
+    crops = AudioCrops(config.data, 16_000, 640).batch(step=10**9, seed=99)  # never a training batch
+    before = fixed_mel_loss(build_tokenizer(config), crops)
+    result = train(config)
+    after = fixed_mel_loss(load_published(result["export"], tiny()), crops)
+    assert after < 0.6 * before, (before, after)
+    logged = rows(tmp_path / "tok")
+    assert "adversarial" in logged[-1] and "feature_matching" in logged[-1] and "discriminator" in logged[-1]
+    assert "adversarial" not in logged[0]  # discriminators start at disc_start_step
+    assert list((tmp_path / "tok" / "examples").glob("step-*.wav"))
+
+    sink = tmp_path / "ds"
+    tokenized = tokenize(
+        TokenizeConfig(
+            source=SourceConfig(path=str(small_corpus)),
+            sink=SinkConfig(path=str(sink), inputs_per_shard=6),
+            model=ModelConfig(preset="tiny", checkpoint=result["export"]),
+            cluster=ClusterConfig(max_failure_fraction=0.0),
+        )
+    )
+    assert tokenized.ok and verify_dataset(str(sink)).ok
+
+
+def test_semantic_modes_decide_what_enters_the_loss(small_corpus, tmp_path):
+    for mode in ("both", "low_only", "high_only"):
+        out = tmp_path / mode
+        train(
+            config_for(small_corpus, out, semantic_mode=mode, max_steps=2, log_every=1, disc_start_step=100)
+        )
+        row = rows(out)[-1]
+        expected = {"both": row["semantic_high"] + row["semantic_low"], "low_only": row["semantic_low"]}
+        expected["high_only"] = row["semantic_high"]
+        assert abs(row["semantic"] - expected[mode]) < 1e-5, (mode, row)
+
+
+def test_resume_continues_with_the_same_optimizer_and_discriminator_states(small_corpus, tmp_path):
+    common = {"max_steps": 30, "disc_start_step": 5, "ckpt_every": 10, "log_every": 5}
+    train(config_for(small_corpus, tmp_path / "straight", **common))
+    train(config_for(small_corpus, tmp_path / "stopped", **{**common, "max_steps": 20}))
+    train(config_for(small_corpus, tmp_path / "stopped", **common))  # resumes at step 20
+    from jobs import checkpointing
+
+    a = checkpointing.load_latest(str(tmp_path / "straight" / "checkpoints"))
+    b = checkpointing.load_latest(str(tmp_path / "stopped" / "checkpoints"))
+    assert a["step"] == b["step"] == 30
+    for part in ("model", "discriminators"):
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
+    steps = [r["step"] for r in rows(tmp_path / "stopped")]
+    assert steps == sorted(steps) and steps[-1] == 30
