@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from jobs import checkpointing, parallel
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig, make_loader
+from jobs.launch import run_workers, write_worker_result
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
@@ -258,9 +259,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
         "param_checksum": checksum,
         "rank": rank,
     }
-    if distributed and "://" not in config.out_dir:  # each worker's final state, to compare replicas
-        with open(os.path.join(config.out_dir, f"final-rank{rank}.json"), "w") as handle:
-            json.dump(result, handle)
+    write_worker_result(config.out_dir, result)
     return result
 
 
@@ -312,28 +311,10 @@ def _save(config, step, position, state, scheduler, dit_config, batches) -> None
 
 def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
     """Train in this process, or on `trainer.num_workers` Ray Train workers; one result per worker."""
-    if config.trainer.num_workers <= 1:
-        return [train_loop(config)]
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    if not ray.is_initialized():
-        ray.init(address=config.trainer.address or "local", log_to_driver=False)
-
-    def per_worker(_: dict) -> None:
-        result = train_loop(config)
-        ray.train.report(result)
-
-    trainer = TorchTrainer(
-        per_worker,
-        scaling_config=ScalingConfig(num_workers=config.trainer.num_workers, use_gpu=config.trainer.use_gpu),
-        run_config=RunConfig(
-            name="dit", storage_path=os.path.abspath(os.path.join(config.out_dir, "ray_train"))
-        ),
+    trainer = config.trainer
+    return run_workers(
+        train_loop, config, trainer.num_workers, trainer.use_gpu, trainer.address, config.out_dir, "dit"
     )
-    outcome = trainer.fit()
-    return [outcome.metrics]
 
 
 def build_config(cfg: DictConfig | dict[str, Any]) -> TrainDiTConfig:

@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from jobs import checkpointing
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
-from jobs.train_dit import MetricsLog
+from jobs.launch import average_gradients, barrier, rank_and_world, run_workers, write_worker_result
+from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import load_model, preset
 from losatok.losses import sembo_loss
 from losatok.semantic import SemanticBottleneck
@@ -60,6 +61,7 @@ class TrainSemboConfig:
     eval_every: int = 100
     holdout_shards: int = 1  # the last N shards are the held-out split (never trained on)
     seed: int = 0
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # num_workers > 1: Ray Train
 
 
 def splits(config: TrainSemboConfig) -> tuple[LoaderConfig, LoaderConfig]:
@@ -106,7 +108,8 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
             f"{config.data.path} holds {width}-dim semantic features; preset {config.preset} expects {model_config.semantic_dim}"
         )
     latent_dim = card.fields["latent"].frame_shape[0]
-    batches = LatentBatches(train_data, latent_dim, semantic_dim=width)
+    rank, world = rank_and_world()
+    batches = LatentBatches(train_data, latent_dim, rank, world, semantic_dim=width)
     heldout = LatentBatches(heldout_data, latent_dim, semantic_dim=width)
 
     bottleneck = SemanticBottleneck(
@@ -120,7 +123,7 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
         optimizer.load_state_dict(resumed["optimizer"])
         step = resumed["step"]
         checkpointing.restore_rng(resumed["rng"])
-    metrics = MetricsLog(config.out_dir, True)
+    metrics = MetricsLog(config.out_dir, rank == 0)
     while step < config.max_steps:
         for batch in batches:
             if step >= config.max_steps:
@@ -129,11 +132,12 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
             losses = sembo_loss(batch.semantic, recon, low, batch.mask)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
+            average_gradients(bottleneck.parameters())
             optimizer.step()
             step += 1
             row = {k: float(v.detach()) for k, v in losses.items()}
             history.append(row)
-            if step % config.eval_every == 0 or step == config.max_steps:
+            if (step % config.eval_every == 0 or step == config.max_steps) and rank == 0:
                 row |= evaluate(bottleneck, heldout)
                 checkpointing.save(
                     f"{config.out_dir}/checkpoints",
@@ -147,16 +151,25 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
                 )
             if step % config.log_every == 0 or "heldout_cosine" in row:
                 metrics.write(step, row)
+            if step % config.eval_every == 0:
+                barrier()
     metrics.close()
-    export = export_semantic_encoder(config, bottleneck)
+    export = export_semantic_encoder(config, bottleneck) if rank == 0 else None
     final = evaluate(bottleneck, heldout)
-    return {
+    checksum = float(sum(p.detach().double().sum() for p in bottleneck.parameters()))
+    result = {
         "step": step,
         "first": history[0] if history else None,
         "last": history[-1] if history else None,
-        **final,
-        "export": export,
     }
+    result |= {**final, "export": export, "param_checksum": checksum, "rank": rank}
+    write_worker_result(config.out_dir, result)
+    return result
+
+
+def run(config: TrainSemboConfig) -> list[dict[str, Any]]:
+    t = config.trainer
+    return run_workers(train, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "sembo")
 
 
 def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottleneck) -> str:
@@ -183,7 +196,7 @@ def main(cfg: DictConfig) -> None:
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainSemboConfig), values))
     try:
-        result = train(config)
+        result = run(config)[0]
     except (FileNotFoundError, DatasetMismatchError, SchemaError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -27,7 +27,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from jobs import checkpointing
-from jobs.train_dit import MetricsLog
+from jobs.launch import average_gradients, barrier, rank_and_world, run_workers, write_worker_result
+from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset
 from losatok.audio import save_audio
 from losatok.discriminators import (
@@ -79,6 +80,7 @@ class TrainTokenizerConfig:
     ckpt_every: int = 200
     examples_every: int = 500  # reconstruction wavs for listening, under out_dir/examples
     out_dir: str = "out/tokenizer"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # num_workers > 1: Ray Train
 
 
 class AudioCrops:
@@ -148,11 +150,12 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
         step = resumed["step"]
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d", step)
-    metrics = MetricsLog(config.out_dir, True)
+    rank, world = rank_and_world()
+    metrics = MetricsLog(config.out_dir, rank == 0)
     first = last = None
     w = config.weights
     while step < config.max_steps:
-        wav = data.batch(step, config.seed)
+        wav = data.batch(step, config.seed + 7919 * rank)  # each worker its own crops
         f = model.features(wav)
         z = model.sample_posterior(f.mu, f.logvar)
         audio = model.dasheng_tokenizer.decode(z)  # (B, T x 640)
@@ -163,6 +166,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
             loss_d = discriminator_loss(discriminators(wav), discriminators(audio.detach()))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
+            average_gradients(discriminators.parameters())
             opt_d.step()
 
         terms = {
@@ -183,11 +187,15 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
             )
         opt_g.zero_grad(set_to_none=True)
         total.backward()
+        average_gradients(trainable)
         opt_g.step()
         step += 1
 
         row = {k: float(v.detach()) for k, v in terms.items()}
-        row |= {"semantic_high": float(supervision["high"].detach()), "semantic_low": float(supervision["low"].detach())}
+        row |= {
+            "semantic_high": float(supervision["high"].detach()),
+            "semantic_low": float(supervision["low"].detach()),
+        }
         row |= {"total": float(total.detach())} | (
             {"discriminator": float(loss_d.detach())} if adversarial else {}
         )
@@ -195,14 +203,14 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
         last = row
         if step % config.log_every == 0 or step == config.max_steps:
             metrics.write(step, row)
-        if step % config.examples_every == 0 or step == config.max_steps:
+        if rank == 0 and (step % config.examples_every == 0 or step == config.max_steps):
             os.makedirs(os.path.join(config.out_dir, "examples"), exist_ok=True)
             save_audio(
                 os.path.join(config.out_dir, "examples", f"step-{step:07d}.wav"),
                 audio[0].detach(),
                 model.config.sample_rate,
             )
-        if step % config.ckpt_every == 0 or step == config.max_steps:
+        if rank == 0 and (step % config.ckpt_every == 0 or step == config.max_steps):
             checkpointing.save(
                 f"{config.out_dir}/checkpoints",
                 step,
@@ -217,9 +225,26 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
             )
     metrics.close()
     export = os.path.join(config.out_dir, "losatok.pth")
-    torch.save({"state_dict": model.state_dict()}, export + ".tmp")
-    os.replace(export + ".tmp", export)
-    return {"step": step, "first": first, "last": last, "export": export}
+    if rank == 0:
+        torch.save({"state_dict": model.state_dict()}, export + ".tmp")
+        os.replace(export + ".tmp", export)
+    checksum = float(sum(p.detach().double().sum() for p in trainable))
+    result = {
+        "step": step,
+        "first": first,
+        "last": last,
+        "export": export,
+        "param_checksum": checksum,
+        "rank": rank,
+    }
+    write_worker_result(config.out_dir, result)
+    barrier()
+    return result
+
+
+def run(config: TrainTokenizerConfig) -> list[dict[str, Any]]:
+    t = config.trainer
+    return run_workers(train, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "tokenizer")
 
 
 ConfigStore.instance().store(name="train_tokenizer_schema", node=TrainTokenizerConfig)
@@ -231,7 +256,7 @@ def main(cfg: DictConfig) -> None:
     values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainTokenizerConfig), values))
     try:
-        result = train(config)
+        result = run(config)[0]
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -72,3 +72,28 @@ def test_cli_refuses_a_dataset_without_semantic_features(pipeline_dataset, tmp_p
         timeout=120,
     )
     assert done.returncode == 2 and "semantic" in done.stderr
+
+
+def test_two_ray_train_workers_train_sembo_in_lockstep(feature_dataset, tmp_path):
+    from jobs.train_dit import TrainerConfig
+    from jobs.train_sembo import run
+
+    config = TrainSemboConfig(
+        data=LoaderConfig(
+            path=feature_dataset,
+            batch_frames=1500,
+            max_frames=150,
+            shuffle_buffer=8,
+            normalize=False,
+            semantic_field="semantic",
+        ),
+        out_dir=str(tmp_path / "sembo"),
+        max_steps=20,
+        eval_every=10,
+        trainer=TrainerConfig(num_workers=2),
+    )
+    run(config)
+    finals = [json.loads((tmp_path / "sembo" / f"final-rank{r}.json").read_text()) for r in (0, 1)]
+    assert finals[0]["step"] == finals[1]["step"] == 20
+    assert finals[0]["param_checksum"] == finals[1]["param_checksum"]
+    assert (tmp_path / "sembo" / "semantic_encoder.pth").exists()

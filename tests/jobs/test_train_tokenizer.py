@@ -95,3 +95,22 @@ def test_resume_continues_with_the_same_optimizer_and_discriminator_states(small
             torch.testing.assert_close(a[part][key], b[part][key], rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
     steps = [r["step"] for r in rows(tmp_path / "stopped")]
     assert steps == sorted(steps) and steps[-1] == 30
+
+
+def test_two_ray_train_workers_train_the_tokenizer_in_lockstep(small_corpus, tmp_path):
+    from jobs.train_dit import TrainerConfig
+    from jobs.train_tokenizer import run
+
+    config = config_for(
+        small_corpus,
+        tmp_path / "tok",
+        max_steps=8,
+        disc_start_step=4,
+        ckpt_every=8,
+        trainer=TrainerConfig(num_workers=2),
+    )
+    run(config)
+    finals = [json.loads((tmp_path / "tok" / f"final-rank{r}.json").read_text()) for r in (0, 1)]
+    assert finals[0]["step"] == finals[1]["step"] == 8
+    assert finals[0]["param_checksum"] == finals[1]["param_checksum"]
+    assert finals[0]["last"]["mel"] != finals[1]["last"]["mel"]  # each worker trained on its own crops
