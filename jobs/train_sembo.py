@@ -81,8 +81,9 @@ def evaluate(bottleneck: SemanticBottleneck, batches: LatentBatches) -> dict[str
     """Held-out normalised reconstruction error, relation loss and cosine similarity (frame mean)."""
     totals = {"reconstruction": 0.0, "relation": 0.0, "cosine": 0.0}
     count = 0
+    device = next(bottleneck.parameters()).device
     for batch in batches:
-        high, mask = batch.semantic, batch.mask
+        high, mask = batch.semantic.to(device), batch.mask.to(device)
         low, recon = bottleneck(high)
         losses = sembo_loss(high, recon, low, mask)
         cosine = F.cosine_similarity(recon, high, dim=-1)[mask].mean()
@@ -112,9 +113,12 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
     batches = LatentBatches(train_data, latent_dim, rank, world, semantic_dim=width)
     heldout = LatentBatches(heldout_data, latent_dim, semantic_dim=width)
 
+    use_cuda = config.trainer.use_gpu and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
     bottleneck = SemanticBottleneck(
         model_config.semantic_dim, model_config.latent_dim, model_config.sembo_hidden
     )
+    bottleneck = bottleneck.to(device)
     optimizer = torch.optim.AdamW(bottleneck.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, history = 0, []
     resumed = checkpointing.load_latest(f"{config.out_dir}/checkpoints")
@@ -128,8 +132,9 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
         for batch in batches:
             if step >= config.max_steps:
                 break
-            low, recon = bottleneck(batch.semantic)
-            losses = sembo_loss(batch.semantic, recon, low, batch.mask)
+            high, mask = batch.semantic.to(device), batch.mask.to(device)
+            low, recon = bottleneck(high)
+            losses = sembo_loss(high, recon, low, mask)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             average_gradients(bottleneck.parameters())
@@ -177,7 +182,7 @@ def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottle
     torch.manual_seed(config.tokenizer.seed)
     tokenizer = load_model(config.tokenizer.checkpoint, preset(config.preset))
     state = {f"encoder.{k}": v for k, v in tokenizer.semantic_encoder.encoder.state_dict().items()}
-    state |= {f"bottleneck.{k}": v.detach().clone() for k, v in bottleneck.state_dict().items()}
+    state |= {f"bottleneck.{k}": v.detach().cpu().clone() for k, v in bottleneck.state_dict().items()}
     path = os.path.join(config.out_dir, "semantic_encoder.pth")
     os.makedirs(config.out_dir, exist_ok=True)
     torch.save({"state_dict": state}, path + ".tmp")

@@ -131,15 +131,18 @@ def build_tokenizer(config: TrainTokenizerConfig) -> LoSATok:
 
 
 def train(config: TrainTokenizerConfig) -> dict[str, Any]:
-    model = build_tokenizer(config)
+    use_cuda = config.trainer.use_gpu and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+    bf16 = use_cuda if config.trainer.bf16 is None else config.trainer.bf16
+    model = build_tokenizer(config).to(device)
     discriminators = Discriminators(
         tiny_discriminators() if config.preset == "tiny" else DiscriminatorConfig()
-    )
+    ).to(device)
     data = AudioCrops(config.data, model.config.sample_rate, model.config.samples_per_token)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt_g = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas))
     opt_d = torch.optim.AdamW(discriminators.parameters(), lr=config.lr, betas=tuple(config.betas))
-    mel_loss = MultiResolutionMelLoss(model.config.sample_rate)
+    mel_loss = MultiResolutionMelLoss(model.config.sample_rate).to(device)
     step = 0
     resumed = checkpointing.load_latest(f"{config.out_dir}/checkpoints")
     if resumed is not None:
@@ -155,10 +158,12 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
     first = last = None
     w = config.weights
     while step < config.max_steps:
-        wav = data.batch(step, config.seed + 7919 * rank)  # each worker its own crops
-        f = model.features(wav)
-        z = model.sample_posterior(f.mu, f.logvar)
-        audio = model.dasheng_tokenizer.decode(z)  # (B, T x 640)
+        wav = data.batch(step, config.seed + 7919 * rank).to(device)  # each worker its own crops
+        # bf16 on CUDA; the mel front ends and the iSTFT run in float32 inside the model
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            f = model.features(wav)
+            z = model.sample_posterior(f.mu, f.logvar)
+            audio = model.dasheng_tokenizer.decode(z).float()  # (B, T x 640)
         wav = wav[..., : audio.shape[-1]]
         adversarial = step >= config.disc_start_step
 
