@@ -40,15 +40,17 @@ from losatok.discriminators import (
     tiny_discriminators,
 )
 from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
+from schemas.manifest import iter_manifest
 from schemas.storage import url_to_fs
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+MANIFEST_SUFFIXES = ("parquet", "jsonl", "ndjson", "csv")
 
 
 @dataclass
 class AudioDataConfig:
-    path: str = ""  # a folder of audio files, local or s3://
+    path: str = ""  # a folder of audio files or an input manifest (parquet/jsonl/csv), local or s3://
     storage_options: dict[str, Any] = field(default_factory=dict)
     crop_seconds: float = 1.0  # training crops, rounded down to whole 640-sample tokens
     batch_size: int = 8
@@ -83,24 +85,44 @@ class TrainTokenizerConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # num_workers > 1: Ray Train
 
 
+def audio_spans(config: AudioDataConfig) -> list[tuple[str, float | None, float | None]]:
+    """(location, start, end) of every recording: the files under a folder, or a manifest's rows."""
+    if config.path.rsplit(".", 1)[-1].lower() in MANIFEST_SUFFIXES:
+        rows = iter_manifest(config.path, config.storage_options)
+        base = config.path.rsplit("/", 1)[0]
+        return [
+            (
+                r.location if "://" in r.location or r.location.startswith("/") else f"{base}/{r.location}",
+                r.start,
+                r.end,
+            )
+            for r in rows
+        ]
+    fs, root = url_to_fs(config.path, config.storage_options)
+    protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
+    return [(protocol + p, None, None) for p in sorted(fs.find(root)) if p.lower().endswith(AUDIO_SUFFIXES)]
+
+
 class AudioCrops:
-    """Random fixed-length crops of a folder's recordings, drawn by a step-seeded generator.
+    """Random fixed-length crops of recordings (a folder, or a manifest's spans), drawn by a
+    step-seeded generator.
 
     The recordings are decoded once and kept in memory (16 kHz float32: 230 MB per hour), which
     suits fine-tuning corpora; unreadable files are skipped with a warning.
     """
 
     def __init__(self, config: AudioDataConfig, sample_rate: int, samples_per_token: int) -> None:
-        fs, root = url_to_fs(config.path, config.storage_options)
-        protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
-        paths = sorted(p for p in fs.find(root) if p.lower().endswith(AUDIO_SUFFIXES))
         self.crop = max(1, int(config.crop_seconds * sample_rate) // samples_per_token) * samples_per_token
         self.batch_size = config.batch_size
         self.waves: list[torch.Tensor] = []
-        for path in paths:
+        for location, start, end in audio_spans(config):
             try:
-                data = fs.cat_file(path) if protocol else path
-                wave = load_audio(data, sample_rate, name=protocol + path)
+                if "://" in location:
+                    fs, path = url_to_fs(location, config.storage_options)
+                    data: bytes | str = fs.cat_file(path)
+                else:
+                    data = location
+                wave = load_audio(data, sample_rate, start=start, end=end, name=location)
             except AudioError as err:
                 log.warning("skipping %s", err)
                 continue

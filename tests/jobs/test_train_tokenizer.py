@@ -114,3 +114,18 @@ def test_two_ray_train_workers_train_the_tokenizer_in_lockstep(small_corpus, tmp
     assert finals[0]["step"] == finals[1]["step"] == 8
     assert finals[0]["param_checksum"] == finals[1]["param_checksum"]
     assert finals[0]["last"]["mel"] != finals[1]["last"]["mel"]  # each worker trained on its own crops
+
+
+def test_crops_come_from_a_manifest_with_spans(small_corpus, tmp_path):
+    files = sorted(small_corpus.glob("music_*.flac"))[:2]
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(
+        json.dumps({"location": str(files[0]), "start": 0.5, "end": 2.0})
+        + "\n"
+        + json.dumps({"location": files[1].name})
+        + "\n"
+    )
+    (tmp_path / files[1].name).write_bytes(files[1].read_bytes())  # relative to the manifest's folder
+    crops = AudioCrops(AudioDataConfig(path=str(manifest), crop_seconds=1.0, batch_size=3), 16_000, 640)
+    assert [w.numel() for w in crops.waves][0] == 24_000  # the 1.5 s span, not the whole file
+    assert len(crops.waves) == 2 and crops.batch(0, 0).shape == (3, 16_000)
