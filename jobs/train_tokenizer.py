@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,17 +41,17 @@ from losatok.discriminators import (
     tiny_discriminators,
 )
 from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
+from schemas.audio_shards import AUDIO_EXTENSIONS, audio_extension, tar_members
 from schemas.manifest import iter_manifest
 from schemas.storage import url_to_fs
 
 log = logging.getLogger(__name__)
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 MANIFEST_SUFFIXES = ("parquet", "jsonl", "ndjson", "csv")
 
 
 @dataclass
 class AudioDataConfig:
-    path: str = ""  # a folder of audio files or an input manifest (parquet/jsonl/csv), local or s3://
+    path: str = ""  # a folder of audio files or WebDataset audio shards, or a manifest; local or s3://
     storage_options: dict[str, Any] = field(default_factory=dict)
     crop_seconds: float = 1.0  # training crops, rounded down to whole 640-sample tokens
     batch_size: int = 8
@@ -85,27 +86,41 @@ class TrainTokenizerConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # num_workers > 1: Ray Train
 
 
-def audio_spans(config: AudioDataConfig) -> list[tuple[str, float | None, float | None]]:
-    """(location, start, end) of every recording: the files under a folder, or a manifest's rows."""
+def recordings(config: AudioDataConfig) -> Iterator[tuple[str, bytes | str, float | None, float | None]]:
+    """(name, path or bytes, start, end) of every recording in a folder of audio files, a folder of
+    WebDataset audio shards (`.tar`), or an input manifest (parquet/jsonl/csv)."""
     if config.path.rsplit(".", 1)[-1].lower() in MANIFEST_SUFFIXES:
-        rows = iter_manifest(config.path, config.storage_options)
         base = config.path.rsplit("/", 1)[0]
-        return [
-            (
-                r.location if "://" in r.location or r.location.startswith("/") else f"{base}/{r.location}",
-                r.start,
-                r.end,
+        for row in iter_manifest(config.path, config.storage_options):
+            location = (
+                row.location
+                if "://" in row.location or row.location.startswith("/")
+                else f"{base}/{row.location}"
             )
-            for r in rows
-        ]
+            yield location, _read(location, config.storage_options), row.start, row.end
+        return
     fs, root = url_to_fs(config.path, config.storage_options)
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
-    return [(protocol + p, None, None) for p in sorted(fs.find(root)) if p.lower().endswith(AUDIO_SUFFIXES)]
+    for path in [root] if root.endswith(".tar") else sorted(fs.find(root)):
+        suffix = path.rsplit(".", 1)[-1].lower()
+        if suffix == "tar":
+            for key, members in tar_members(fs.cat_file(path)).items():
+                extension = audio_extension(members)
+                if extension:
+                    yield f"{protocol}{path}#{key}.{extension}", members[extension], None, None
+        elif suffix in AUDIO_EXTENSIONS:
+            yield protocol + path, fs.cat_file(path) if protocol else path, None, None
+
+
+def _read(location: str, storage_options: dict[str, Any]) -> bytes | str:
+    if "://" not in location:
+        return location
+    fs, path = url_to_fs(location, storage_options)
+    return fs.cat_file(path)
 
 
 class AudioCrops:
-    """Random fixed-length crops of recordings (a folder, or a manifest's spans), drawn by a
-    step-seeded generator.
+    """Random fixed-length crops of recordings (see `recordings`), drawn by a step-seeded generator.
 
     The recordings are decoded once and kept in memory (16 kHz float32: 230 MB per hour), which
     suits fine-tuning corpora; unreadable files are skipped with a warning.
@@ -115,13 +130,8 @@ class AudioCrops:
         self.crop = max(1, int(config.crop_seconds * sample_rate) // samples_per_token) * samples_per_token
         self.batch_size = config.batch_size
         self.waves: list[torch.Tensor] = []
-        for location, start, end in audio_spans(config):
+        for location, data, start, end in recordings(config):
             try:
-                if "://" in location:
-                    fs, path = url_to_fs(location, config.storage_options)
-                    data: bytes | str = fs.cat_file(path)
-                else:
-                    data = location
                 wave = load_audio(data, sample_rate, start=start, end=end, name=location)
             except AudioError as err:
                 log.warning("skipping %s", err)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "wma", "aiff", "aif", "webm")
+from schemas.audio_shards import AUDIO_EXTENSIONS
 
 
 @dataclass(frozen=True)

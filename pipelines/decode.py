@@ -5,10 +5,7 @@ Every input ends as segments or as a failure; a failure never stops the unit.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -16,10 +13,11 @@ from typing import Any, TypeVar
 import fsspec
 
 from losatok.audio import AudioError, load_audio
-from pipelines.config import AUDIO_EXTENSIONS, SegmentConfig
+from pipelines.config import SegmentConfig
 from pipelines.records import Segment
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
+from schemas.audio_shards import audio_extension, sidecar_metadata, tar_members
 from schemas.ledger import FailureRecord
 
 log = logging.getLogger(__name__)
@@ -124,55 +122,18 @@ def decode_items(
     return segments, failures
 
 
-SIDECAR_FIELDS = ("id", "text", "caption", "language", "speaker", "split", "tags")
-
-
-def tar_members(data: bytes, name: str) -> dict[str, dict[str, bytes]]:
-    """Members of a WebDataset tar grouped by key: {key: {extension: bytes}}, in tar order."""
-    groups: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            directory, _, base = member.name.rpartition("/")
-            stem, dot, extension = base.partition(".")
-            if not dot or not stem:
-                continue
-            key = f"{directory}/{stem}" if directory else stem
-            groups.setdefault(key, {})[extension.lower()] = archive.extractfile(member).read()
-    return groups
-
-
-def sidecar_metadata(members: dict[str, bytes]) -> dict[str, Any]:
-    """Metadata of a WebDataset sample from its json sidecar (known fields, the rest as extra) or txt."""
-    meta: dict[str, Any] = {}
-    if "json" in members:
-        values = json.loads(members["json"])
-        meta = {k: values[k] for k in SIDECAR_FIELDS if values.get(k) is not None}
-        extra = {
-            k: v
-            for k, v in values.items()
-            if k not in SIDECAR_FIELDS and isinstance(v, (str, int, float, bool))
-        }
-        if extra:
-            meta["extra"] = extra
-    elif "txt" in members:
-        meta["text"] = members["txt"].decode("utf-8").strip()
-    return meta
-
-
 def decode_tar(
     item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
 ) -> list[list[Segment] | FailureRecord]:
     """Every audio member of a WebDataset shard: one result per sample key that holds audio."""
     try:
         data, _ = with_retries(lambda: read_tar_bytes(item.location, storage_options), retries)
-        groups = tar_members(data, item.location)
+        groups = tar_members(data)
     except Exception as err:
         return [FailureRecord(item.location, "read", type(err).__name__, str(err), key=item.key)]
     results: list[list[Segment] | FailureRecord] = []
     for key, members in groups.items():
-        audio = next((ext for ext in members if ext in AUDIO_EXTENSIONS), None)
+        audio = audio_extension(members)
         if audio is None:
             continue  # a member group without audio (e.g. a lone sidecar) is not an input
         location = f"{item.location}#{key}.{audio}"

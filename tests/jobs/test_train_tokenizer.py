@@ -129,3 +129,19 @@ def test_crops_come_from_a_manifest_with_spans(small_corpus, tmp_path):
     crops = AudioCrops(AudioDataConfig(path=str(manifest), crop_seconds=1.0, batch_size=3), 16_000, 640)
     assert [w.numel() for w in crops.waves][0] == 24_000  # the 1.5 s span, not the whole file
     assert len(crops.waves) == 2 and crops.batch(0, 0).shape == (3, 16_000)
+
+
+def test_crops_come_from_webdataset_audio_shards(small_corpus, tmp_path):
+    import io
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "part-0.tar", "w") as archive:
+        for path in sorted(small_corpus.glob("music_*.flac"))[:2]:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(f"clips/{path.stem}.flac")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    crops = AudioCrops(AudioDataConfig(path=str(shards), crop_seconds=1.0, batch_size=2), 16_000, 640)
+    assert len(crops.waves) == 2 and crops.batch(3, 0).shape == (2, 16_000)
