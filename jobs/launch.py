@@ -76,3 +76,31 @@ def average_gradients(parameters) -> None:
 def barrier() -> None:
     if rank_and_world()[1] > 1:
         dist.barrier()
+
+
+def config_from_hydra(schema: type, cfg: Any) -> Any:
+    """Hydra's composed config -> an instance of the dataclass `schema` (unknown keys fail)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    values = {k: v for k, v in cfg.items() if k not in ("hydra", "experiment")}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+def cli(run: Callable[[Any], list[dict[str, Any]]], config: Any) -> None:
+    """Entry-point body: run, print the first worker's result as JSON; a bad dataset or config
+    exits 2 with one line naming it instead of a traceback."""
+    import logging
+    import sys
+
+    from jobs.data import DatasetMismatchError
+    from schemas.errors import SchemaError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        results = run(config)
+    except (FileNotFoundError, DatasetMismatchError, SchemaError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(results[0], default=str))

@@ -24,12 +24,12 @@ import hydra
 import torch
 import torch.distributed as dist
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from jobs import checkpointing, parallel
-from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig, make_loader
-from jobs.launch import run_workers, write_worker_result
+from jobs.data import LatentBatches, LoaderConfig, make_loader
+from jobs.launch import cli, config_from_hydra, run_workers, write_worker_result
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
@@ -319,11 +319,7 @@ def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
 
 def build_config(cfg: DictConfig | dict[str, Any]) -> TrainDiTConfig:
     """Hydra config -> TrainDiTConfig through OmegaConf's structured schema (unknown keys fail)."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = {k: v for k, v in cfg.items() if k not in ("hydra", "experiment")}
-    merged = OmegaConf.merge(OmegaConf.structured(TrainDiTConfig), cfg)
-    return OmegaConf.to_object(merged)
+    return config_from_hydra(TrainDiTConfig, cfg)
 
 
 # the dataclass is the schema of the YAML configs: every key exists with its default, and an
@@ -333,16 +329,7 @@ ConfigStore.instance().store(name="train_dit_schema", node=TrainDiTConfig)
 
 @hydra.main(version_base=None, config_path="conf", config_name="train_dit")
 def main(cfg: DictConfig) -> None:
-    from schemas.errors import SchemaError
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = build_config(cfg)
-    try:
-        results = run(config)
-    except (FileNotFoundError, DatasetMismatchError, SchemaError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(results[0]))
+    cli(run, config_from_hydra(TrainDiTConfig, cfg))
 
 
 if __name__ == "__main__":

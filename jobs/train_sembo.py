@@ -13,7 +13,6 @@ the trained bottleneck), which `losatok.load_semantic_encoder` loads.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -24,11 +23,19 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from jobs import checkpointing
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
-from jobs.launch import average_gradients, barrier, rank_and_world, run_workers, write_worker_result
+from jobs.launch import (
+    average_gradients,
+    barrier,
+    cli,
+    config_from_hydra,
+    rank_and_world,
+    run_workers,
+    write_worker_result,
+)
 from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import load_model, preset
 from losatok.losses import sembo_loss
@@ -195,17 +202,7 @@ ConfigStore.instance().store(name="train_sembo_schema", node=TrainSemboConfig)
 
 @hydra.main(version_base=None, config_path="conf", config_name="train_sembo")
 def main(cfg: DictConfig) -> None:
-    from schemas.errors import SchemaError
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainSemboConfig), values))
-    try:
-        result = run(config)[0]
-    except (FileNotFoundError, DatasetMismatchError, SchemaError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result))
+    cli(run, config_from_hydra(TrainSemboConfig, cfg))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ layout (`{"state_dict": ...}`), so the pipeline loads it like a downloaded check
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -25,10 +24,18 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from jobs import checkpointing
-from jobs.launch import average_gradients, barrier, rank_and_world, run_workers, write_worker_result
+from jobs.launch import (
+    average_gradients,
+    barrier,
+    cli,
+    config_from_hydra,
+    rank_and_world,
+    run_workers,
+    write_worker_result,
+)
 from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset
 from losatok.audio import save_audio
@@ -289,15 +296,7 @@ ConfigStore.instance().store(name="train_tokenizer_schema", node=TrainTokenizerC
 
 @hydra.main(version_base=None, config_path="conf", config_name="train_tokenizer")
 def main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainTokenizerConfig), values))
-    try:
-        result = run(config)[0]
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result))
+    cli(run, config_from_hydra(TrainTokenizerConfig, cfg))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,17 @@ def tiny_discriminators() -> DiscriminatorConfig:
     )
 
 
+def _judge(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Conv stack with leaky ReLU (0.1), then the 1-channel post conv: (logits (B, N), every feature map)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        features.append(x)
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, widths: tuple[int, ...]) -> None:
         super().__init__()
@@ -49,13 +60,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-wav.shape[-1]) % self.period
         x = F.pad(wav, (0, pad), mode="reflect")[:, None, :]  # (B, 1, S')
         x = x.view(x.shape[0], 1, -1, self.period)  # (B, 1, S' / p, p)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _judge(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -76,14 +81,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, S) -> logits (B, N), features."""
         spec = torch.stft(wav.float(), self.n_fft, self.hop, window=self.window, return_complex=True).abs()
-        x = spec[:, None]  # (B, 1, F, T)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _judge(self.convs, self.post, spec[:, None])  # (B, 1, F, T) in
 
 
 class Discriminators(nn.Module):
