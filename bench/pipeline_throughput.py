@@ -145,7 +145,7 @@ def main() -> None:
 
     # the plain loop: decode -> encode -> commit, one unit at a time, one process
     sink = DatasetSink.open(
-        SinkConfig(path=str(work / "single")), config.fields, model_config, run_identity(config)
+        SinkConfig(path=str(work / "single")), config.fields, model_config, run_identity(config, model_config)
     )
     start = time.perf_counter()
     for unit in units:

@@ -40,7 +40,7 @@ from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import load_model, preset
 from losatok.losses import sembo_loss
 from losatok.semantic import SemanticBottleneck
-from schemas.reader import open_dataset
+from schemas.reader import DatasetReader, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,8 @@ class TrainSemboConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # num_workers > 1: Ray Train
 
 
-def splits(config: TrainSemboConfig) -> tuple[LoaderConfig, LoaderConfig]:
+def splits(config: TrainSemboConfig, reader: DatasetReader) -> tuple[LoaderConfig, LoaderConfig]:
     """Train and held-out loader configs: the last `holdout_shards` committed shards are held out."""
-    reader = open_dataset(config.data.path, config.data.storage_options)
     numbers = [s.number for s in reader.shards() if s.samples > 0]
     if len(numbers) <= config.holdout_shards:
         raise DatasetMismatchError(
@@ -104,8 +103,9 @@ def evaluate(bottleneck: SemanticBottleneck, batches: LatentBatches) -> dict[str
 def train(config: TrainSemboConfig) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model_config = preset(config.preset)
-    train_data, heldout_data = splits(config)
-    card = open_dataset(config.data.path, config.data.storage_options).card
+    reader = open_dataset(config.data.path, config.data.storage_options)
+    train_data, heldout_data = splits(config, reader)
+    card = reader.card
     if "semantic" not in card.fields:
         raise DatasetMismatchError(
             f"{config.data.path} has no 'semantic' field (tokenize with fields=all); its fields are {card.fields.names()}"

@@ -57,11 +57,11 @@ def model_config(config: TokenizeConfig) -> LoSATokConfig:
     return stored or preset(config.model.preset)
 
 
-def run_identity(config: TokenizeConfig) -> RunIdentity:
+def run_identity(config: TokenizeConfig, tokenizer: LoSATokConfig) -> RunIdentity:
     model = config.model
     tokenizer = TokenizerIdentity(
         preset=model.preset,
-        config_hash=model_config(config).config_hash(),
+        config_hash=tokenizer.config_hash(),
         checkpoint_sha256=sha256_file(model.checkpoint) if model.checkpoint else None,
         semantic_encoder_sha256=sha256_file(model.semantic_encoder) if model.semantic_encoder else None,
     )
@@ -105,8 +105,8 @@ class Progress:
 def tokenize(config: TokenizeConfig) -> RunSummary:
     """Run (or resume) the pipeline into `config.sink.path`; see README for the guarantees."""
     started = time.perf_counter()
-    identity = run_identity(config)
-    tokenizer = model_config(config)
+    tokenizer = model_config(config)  # reads a checkpoint's header once
+    identity = run_identity(config, tokenizer)
     sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
     summary = RunSummary(root=sink.root_uri)
 

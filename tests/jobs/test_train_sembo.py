@@ -14,24 +14,22 @@ from jobs.train_sembo import TrainSemboConfig, train
 from losatok import LoSATok, load_audio, load_semantic_encoder, tiny
 
 
+def sembo_config(dataset: str, out, **changes) -> TrainSemboConfig:
+    data = LoaderConfig(
+        path=dataset,
+        batch_frames=1500,
+        max_frames=150,
+        shuffle_buffer=8,
+        normalize=False,
+        semantic_field="semantic",
+    )
+    return TrainSemboConfig(data=data, preset="tiny", out_dir=str(out), **changes)
+
+
 def test_sembo_training_lowers_both_terms_and_its_export_loads_strictly(
     feature_dataset, small_corpus, tmp_path
 ):
-    config = TrainSemboConfig(
-        data=LoaderConfig(
-            path=feature_dataset,
-            batch_frames=1500,
-            max_frames=150,
-            shuffle_buffer=8,
-            normalize=False,
-            semantic_field="semantic",
-        ),
-        preset="tiny",
-        out_dir=str(tmp_path / "sembo"),
-        max_steps=200,
-        eval_every=100,
-        lr=3e-3,
-    )
+    config = sembo_config(feature_dataset, tmp_path / "sembo", max_steps=200, eval_every=100, lr=3e-3)
     result = train(config)
     rows = [json.loads(line) for line in (tmp_path / "sembo" / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
@@ -78,19 +76,8 @@ def test_two_ray_train_workers_train_sembo_in_lockstep(feature_dataset, tmp_path
     from jobs.train_dit import TrainerConfig
     from jobs.train_sembo import run
 
-    config = TrainSemboConfig(
-        data=LoaderConfig(
-            path=feature_dataset,
-            batch_frames=1500,
-            max_frames=150,
-            shuffle_buffer=8,
-            normalize=False,
-            semantic_field="semantic",
-        ),
-        out_dir=str(tmp_path / "sembo"),
-        max_steps=20,
-        eval_every=10,
-        trainer=TrainerConfig(num_workers=2),
+    config = sembo_config(
+        feature_dataset, tmp_path / "sembo", max_steps=20, eval_every=10, trainer=TrainerConfig(num_workers=2)
     )
     run(config)
     finals = [json.loads((tmp_path / "sembo" / f"final-rank{r}.json").read_text()) for r in (0, 1)]

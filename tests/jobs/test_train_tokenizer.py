@@ -11,8 +11,8 @@ import torch
 from jobs.train_tokenizer import AudioCrops, AudioDataConfig, TrainTokenizerConfig, build_tokenizer, train
 from losatok import load_published, tiny
 from losatok.losses import MultiResolutionMelLoss
-from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig
 from pipelines.run import tokenize
+from pipelines.testing import tiny_run
 from schemas.verify import verify_dataset
 
 
@@ -57,14 +57,7 @@ def test_training_lowers_mel_loss_and_the_export_runs_through_the_pipeline(
     assert list((tmp_path / "tok" / "examples").glob("step-*.wav"))
 
     sink = tmp_path / "ds"
-    tokenized = tokenize(
-        TokenizeConfig(
-            source=SourceConfig(path=str(small_corpus)),
-            sink=SinkConfig(path=str(sink), inputs_per_shard=6),
-            model=ModelConfig(preset="tiny", checkpoint=result["export"]),
-            cluster=ClusterConfig(max_failure_fraction=0.0),
-        )
-    )
+    tokenized = tokenize(tiny_run(small_corpus, sink, inputs_per_shard=6, checkpoint=result["export"]))
     assert tokenized.ok and verify_dataset(str(sink)).ok
 
 

@@ -10,30 +10,25 @@ import torch
 
 from losatok import load_audio
 from pipelines.config import (
-    ClusterConfig,
     FieldsConfig,
     ModelConfig,
-    SinkConfig,
-    SourceConfig,
     TokenizeConfig,
 )
 from pipelines.encode import build_model
 from pipelines.run import tokenize
 from pipelines.segment import segment_bounds
 from pipelines.sources import input_key
+from pipelines.testing import tiny_run
 from schemas.layout import DatasetLayout
 from schemas.ledger import read_failures
 from schemas.reader import open_dataset
 from schemas.verify import verify_dataset
 
 
-def config_for(source: str, sink: str, **sink_options) -> TokenizeConfig:
-    return TokenizeConfig(
-        source=SourceConfig(path=source),
-        sink=SinkConfig(path=sink, **{"inputs_per_shard": 3, **sink_options}),
-        model=ModelConfig(preset="tiny", seed=0),
-        fields=FieldsConfig(logvar=True, semantic_low=True, semantic=True),
-        cluster=ClusterConfig(max_failure_fraction=0.5, max_frames_per_batch=2000),
+def config_for(source: str, sink: str) -> TokenizeConfig:
+    fields = FieldsConfig(logvar=True, semantic_low=True, semantic=True)
+    return tiny_run(
+        source, sink, inputs_per_shard=3, fields=fields, max_failure_fraction=0.5, max_frames_per_batch=2000
     )
 
 
@@ -130,11 +125,7 @@ def test_manifest_source_carries_spans_and_metadata(ray_address, audio_dir, tmp_
         {"path": str(audio_dir / "music.flac"), "start": 0.5, "end": 1.5, "caption": "a plucked chord"},
     ]
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    config = TokenizeConfig(
-        source=SourceConfig(kind="manifest", path=str(manifest)),
-        sink=SinkConfig(path=str(tmp_path / "ds")),
-        model=ModelConfig(preset="tiny", seed=0),
-    )
+    config = tiny_run(manifest, tmp_path / "ds", kind="manifest")
     summary = tokenize(config)
     assert summary.ok and summary.inputs == 2 and verify_dataset(str(tmp_path / "ds")).ok
     samples = {s.metadata.source: s for s in open_dataset(str(tmp_path / "ds")).iter_samples()}
@@ -162,11 +153,7 @@ def test_our_checkpoint_with_its_own_config_drives_the_dataset(ray_address, audi
     source = tmp_path / "in"
     source.mkdir()
     (source / "speech.mp3").write_bytes((audio_dir / "speech.mp3").read_bytes())
-    config = TokenizeConfig(
-        source=SourceConfig(path=str(source)),
-        sink=SinkConfig(path=str(tmp_path / "ds")),
-        model=ModelConfig(preset="tiny", checkpoint=str(tmp_path / "tok.pt")),
-    )
+    config = tiny_run(source, tmp_path / "ds", checkpoint=str(tmp_path / "tok.pt"))
     assert tokenize(config).ok and verify_dataset(str(tmp_path / "ds")).ok
     reader = open_dataset(str(tmp_path / "ds"))
     (sample,) = list(reader.iter_samples())

@@ -15,14 +15,11 @@ import psutil
 import pytest
 
 from pipelines.config import (
-    ClusterConfig,
     FieldsConfig,
-    ModelConfig,
-    SinkConfig,
-    SourceConfig,
     TokenizeConfig,
 )
 from pipelines.run import tokenize
+from pipelines.testing import tiny_run
 from schemas.reader import open_dataset
 from schemas.verify import verify_dataset
 
@@ -30,13 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def config_for(source: Path, sink: Path) -> TokenizeConfig:
-    return TokenizeConfig(
-        source=SourceConfig(path=str(source)),
-        sink=SinkConfig(path=str(sink), inputs_per_shard=1),
-        model=ModelConfig(preset="tiny", seed=0),
-        fields=FieldsConfig(logvar=True, semantic=True),
-        cluster=ClusterConfig(max_failure_fraction=0.0),
-    )
+    return tiny_run(source, sink, inputs_per_shard=1, fields=FieldsConfig(logvar=True, semantic=True))
 
 
 def dataset_content(path: Path) -> dict[str, dict[str, np.ndarray]]:

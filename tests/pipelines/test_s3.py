@@ -8,16 +8,13 @@ import s3fs
 
 from losatok import load_audio
 from pipelines.config import (
-    ClusterConfig,
     FieldsConfig,
     ModelConfig,
-    SinkConfig,
-    SourceConfig,
-    TokenizeConfig,
 )
 from pipelines.encode import build_model
 from pipelines.run import tokenize
 from pipelines.sources import input_key
+from pipelines.testing import tiny_run
 from schemas.layout import DatasetLayout
 from schemas.ledger import read_failures
 from schemas.reader import open_dataset
@@ -35,12 +32,13 @@ def test_s3_source_and_sink(ray_address, mixed_corpus, s3_endpoint, s3_bucket):
     for path in chosen:
         fs.put(str(path), f"{s3_bucket}/corpus/{path.name}")
 
-    config = TokenizeConfig(
-        source=SourceConfig(path=f"s3://{s3_bucket}/corpus", storage_options=options),
-        sink=SinkConfig(path=f"s3://{s3_bucket}/latents", storage_options=options, inputs_per_shard=2),
-        model=ModelConfig(preset="tiny", seed=0),
+    config = tiny_run(
+        f"s3://{s3_bucket}/corpus",
+        f"s3://{s3_bucket}/latents",
+        inputs_per_shard=2,
         fields=FieldsConfig(semantic=True),
-        cluster=ClusterConfig(max_failure_fraction=0.5),
+        max_failure_fraction=0.5,
+        storage_options=options,
     )
     summary = tokenize(config)
     assert summary.ok and summary.inputs == 4 and summary.units == 2

@@ -9,10 +9,10 @@ import tarfile
 import numpy as np
 
 from losatok import load_audio
-from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig
 from pipelines.encode import build_model
 from pipelines.run import tokenize
 from pipelines.sources import input_key
+from pipelines.testing import tiny_run
 from schemas.layout import DatasetLayout
 from schemas.ledger import read_failures
 from schemas.reader import open_dataset
@@ -42,12 +42,7 @@ def test_audio_members_become_samples_with_their_sidecar_metadata(ray_address, a
     with tarfile.open(shards / "part-001.tar", "w") as archive:
         add(archive, "tone-5.ogg", (audio_dir / "music.ogg").read_bytes())
 
-    config = TokenizeConfig(
-        source=SourceConfig(kind="wds", path=str(shards)),
-        sink=SinkConfig(path=str(tmp_path / "ds")),
-        model=ModelConfig(preset="tiny", seed=0),
-        cluster=ClusterConfig(max_failure_fraction=0.5),
-    )
+    config = tiny_run(shards, tmp_path / "ds", kind="wds", max_failure_fraction=0.5)
     summary = tokenize(config)
     assert summary.units == 2 and summary.inputs == 4 and summary.failures == 1  # one unit per tar
     assert verify_dataset(str(tmp_path / "ds")).ok

@@ -1,0 +1,38 @@
+"""Configs of small pipeline runs for tests and benchmarks: the tiny model, seeded, on any source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import (
+    ClusterConfig,
+    FieldsConfig,
+    ModelConfig,
+    SinkConfig,
+    SourceConfig,
+    TokenizeConfig,
+)
+
+
+def tiny_run(
+    source: str | Path,
+    sink: str | Path,
+    *,
+    kind: str = "dir",
+    inputs_per_shard: int = 256,
+    fields: FieldsConfig | None = None,
+    checkpoint: str | None = None,
+    max_failure_fraction: float = 0.0,
+    storage_options: dict[str, Any] | None = None,
+    **cluster: Any,
+) -> TokenizeConfig:
+    """A run of the tiny tokenizer (seed 0, or `checkpoint`) from `source` into `sink`."""
+    options = dict(storage_options or {})
+    return TokenizeConfig(
+        source=SourceConfig(kind=kind, path=str(source), storage_options=options),
+        sink=SinkConfig(path=str(sink), storage_options=options, inputs_per_shard=inputs_per_shard),
+        model=ModelConfig(preset="tiny", seed=0, checkpoint=checkpoint),
+        fields=fields or FieldsConfig(),
+        cluster=ClusterConfig(max_failure_fraction=max_failure_fraction, **cluster),
+    )
