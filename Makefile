@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := ffmpeg sox espeak-ng
 PYTEST_ARGS ?=
+# Optional: a PyTorch wheel index for torch/torchaudio, e.g. the CPU-only one
+# (https://download.pytorch.org/whl/cpu, ~0.2 GB instead of ~5 GB of CUDA libraries).
+TORCH_INDEX_URL ?=
 
 .PHONY: setup system-deps demo test test-fast lint format bench clean
 
@@ -22,10 +25,17 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# The stamp is written only after the smoke check passes (import torch, torchaudio and torchcodec,
+# decode a generated wav through FFmpeg), so a broken environment is repaired by rerunning make.
+$(STAMP): pyproject.toml losatok/environment.py
+	@rm -f $(STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	@echo "installing the project and its pinned torch set (the default CUDA build of torch is about 5 GB)"
+	$(if $(TORCH_INDEX_URL),$(BIN)/python -m pip install -q --index-url $(TORCH_INDEX_URL) \
+	    $$(grep -oE '"torch(audio)?==[0-9.]+"' pyproject.toml | tr -d '"'))
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m losatok.environment
 	touch $(STAMP)
 
 # The main job on an embedded default: a corpus of real speech and music (plus broken files),
