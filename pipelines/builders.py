@@ -6,6 +6,7 @@ Unknown keys fail here, naming the key, so a typo never silently falls back to a
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 
 def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
-    """Instantiate dataclass `cls` from plain `values`, refusing unknown keys."""
+    """Instantiate dataclass `cls` from plain `values`, refusing unknown keys and wrong types."""
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(known))
@@ -33,9 +34,45 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
         raise ValueError(f"unknown key(s) in {where}: {unknown}; known: {sorted(known)}")
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
-        if isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
-            values[name] = tuple(value)
+        values[name] = checked(value, hints[name], f"{where}.{name}")
     return cls(**values)
+
+
+def checked(value: Any, hint: Any, name: str) -> Any:
+    """`value` as the type `hint` asks for, or a ValueError naming the key and what it expects.
+
+    Command-line overrides arrive as YAML scalars: `segment.max_seconds=abc` is a string, and
+    must fail here, naming the key, rather than as a TypeError deep inside the run.
+    """
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ValueError(f"{name} must be set (got null)")
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is dict and isinstance(value, dict):
+            return value
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+    wanted = " or ".join(_type_name(o) for o in options if o is not type(None))
+    raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint) or hint
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        origin, "a mapping" if origin is dict else "a list"
+    )
+
 
 
 def build_tokenize_config(cfg: DictConfig | dict[str, Any]) -> TokenizeConfig:
@@ -72,3 +109,20 @@ def check(config: TokenizeConfig) -> None:
         raise ValueError(f"fields.dtype must be float16 or float32, got {config.fields.dtype!r}")
     if not 0.0 <= config.cluster.max_failure_fraction <= 1.0:
         raise ValueError("cluster.max_failure_fraction must lie in [0, 1]")
+    positive = {
+        "sink.inputs_per_shard": config.sink.inputs_per_shard,
+        "sink.shard_input_mb": config.sink.shard_input_mb,
+        "cluster.max_frames_per_batch": config.cluster.max_frames_per_batch,
+        "cluster.retries": config.cluster.retries,
+        "cluster.decode_cpus": config.cluster.decode_cpus,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    for name, value in {
+        "cluster.encode_actors": config.cluster.encode_actors,
+        "cluster.num_cpus": config.cluster.num_cpus,
+        "cluster.encode_threads": config.cluster.encode_threads,
+    }.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1 (or null), got {value}")

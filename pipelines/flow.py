@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from pipelines.config import ClusterConfig, TokenizeConfig
+from pipelines.console import quiet_ray_loggers
 from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import Unit
@@ -30,9 +31,15 @@ log = logging.getLogger(__name__)
 
 def init_ray(cluster: ClusterConfig) -> None:
     """Join the configured cluster, or start a local one on this machine (dashboard on loopback)."""
+    quiet_ray_loggers()
     if not ray.is_initialized():
         if cluster.address:
-            ray.init(address=cluster.address, _node_ip_address=cluster.node_ip_address, log_to_driver=False)
+            ray.init(
+                address=cluster.address,
+                _node_ip_address=cluster.node_ip_address,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
         else:
             # "local" starts a new cluster even when `ray start` left one running on this machine
             ray.init(
@@ -40,7 +47,9 @@ def init_ray(cluster: ClusterConfig) -> None:
                 num_cpus=cluster.num_cpus,
                 dashboard_host=cluster.dashboard_host,
                 log_to_driver=False,
+                logging_level=logging.WARNING,
             )
+    quiet_ray_loggers()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own progress line says more in less space
     context.print_on_execution_start = False

@@ -12,8 +12,10 @@ import ray
 from losatok import LoSATokConfig, preset
 from losatok.checkpoint import checkpoint_config
 from pipelines.config import TokenizeConfig
+from pipelines.console import drop_benign_stderr
 from pipelines.flow import encode_actor_count, init_ray, run_units
 from pipelines.plan import RunIdentity, make_units
+from pipelines.preflight import check_paths
 from pipelines.sources import list_inputs
 from pipelines.write import DatasetSink
 from schemas.card import TokenizerIdentity, sha256_file
@@ -74,10 +76,13 @@ def run_identity(config: TokenizeConfig, tokenizer: LoSATokConfig) -> RunIdentit
 
 
 class Progress:
-    """One status line, refreshed at most every `every` seconds, and on the last unit."""
+    """The run's progress on stderr: one line rewritten in place on a terminal, or, when stderr
+    goes to a file or a log collector, one new line per `log_every` seconds (and the last)."""
 
-    def __init__(self, total_units: int, actors: int, every: float = 2.0) -> None:
-        self.total, self.actors, self.every = total_units, actors, every
+    def __init__(self, total_units: int, actors: int, log_every: float = 30.0) -> None:
+        self.total, self.actors = total_units, actors
+        self.terminal = sys.stderr.isatty()
+        self.every = 1.0 if self.terminal else log_every
         self.started = self.last = time.perf_counter()
         self.done = 0
         self.inputs = self.failures = 0
@@ -89,22 +94,26 @@ class Progress:
         self.failures += summary["failures"]
         self.seconds += summary["audio_seconds"]
         now = time.perf_counter()
-        if now - self.last >= self.every or self.done == self.total:
+        last = self.done == self.total
+        if now - self.last >= self.every or last:
             self.last = now
             hours = self.seconds / 3600
             speed = self.seconds / max(now - self.started, 1e-9)  # audio seconds per wall second
-            print(
+            line = (
                 f"[tokenize] shards {self.done}/{self.total} | inputs {self.inputs} | audio {hours:.3f} h "
                 f"| {speed / 3600:.4f} h/s ({speed:.0f}x real time) | encode actors {self.actors} "
-                f"| failures {self.failures}",
-                file=sys.stderr,
-                flush=True,
+                f"| failures {self.failures}"
             )
+            if self.terminal:
+                print(f"\r{line}\x1b[K", end="\n" if last else "", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
 
 def tokenize(config: TokenizeConfig) -> RunSummary:
     """Run (or resume) the pipeline into `config.sink.path`; see README for the guarantees."""
     started = time.perf_counter()
+    check_paths(config)  # before anything is written: a bad path leaves no trace
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
     sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
@@ -129,14 +138,15 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         actors, _ = encode_actor_count(config.cluster)
         summary.encode_actors = actors
         progress = Progress(len(pending), actors)
-        for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
-            progress.update(unit_summary)
-            summary.samples += unit_summary["samples"]
-            summary.audio_seconds += unit_summary["audio_seconds"]
-            summary.decode_nodes.add(unit_summary["decode_node"])
-            summary.encode_nodes.add(unit_summary["encode_node"])
-            summary.decode_busy_seconds += unit_summary["decode_seconds"]
-            summary.encode_busy_seconds += unit_summary["encode_seconds"]
+        with drop_benign_stderr():  # Ray's expected C++ error line about actor restarts
+            for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
+                progress.update(unit_summary)
+                summary.samples += unit_summary["samples"]
+                summary.audio_seconds += unit_summary["audio_seconds"]
+                summary.decode_nodes.add(unit_summary["decode_node"])
+                summary.encode_nodes.add(unit_summary["encode_node"])
+                summary.decode_busy_seconds += unit_summary["decode_seconds"]
+                summary.encode_busy_seconds += unit_summary["encode_seconds"]
 
     sink.finalize(identity, source=config.source.path)
     # counted from what the dataset holds: exact for every source kind, resumed shards included

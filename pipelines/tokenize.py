@@ -20,9 +20,24 @@ from omegaconf import DictConfig
 
 from pipelines.builders import build_tokenize_config
 
+_started = False  # set once Hydra has composed the config and handed it to us
+
+
+def main() -> None:
+    """Console entry point: Hydra's own config errors (a bad override) exit 2, like ours."""
+    try:
+        _main()
+    except SystemExit as done:
+        if done.code == 1 and not _started:  # Hydra reported a composition error and exited 1
+            sys.exit(2)
+        raise
+
 
 @hydra.main(version_base=None, config_path="conf", config_name="tokenize")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
+    global _started
+    _started = True
+    from losatok.checkpoint import CheckpointError
     from pipelines.run import tokenize
     from pipelines.write import SinkMismatchError
 
@@ -34,7 +49,8 @@ def main(cfg: DictConfig) -> None:
     try:
         config = build_tokenize_config(cfg)
         summary = tokenize(config)
-    except (ValueError, FileNotFoundError, SinkMismatchError) as err:
+    except (ValueError, FileNotFoundError, SinkMismatchError, CheckpointError) as err:
+        # usage errors: one line (the first of the message), exit 2, nothing written
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(summary.describe())

@@ -23,7 +23,7 @@ import numpy as np
 from pipelines.config import FieldsConfig, SinkConfig
 from pipelines.plan import RunIdentity, Unit, read_identity, read_plan, write_identity, write_plan
 from pipelines.records import EncodedSegment, EncodeFailure, Segment
-from schemas.card import DatasetCard, TokenizerIdentity, Totals, read_card, write_card
+from schemas.card import DatasetCard, TokenizerIdentity, Totals, read_card, utc_now, write_card
 from schemas.fields import FieldSet, default_fields
 from schemas.index import read_index, shard_summaries
 from schemas.layout import DatasetLayout, shard_name
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the commit stage must not import torch, which losatok does
 
 log = logging.getLogger(__name__)
 STATS_DIR = "stats"
+EMPTY_LEDGER = "empty"  # failures/empty.parquet: the ledger's schema and no rows
 RUNS_DIR = "runs"
 
 
@@ -182,8 +183,14 @@ class DatasetSink:
         }
         stats = [self._read_stats(n) for n in committed]
         merged = ChannelStats.merge_all([s for s in stats if s is not None]) if any(stats) else None
+        if not self.layout.failure_fragments():
+            # an empty ledger, so that `failures/*.parquet` reads (DuckDB, pyarrow) on a clean dataset
+            write_failures(self.layout, EMPTY_LEDGER, [])
         ledger = read_failures(self.layout)
+        now = utc_now()
         card = DatasetCard(
+            created_at=self._created_at() or now,  # a resume or append keeps the creation time
+            updated_at=now,
             tokenizer=TokenizerIdentity(**identity.tokenizer),
             fields=self.fields,
             sample_rate=self.sample_rate,
@@ -220,6 +227,12 @@ class DatasetSink:
 
     def read_card(self) -> DatasetCard:
         return read_card(self.layout)
+
+    def _created_at(self) -> str | None:
+        """The creation time recorded by an earlier run's card, if there is one."""
+        if not self.layout.fs.exists(self.layout.card_path):
+            return None
+        return read_card(self.layout).created_at or None
 
     def _stats_path(self, number: int) -> str:
         return self.layout.path(STATS_DIR, f"{shard_name(number)}.json")

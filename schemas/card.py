@@ -63,9 +63,8 @@ class DatasetCard:
     totals: Totals = field(default_factory=Totals)
     latent_stats: ChannelStats | None = None  # per-channel stats of the stored `latent` field
     failures: Mapping[str, int] = field(default_factory=dict)  # failed inputs per stage
-    created_at: str = field(
-        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    )
+    created_at: str = field(default_factory=lambda: utc_now())  # when the dataset was first written
+    updated_at: str | None = None  # when a run last changed it (None: never since creation)
     software_version: str = field(default_factory=lambda: software_version())
     source: str | None = None  # the corpus it was made from
     description: str | None = None
@@ -87,6 +86,7 @@ class DatasetCard:
             "latent_stats": self.latent_stats.to_dict() if self.latent_stats is not None else None,
             "failures": dict(self.failures),
             "created_at": self.created_at,
+            "updated_at": self.updated_at,
             "software_version": self.software_version,
             "source": self.source,
             "description": self.description,
@@ -123,6 +123,7 @@ class DatasetCard:
                 else None,
                 failures={str(k): int(v) for k, v in (data.get("failures") or {}).items()},
                 created_at=data.get("created_at", ""),
+                updated_at=data.get("updated_at"),
                 software_version=data.get("software_version", "unknown"),
                 source=data.get("source"),
                 description=data.get("description"),
@@ -171,6 +172,11 @@ def sha256_file(url: str, storage_options: Mapping[str, Any] | None = None, chun
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def software_version() -> str:

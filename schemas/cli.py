@@ -1,10 +1,13 @@
 """`losatok-data`: check and inspect a latent dataset (local path or s3:// prefix).
 
 ```
-losatok-data verify ROOT [--strict]   # every fault on its own line; exit 1 if any
-losatok-data stats ROOT [--json]      # totals, duration histogram, per-field sizes
-losatok-data show ROOT KEY [--json]   # one sample's metadata and array shapes
+losatok-data verify ROOT [--strict]             # every fault on its own line; exit 1 if any
+losatok-data stats ROOT [--json]                # totals, duration histogram, per-field sizes
+losatok-data ls ROOT [--source TEXT] [--json]   # keys with their durations and sources
+losatok-data show ROOT KEY [--json]             # one sample (KEY: a key or a unique prefix)
 ```
+Exit status: 0 success, 1 `verify` found faults, 2 the command cannot run (no dataset at
+ROOT, no such key, a card from a newer schema, bad arguments): one line on stderr.
 Storage options (e.g. an S3 endpoint) come from `--storage-option key=value` (repeatable;
 values parsed as JSON when they parse) over the JSON object in $LOSATOK_STORAGE_OPTIONS.
 Credentials belong in the usual AWS variables; nothing here prints storage options.
@@ -24,6 +27,7 @@ import pyarrow.compute as pc
 
 from schemas.errors import SchemaError
 from schemas.reader import DatasetReader, open_dataset
+from schemas.storage import url_to_fs
 from schemas.verify import verify_dataset
 
 STORAGE_OPTIONS_ENV = "LOSATOK_STORAGE_OPTIONS"
@@ -31,22 +35,33 @@ HISTOGRAM_EDGES = (0, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # seconds; the last bi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `losatok-data ls ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         options = storage_options(args.storage_option)
     except ValueError as error:
         parser.error(str(error))
-    if args.command == "verify":
-        return _verify(args, options)
     try:
+        if args.command == "verify":
+            return _verify(args, options)
         reader = open_dataset(args.root, options)
         if args.command == "stats":
             return _stats(reader, args.json)
-        return _show(reader, args.key, args.json)
+        if args.command == "ls":
+            return _ls(reader, args.source, args.limit, args.json)
+        return _show(reader, resolve_key(reader, args.key), args.json)
     except (SchemaError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
-        return 1
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        print(f"error: {message.splitlines()[0] if message else type(error).__name__}", file=sys.stderr)
+        return 2
 
 
 def storage_options(pairs: Sequence[str] = ()) -> dict[str, Any]:
@@ -90,13 +105,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats = commands.add_parser("stats", parents=[common], help="totals, duration histogram, per-field sizes")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
+    ls = commands.add_parser("ls", parents=[common], help="sample keys with their durations and sources")
+    ls.add_argument("--source", default=None, metavar="TEXT", help="only samples whose source contains TEXT")
+    ls.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
     show = commands.add_parser("show", parents=[common], help="one sample's metadata and shapes")
-    show.add_argument("key", help="the sample's __key__")
+    show.add_argument("key", help="the sample's __key__, or a prefix of it that only one key has")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def _verify(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    fs, path = url_to_fs(args.root, options)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"no dataset at {args.root}")
     report = verify_dataset(args.root, options)
     for finding in report.findings:
         print(finding)
@@ -157,7 +179,38 @@ def _stats(reader: DatasetReader, as_json: bool) -> int:
     for name, f in fields.items():
         shape = "x".join(str(n) for n in f["frame_shape"])
         print(f"  {name:<14} {f['group']:<9} {f['dtype']:<8} (T, {shape}) {_size(f['bytes'])}")
-    print(f"failed    {card.failed_inputs} inputs {dict(card.failures) or ''}".rstrip())
+    by_stage = ", ".join(f"{stage} {count}" for stage, count in card.failures.items() if count)
+    print(f"failed    {card.failed_inputs} inputs" + (f" ({by_stage})" if by_stage else ""))
+    return 0
+
+
+def resolve_key(reader: DatasetReader, key: str) -> str:
+    """`key` itself when the index has it, else the one key that starts with it."""
+    keys = reader.index().column("key")
+    if pc.any(pc.equal(keys, key)).as_py():
+        return key
+    matches = pc.filter(keys, pc.starts_with(keys, key)).to_pylist()
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise KeyError(f"no sample key is or starts with {key!r} in {reader.layout.url} (see `losatok-data ls`)")
+    shown = ", ".join(sorted(matches)[:3])
+    raise KeyError(f"{len(matches)} keys start with {key!r} ({shown}, ...); give more of the key")
+
+
+def _ls(reader: DatasetReader, source: str | None, limit: int | None, as_json: bool) -> int:
+    """One line per sample, in index order: key, duration, shard, source[@offset]."""
+    index = reader.index().select(["key", "duration", "shard", "source", "offset"])
+    if source:
+        index = index.filter(pc.match_substring(index.column("source"), source))
+    if limit is not None:
+        index = index.slice(0, max(limit, 0))
+    for row in index.to_pylist():
+        if as_json:
+            print(json.dumps(row, ensure_ascii=False))
+            continue
+        where = row["source"] + (f"@{row['offset']:.2f}s" if row["offset"] else "")
+        print(f"{row['key']}\t{row['duration']:8.2f} s\t{row['shard']}\t{where}")
     return 0
 
 

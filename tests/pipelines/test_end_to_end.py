@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -91,9 +92,26 @@ def test_rerun_of_a_finished_dataset_changes_nothing(ray_address, mixed_corpus, 
     root, _ = mixed_corpus
     first = tokenize(config_for(str(root), str(tmp_path / "ds")))
     tars = {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*.tar")}
+    created = open_dataset(str(tmp_path / "ds")).card
+    time.sleep(1.1)  # card times have one-second resolution
     again = tokenize(config_for(str(root), str(tmp_path / "ds")))
     assert again.units_resumed == first.units and again.samples == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*.tar")} == tars
+    assert verify_dataset(str(tmp_path / "ds")).ok
+    card = open_dataset(str(tmp_path / "ds")).card
+    assert card.created_at == created.created_at  # the rerun keeps the creation time ...
+    assert card.updated_at > created.updated_at >= created.created_at  # ... and says when it ran
+
+
+def test_a_dataset_without_failures_has_an_empty_ledger_to_query(ray_address, small_corpus, tmp_path):
+    import pyarrow.dataset as pads
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.wav").write_bytes((small_corpus / "speech_00.wav").read_bytes())
+    assert tokenize(tiny_run(source, tmp_path / "ds")).ok
+    ledger = pads.dataset(str(tmp_path / "ds" / "failures"), format="parquet").to_table()
+    assert ledger.num_rows == 0 and "location" in ledger.column_names
     assert verify_dataset(str(tmp_path / "ds")).ok
 
 

@@ -50,6 +50,9 @@ def test_stats(dataset, capsys):
     assert main(["stats", dataset.url]) == 0
     text = capsys.readouterr().out
     assert "6 in 2 shards" in text and "semantic" in text
+    failed = next(line for line in text.splitlines() if line.startswith("failed"))
+    counts = ", ".join(f"{stage} {n}" for stage, n in dataset.card.failures.items() if n)
+    assert failed == f"failed    {dataset.card.failed_inputs} inputs ({counts})" and "{" not in failed
 
 
 def test_show(dataset, capsys):
@@ -59,15 +62,46 @@ def test_show(dataset, capsys):
     assert out["shard"] == "shard-000000" and out["metadata"]["frame_count"] == sample.frame_count
     assert out["arrays"]["semantic"]["shape"] == [sample.frame_count, 64]
     assert out["arrays"]["latent"]["dtype"] == "float16"
-    assert main(["show", dataset.url, "absent"]) == 1
-    assert "no sample with key 'absent'" in capsys.readouterr().err
+    assert main(["show", dataset.url, "absent"]) == 2
+    assert "no sample key is or starts with 'absent'" in capsys.readouterr().err
+
+
+def test_show_takes_a_unique_key_prefix(dataset, capsys):
+    assert main(["show", dataset.url, "s1-", "--json"]) == 2  # s1-0, s1-1, s1-2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: 3 keys start with 's1-'") and "\n" not in err
+    assert main(["show", dataset.url, "s1-2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == "s1-2"
+
+
+def test_ls_lists_keys_durations_and_sources_filtered_by_source(dataset, capsys):
+    assert main(["ls", dataset.url, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["key"] for r in rows) == sorted(dataset.samples)
+    sample = dataset.samples[rows[0]["key"]]
+    assert rows[0]["duration"] == pytest.approx(sample.metadata.duration)
+    assert rows[0]["source"] == sample.metadata.source
+    wanted = rows[-1]["source"]
+    assert main(["ls", dataset.url, "--source", wanted]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(wanted in line for line in lines)
+    assert len(lines) == sum(r["source"] == wanted or wanted in r["source"] for r in rows)
+    assert main(["ls", dataset.url, "--limit", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_a_missing_dataset_is_one_line_and_exit_two(tmp_path, capsys):
+    for command in ("verify", "stats", "ls"):
+        assert main([command, str(tmp_path / "nope")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "nope" in err and "Traceback" not in err
 
 
 def test_show_refuses_a_newer_major(dataset, capsys):
     data = json.loads(dataset.card.to_json())
     data["schema_version"] = "3.0"
     dataset.layout.fs.pipe_file(dataset.layout.card_path, json.dumps(data).encode())
-    assert main(["stats", dataset.url]) == 1
+    assert main(["stats", dataset.url]) == 2
     assert "schema version 3.0; this software reads 1.x" in capsys.readouterr().err
 
 
