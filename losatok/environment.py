@@ -82,7 +82,9 @@ def decode_problems() -> list[str]:
                 problems.append(f"torchcodec decoded shape {tuple(samples.data.shape)}, expected (1, 8000)")
             wav, rate = torchaudio.load(str(path))
             if rate != 22_050 or wav.shape[-1] != 11_025:
-                problems.append(f"torchaudio.load gave {tuple(wav.shape)} at {rate} Hz, expected 11025 at 22050")
+                problems.append(
+                    f"torchaudio.load gave {tuple(wav.shape)} at {rate} Hz, expected 11025 at 22050"
+                )
             peak = float(torch.as_tensor(wav).abs().max())
             if not 0.3 < peak < 0.4:  # 12000 / 32768
                 problems.append(f"torchaudio.load decoded a peak of {peak:.3f}, expected about 0.366")

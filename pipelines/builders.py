@@ -74,7 +74,6 @@ def _type_name(hint: Any) -> str:
     )
 
 
-
 def build_tokenize_config(cfg: DictConfig | dict[str, Any]) -> TokenizeConfig:
     """Hydra's composed config -> TokenizeConfig, checking mandatory values and ranges."""
     if isinstance(cfg, DictConfig):

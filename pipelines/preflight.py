@@ -32,7 +32,9 @@ def check_source(url: str, storage_options: dict) -> None:
     """The source (a folder, manifest file or tar, local or remote) must exist."""
     fs, root = fsspec.core.url_to_fs(url, **storage_options)
     if not fs.exists(root):
-        raise ValueError(f"source.path={url} does not exist; give a folder, manifest or s3:// prefix of audio")
+        raise ValueError(
+            f"source.path={url} does not exist; give a folder, manifest or s3:// prefix of audio"
+        )
 
 
 def check_local_sink(path: str) -> None:

@@ -193,7 +193,9 @@ def resolve_key(reader: DatasetReader, key: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise KeyError(f"no sample key is or starts with {key!r} in {reader.layout.url} (see `losatok-data ls`)")
+        raise KeyError(
+            f"no sample key is or starts with {key!r} in {reader.layout.url} (see `losatok-data ls`)"
+        )
     shown = ", ".join(sorted(matches)[:3])
     raise KeyError(f"{len(matches)} keys start with {key!r} ({shown}, ...); give more of the key")
 

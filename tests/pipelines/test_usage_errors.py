@@ -66,7 +66,12 @@ def test_sink_under_a_regular_file(monkeypatch, capsys, source, tmp_path):
 
 def test_missing_checkpoint(monkeypatch, capsys, source, tmp_path):
     sink = tmp_path / "ds"
-    overrides = ["model=official", "model.checkpoint=/nope/ckpt.pth", f"source.path={source}", f"sink.path={sink}"]
+    overrides = [
+        "model=official",
+        "model.checkpoint=/nope/ckpt.pth",
+        f"source.path={source}",
+        f"sink.path={sink}",
+    ]
     code, err = run_cli(monkeypatch, capsys, *overrides)
     assert code == 2
     assert_one_line(err, "model.checkpoint=/nope/ckpt.pth")
