@@ -22,10 +22,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    kind: str = "dir"  # "dir" (tree of audio files) or "manifest" (parquet/jsonl/csv)
+    kind: str = "dir"  # "dir", "manifest" (parquet/jsonl/csv), "nemo", "lhotse", "wds" or "hf_parquet"
     path: str = ""  # local path or s3:// URI
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS  # "dir": which files count as audio
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (e.g. endpoint_url)
+    columns: dict[str, str] = field(
+        default_factory=dict
+    )  # manifests: {their column: ours}, e.g. {"wav": "location"}
 
 
 @dataclass(frozen=True)

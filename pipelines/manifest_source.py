@@ -1,4 +1,5 @@
-"""Input items from a manifest (parquet, jsonl or csv) read through `schemas.manifest`."""
+"""Input items from a manifest (parquet, jsonl or csv) read through `schemas.manifest`, our own
+or NeMo's (`audio_filepath`, `offset`, `duration`, `text`: the same reader, other names)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ def list_manifest(config: SourceConfig) -> list[InputItem]:
     """One item per manifest row, in manifest order; metadata carried through to the samples.
 
     File sizes are not looked up (a HEAD request per row costs more than it balances), so
-    units of a manifest source split by input count alone.
+    units of a manifest source split by input count alone. A NeMo manifest (`kind="nemo"`) is
+    JSON lines whatever its suffix; its other keys are carried as metadata (`extra`).
     """
+    format = "jsonl" if config.kind == "nemo" else None
     items = []
-    for row in iter_manifest(config.path, config.storage_options):
+    for row in iter_manifest(config.path, config.storage_options, format, config.columns):
         location = resolve(row.location, config.path)
         items.append(
             InputItem(

@@ -77,14 +77,20 @@ def list_inputs(config: SourceConfig) -> list[InputItem]:
     """Input items of a source, in a deterministic order; keys are unique (checked)."""
     if config.kind == "dir":
         items = list_directory(config)
-    elif config.kind == "manifest":
+    elif config.kind in ("manifest", "nemo"):
         from pipelines.manifest_source import list_manifest
 
         items = list_manifest(config)
+    elif config.kind == "lhotse":
+        from pipelines.lhotse_source import list_cuts
+
+        items = list_cuts(config)
     elif config.kind == "wds":
         items = list_tar_shards(config)
     else:
-        raise ValueError(f"unknown source kind {config.kind!r}; expected 'dir', 'manifest' or 'wds'")
+        raise ValueError(
+            f"unknown source kind {config.kind!r}; expected 'dir', 'manifest', 'nemo', 'lhotse' or 'wds'"
+        )
     seen: dict[str, str] = {}
     for item in items:
         if item.key in seen:

@@ -212,10 +212,17 @@ class DatasetSink:
         return card
 
     def input_counts(self) -> tuple[int, int]:
-        """(inputs with samples, failed inputs) over the whole dataset, by distinct location."""
-        sources = set(read_index(self.layout).column("source").to_pylist())
-        failed = set(read_failures(self.layout).column("location").to_pylist())
-        return len(sources), len(failed - sources)
+        """(inputs with samples, failed inputs) over the whole dataset, by input key (many spans
+        of one recording are many inputs; a sample key is its input's key plus `_<segment>`)."""
+        good = {key.rsplit("_", 1)[0] for key in read_index(self.layout).column("key").to_pylist()}
+        ledger = read_failures(self.layout)
+        failed = {
+            key or location
+            for key, location in zip(
+                ledger.column("key").to_pylist(), ledger.column("location").to_pylist(), strict=True
+            )
+        }
+        return len(good), len(failed - good)
 
     def write_run_log(self, record: dict[str, Any]) -> str:
         """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""

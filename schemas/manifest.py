@@ -4,15 +4,17 @@ Columns (any order; only `location` is required):
 
 | column | type | meaning |
 | --- | --- | --- |
-| location (alias path) | str | local path or URL (`s3://bucket/a.flac`) of the audio file |
+| location (aliases path, audio_filepath) | str | local path or URL (`s3://bucket/a.flac`) of the audio file |
 | id | str | a caller's id, kept in the metadata and used for the sample key |
-| start, end | float | span of the file in seconds; absent means from the start / to the end |
-| text (alias transcript), caption, language, speaker, split | str | carried into the shards |
+| start (alias offset), end | float | span of the file in seconds; absent means from the start / to the end |
+| duration | float | the span's length in seconds: `end = start + duration` (when no `end` is given) |
+| text (alias transcript), caption, language (alias lang), speaker, split | str | carried into the shards |
 | tags | list of str | csv: a JSON list or `a|b|c` |
 
-Other columns are carried through in `extra` when their values are JSON scalars, so a
-corpus's own columns are not lost. A bad row raises ManifestError naming the file, the
-1-based row number and the field.
+A `columns` map renames a corpus's own columns onto these first (`{"wav": "location",
+"sentence": "text"}`). Other columns are carried through in `extra` when their values are JSON
+scalars, so a corpus's own columns are not lost. A bad row raises ManifestError naming the
+file, the 1-based row number and the field.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from schemas.errors import ManifestError
 from schemas.storage import read_parquet_file, url_to_fs
 
 FORMATS = ("parquet", "jsonl", "csv")
-_ALIASES = {"path": "location", "transcript": "text"}
+_ALIASES = {
+    "path": "location",
+    "audio_filepath": "location",  # NeMo
+    "offset": "start",  # NeMo
+    "transcript": "text",
+    "lang": "language",
+}
 _STRING_FIELDS = ("id", "text", "caption", "language", "speaker", "split")
 
 
@@ -97,6 +105,14 @@ def parse_manifest_row(values: Mapping[str, Any], row: int, source: str = "manif
         fields[name] = value
     for name in ("start", "end"):
         fields[name] = _seconds(data.pop(name, None), source, row, name)
+    duration = _seconds(data.pop("duration", None), source, row, "duration")
+    if duration is not None:
+        if duration <= 0:
+            raise ManifestError(source, row, "duration", f"{duration} s is not positive")
+        end = (fields["start"] or 0.0) + duration
+        if fields["end"] is not None and not math.isclose(fields["end"], end, abs_tol=1e-3):
+            raise ManifestError(source, row, "duration", f"start + {duration} s disagrees with end {fields['end']} s")
+        fields["end"] = end
     if fields["start"] is not None and fields["start"] < 0:
         raise ManifestError(source, row, "start", f"{fields['start']} s is negative")
     if fields["end"] is not None and fields["end"] <= (fields["start"] or 0.0):
@@ -119,38 +135,53 @@ def parse_manifest_row(values: Mapping[str, Any], row: int, source: str = "manif
 
 
 def read_manifest(
-    url: str, storage_options: Mapping[str, Any] | None = None, format: str | None = None
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> list[ManifestRow]:
     """All rows of a manifest file (local path or URL); the format comes from the suffix."""
-    return list(iter_manifest(url, storage_options, format))
+    return list(iter_manifest(url, storage_options, format, columns))
 
 
 def iter_manifest(
-    url: str, storage_options: Mapping[str, Any] | None = None, format: str | None = None
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Iterator[ManifestRow]:
-    """Rows of a manifest, validated one by one (the first bad row raises)."""
+    """Rows of a manifest, validated one by one (the first bad row raises).
+
+    `columns` renames the file's columns onto ours before anything else ({theirs: ours}).
+    """
     format = format or manifest_format(url)
     source = url.rsplit("/", 1)[-1]
     fs, path = url_to_fs(url, storage_options)
     if format == "parquet":
-        yield from _parse_rows(iter(read_parquet_file(fs, path).to_pylist()), source, format)
+        yield from _parse_rows(iter(read_parquet_file(fs, path).to_pylist()), source, format, columns)
         return
     newline = "" if format == "csv" else None  # the csv module handles line ends inside quotes
-    with fs.open(path, "rb") as f, io.TextIOWrapper(f, encoding="utf-8", newline=newline) as text:
+    with fs.open(path, "rb", compression="infer") as f, io.TextIOWrapper(
+        f, encoding="utf-8", newline=newline
+    ) as text:
         rows = _jsonl_rows(text, source) if format == "jsonl" else csv.DictReader(text)
-        yield from _parse_rows(rows, source, format)
+        yield from _parse_rows(rows, source, format, columns)
 
 
-def _parse_rows(rows: Iterator[Mapping[str, Any]], source: str, format: str) -> Iterator[ManifestRow]:
+def _parse_rows(
+    rows: Iterator[Mapping[str, Any]], source: str, format: str, columns: Mapping[str, str] | None
+) -> Iterator[ManifestRow]:
     for number, values in enumerate(rows, start=1):
         if format == "csv" and None in values:
             raise ManifestError(source, number, None, f"has more cells than the header's {len(values) - 1}")
+        if columns:
+            values = {columns.get(name, name): value for name, value in values.items()}
         yield parse_manifest_row(values, number, source)
 
 
 def manifest_format(url: str) -> str:
     """ "parquet", "jsonl" or "csv" from the file suffix (.json and .ndjson are jsonl)."""
-    suffix = url.rsplit(".", 1)[-1].lower()
+    suffix = url.removesuffix(".gz").rsplit(".", 1)[-1].lower()
     format = {
         "parquet": "parquet",
         "pq": "parquet",
