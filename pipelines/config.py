@@ -26,9 +26,11 @@ class SourceConfig:
     path: str = ""  # local path or s3:// URI
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS  # "dir": which files count as audio
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (e.g. endpoint_url)
-    columns: dict[str, str] = field(
-        default_factory=dict
-    )  # manifests: {their column: ours}, e.g. {"wav": "location"}
+    # manifests, nemo, hf_parquet: {their column: ours}, e.g. {"wav": "location", "sentence": "text"}
+    columns: dict[str, str] = field(default_factory=dict)
+    audio_root: str | None = (
+        None  # hf_parquet: where a row's audio `path` resolves (default: the file's folder)
+    )
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ def decode_items(
     for item in items:
         if item.container == "tar":
             results = decode_tar(item, segment, sample_rate, storage_options, retries)
+        elif item.container == "parquet":
+            results = decode_parquet(item, segment, sample_rate, storage_options, retries)
         else:
             results = [decode_item(item, segment, sample_rate, storage_options, retries)]
         for result in results:
@@ -146,6 +148,36 @@ def decode_tar(
         results.append(
             decode_item(member_item, segment, sample_rate, storage_options, retries, data=members[audio])
         )
+    return results
+
+
+def decode_parquet(
+    item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
+) -> list[list[Segment] | FailureRecord]:
+    """Every row of a Hugging Face parquet row group: one result per row, keyed by its row id."""
+    from pipelines.hf_parquet_source import iter_rows
+
+    try:
+        rows, _ = with_retries(lambda: list(iter_rows(item, storage_options)), retries)
+    except Exception as err:
+        return [FailureRecord(item.location, "read", type(err).__name__, str(err), key=item.key)]
+    results: list[list[Segment] | FailureRecord] = []
+    for row in rows:
+        member = InputItem(input_key(row.location), row.location, metadata=row.metadata)
+        data = row.data
+        if data is None:
+            message = "the row's audio has neither bytes nor a path"
+            results.append(FailureRecord(row.location, "read", "MissingAudio", message, key=member.key))
+            continue
+        if isinstance(data, str):  # a file beside the parquet: read it like any other input
+            try:
+                data, _ = with_retries(lambda path=data: read_source(path, storage_options), retries)
+            except Exception as err:
+                results.append(
+                    FailureRecord(row.location, "read", type(err).__name__, str(err), key=member.key)
+                )
+                continue
+        results.append(decode_item(member, segment, sample_rate, storage_options, retries, data=data))
     return results
 
 

@@ -81,6 +81,10 @@ def list_inputs(config: SourceConfig) -> list[InputItem]:
         from pipelines.manifest_source import list_manifest
 
         items = list_manifest(config)
+    elif config.kind == "hf_parquet":
+        from pipelines.hf_parquet_source import list_row_groups
+
+        items = list_row_groups(config)
     elif config.kind == "lhotse":
         from pipelines.lhotse_source import list_cuts
 
@@ -89,7 +93,7 @@ def list_inputs(config: SourceConfig) -> list[InputItem]:
         items = list_tar_shards(config)
     else:
         raise ValueError(
-            f"unknown source kind {config.kind!r}; expected 'dir', 'manifest', 'nemo', 'lhotse' or 'wds'"
+            f"unknown source kind {config.kind!r}; expected 'dir', 'manifest', 'nemo', 'lhotse', 'wds' or 'hf_parquet'"
         )
     seen: dict[str, str] = {}
     for item in items:

@@ -169,3 +169,86 @@ def test_nemo_manifest_and_audio_on_s3(ray_address, recordings, s3_endpoint, s3_
     reader = open_dataset(f"s3://{s3_bucket}/ds", options)
     assert sorted(row["text"] for row in reader.index().to_pylist()) == [f"s{i}" for i in range(len(SPANS))]
     assert verify_dataset(f"s3://{s3_bucket}/ds", options).ok
+
+
+def write_hf_audio_parquet(path, rows: list[dict], row_group_size: int) -> None:
+    """A parquet file in the exact layout `datasets` writes for an Audio feature."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = {
+        "id": {"dtype": "string", "_type": "Value"},
+        "audio": {"sampling_rate": 16000, "_type": "Audio"},
+        "text": {"dtype": "string", "_type": "Value"},
+        "speaker_id": {"dtype": "int64", "_type": "Value"},
+    }
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("audio", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("text", pa.string()),
+            ("speaker_id", pa.int64()),
+        ],
+        metadata={"huggingface": json.dumps({"info": {"features": features}})},
+    )
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, row_group_size=row_group_size)
+
+
+def test_hf_parquet_rows_by_row_group_with_bytes_paths_and_broken_rows(ray_address, recordings, tmp_path):
+    from losatok.testing import convert
+    from pipelines.hf_parquet_source import list_row_groups
+    from schemas.layout import DatasetLayout
+    from schemas.ledger import read_failures
+
+    root, music, speech = recordings
+    mp3 = convert(speech, tmp_path / "speech.mp3")
+    (tmp_path / "clips").mkdir()
+    beside = convert(music, tmp_path / "clips" / "chord.ogg")
+    rows = [
+        {
+            "id": "utt-0",
+            "audio": {"bytes": speech.read_bytes(), "path": "speech.wav"},
+            "text": "counting",
+            "speaker_id": 3,
+        },
+        {
+            "id": "utt-1",
+            "audio": {"bytes": mp3.read_bytes(), "path": "speech.mp3"},
+            "text": "again",
+            "speaker_id": 4,
+        },
+        {
+            "id": "utt-2",
+            "audio": {"bytes": None, "path": "clips/chord.ogg"},
+            "text": "a chord",
+            "speaker_id": 3,
+        },
+        {
+            "id": "utt-3",
+            "audio": {"bytes": b"not audio at all" * 50, "path": "x.flac"},
+            "text": "broken",
+            "speaker_id": 1,
+        },
+        {"id": "utt-4", "audio": None, "text": "nothing", "speaker_id": 1},
+    ]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_hf_audio_parquet(data / "train-00000-of-00001.parquet", rows, row_group_size=2)
+    config = tiny_run(data, tmp_path / "ds", kind="hf_parquet", max_failure_fraction=0.5)
+    config = replace(config, source=replace(config.source, audio_root=str(tmp_path)))
+
+    groups = list_row_groups(config.source)
+    assert len(groups) == 3 and all(g.container == "parquet" for g in groups)  # one unit per row group
+    summary = tokenize(config)
+    assert summary.ok and summary.inputs == 5 and summary.failures == 2
+    index = {row["id"]: row for row in open_dataset(str(tmp_path / "ds")).index().to_pylist()}
+    assert set(index) == {"utt-0", "utt-1", "utt-2"}
+    assert index["utt-0"]["text"] == "counting" and index["utt-0"]["speaker"] == "3"
+    assert index["utt-2"]["text"] == "a chord" and index["utt-2"]["duration"] == pytest.approx(12.0, abs=0.05)
+    assert index["utt-1"]["source"].endswith("train-00000-of-00001.parquet#utt-1")
+    ledger = read_failures(DatasetLayout(str(tmp_path / "ds"))).to_pylist()
+    assert sorted(r["location"].rsplit("#", 1)[1] for r in ledger) == ["utt-3", "utt-4"]  # by row id
+    assert verify_dataset(str(tmp_path / "ds")).ok
+    assert tokenize(config).samples == 0  # resumes exactly once
+    train_tiny_dit(tmp_path / "ds", tmp_path / "dit")
+    assert beside.exists()
