@@ -24,6 +24,7 @@ from pipelines.console import quiet_ray_loggers
 from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import Unit
+from pipelines.reaper import watch_this_process
 from pipelines.write import DatasetSink, commit_stage
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ def init_ray(cluster: ClusterConfig) -> None:
                 logging_level=logging.WARNING,
             )
         else:
-            # "local" starts a new cluster even when `ray start` left one running on this machine
+            # "local" starts a new cluster even when `ray start` left one running on this machine;
+            # the reaper starts first, so that even a kill during start-up leaves nothing behind
+            watch_this_process()
             ray.init(
                 address="local",
                 num_cpus=cluster.num_cpus,
