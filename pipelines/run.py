@@ -19,6 +19,7 @@ from pipelines.preflight import check_paths
 from pipelines.sources import list_inputs
 from pipelines.write import DatasetSink
 from schemas.card import TokenizerIdentity, sha256_file
+from schemas.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class RunSummary:
         rate = self.audio_seconds / max(self.wall_seconds, 1e-9)
         busy = self.encode_busy_seconds / max(self.wall_seconds * max(self.encode_actors, 1), 1e-9)
         return (
-            f"dataset {self.root}: {self.units} shards ({self.units_resumed} resumed), {self.inputs} inputs, "
+            f"dataset {redact_text(self.root)}: {self.units} shards ({self.units_resumed} resumed), {self.inputs} inputs, "
             f"{self.samples} new samples, {self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
             f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %); "
             f"encode actors busy {100 * busy:.0f} % of the run, decode {self.decode_busy_seconds:.1f} task-s"

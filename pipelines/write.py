@@ -29,6 +29,7 @@ from schemas.index import read_index, shard_summaries
 from schemas.layout import DatasetLayout, shard_name
 from schemas.ledger import FailureRecord, failure_counts, read_failures, write_failures
 from schemas.sample import LatentSample, SampleMetadata
+from schemas.secrets import redact, redact_text
 from schemas.stats import ChannelStats
 from schemas.storage import open_atomic
 from schemas.writer import write_shard
@@ -205,7 +206,7 @@ class DatasetSink:
             ),
             latent_stats=merged,
             failures=failure_counts(ledger),
-            source=source,
+            source=redact_text(source) if source else source,  # a URL may carry credentials
             description=f"written by losatok-tokenize; run identity: {json.dumps(asdict(identity), sort_keys=True)}",
         )
         write_card(self.layout, card)
@@ -229,7 +230,7 @@ class DatasetSink:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.layout.path(RUNS_DIR, f"run-{stamp}.json")
         with open_atomic(self.layout.fs, path) as handle:
-            handle.write(json.dumps(record, indent=2, sort_keys=True, default=sorted).encode())
+            handle.write(json.dumps(redact(record), indent=2, sort_keys=True, default=sorted).encode())
         return path
 
     def read_card(self) -> DatasetCard:
