@@ -1,0 +1,61 @@
+"""The fault-injecting proxy really cuts, restores and resets S3 traffic on loopback."""
+
+from __future__ import annotations
+
+import pytest
+import s3fs
+
+from schemas.faults import FaultProxy
+from schemas.retry import RetryPolicy, TransientStorageError, call, is_transient
+
+
+def s3_through(proxy: FaultProxy) -> s3fs.S3FileSystem:
+    # s3fs's own retries off, so the test sees each fault; ours are what is under test
+    fs = s3fs.S3FileSystem(
+        key="testing",
+        secret="testing",
+        client_kwargs={"endpoint_url": proxy.url},
+        config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 2},
+        skip_instance_cache=True,
+    )
+    fs.retries = 1
+    return fs
+
+
+def test_an_outage_is_transient_and_ridden_out_by_retries(s3_endpoint, s3_bucket):
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        fs = s3_through(proxy)
+        fs.pipe(f"{s3_bucket}/a.bin", b"x" * 1000)
+        assert fs.cat(f"{s3_bucket}/a.bin") == b"x" * 1000
+
+        proxy.cut()
+        with pytest.raises(Exception) as failed:
+            fs.cat(f"{s3_bucket}/a.bin")
+        assert is_transient(failed.value), repr(failed.value)
+        assert proxy.connections_refused >= 1
+
+        with proxy.outage(1.5):  # back after 1.5 s: retries with backoff get through
+            data, attempts = call(
+                lambda: fs.cat(f"{s3_bucket}/a.bin"), "read", RetryPolicy(attempts=8, base_delay=0.3)
+            )
+        assert data == b"x" * 1000 and attempts > 1
+
+        proxy.cut()
+        with pytest.raises(TransientStorageError):
+            call(lambda: fs.cat(f"{s3_bucket}/a.bin"), "read", RetryPolicy(attempts=2, base_delay=0.1))
+        proxy.restore()
+        assert fs.cat(f"{s3_bucket}/a.bin") == b"x" * 1000
+
+
+def test_a_reset_mid_transfer_is_transient(s3_endpoint, s3_bucket):
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        fs = s3_through(proxy)
+        fs.pipe(f"{s3_bucket}/big.bin", bytes(range(256)) * 4096)  # 1 MiB
+        proxy.reset_after(64 * 1024)
+        with pytest.raises(Exception) as failed:
+            fs.cat(f"{s3_bucket}/big.bin")
+        assert is_transient(failed.value), repr(failed.value)
+        proxy.restore()
+        assert len(fs.cat(f"{s3_bucket}/big.bin")) == 1 << 20
