@@ -86,8 +86,9 @@ class SwapChannelsAndMels(nn.Module):
 class DashengEncoder(nn.Module):
     """Dasheng-style audio transformer: waveform -> (B, T, semantic_dim) at 25 Hz.
 
-    Frames are cut into chunks of `semantic_chunk_frames` (10.08 s) that attend only within
-    themselves, each starting its time positions at zero, as the published encoder does.
+    The whole mel is patch-embedded, then its tokens are cut into chunks of `chunk_tokens`
+    (252 tokens, 10.08 s) that attend only within themselves, each starting its time positions
+    at zero, as MiDashengLM's audio encoder does. Any input length works.
     """
 
     def __init__(self, config: LoSATokConfig) -> None:
@@ -124,15 +125,17 @@ class DashengEncoder(nn.Module):
         Positions past an item's valid tokens hold finite values that carry no meaning.
         """
         mel = self.mel(wav, lengths)  # (B, 1, F, frames)
+        # Patch-embed the whole mel, then cut the tokens into chunks (as MiDashengLM does): a
+        # mel chunk shorter than one patch would otherwise make the conv fail, and since the
+        # chunk length is a multiple of the patch, every token is the same either way.
+        tokens = self.patch_embed(mel).flatten(2).transpose(1, 2)  # (B, T, C)
+        time_pos = self.time_pos_embed.flatten(2).transpose(1, 2)  # (1, chunk_tokens, C)
+        freq_pos = self.freq_pos_embed.flatten(2).transpose(1, 2)  # (1, 1, C)
         n_valid = valid_tokens(lengths, self.config)  # (B,)
         outputs, start = [], 0
-        for chunk in mel.split(self.config.semantic_chunk_frames, dim=-1):
-            x = self.patch_embed(chunk)  # (B, C, 1, t)
-            t = x.shape[-1]
-            if t == 0:
-                break
-            x = x + self.time_pos_embed[..., :t] + self.freq_pos_embed
-            x = x.flatten(2).transpose(1, 2)  # (B, t, C)
+        for x in tokens.split(self.config.chunk_tokens, dim=1):
+            t = x.shape[1]
+            x = x + time_pos[:, :t] + freq_pos  # each chunk starts its time positions at zero
             valid = frame_mask(n_valid - start, t)  # (B, t)
             attn_mask = None
             if not bool(valid.all()):
