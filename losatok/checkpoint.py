@@ -143,6 +143,25 @@ def load_into(
     Semantic-encoder keys in MiDashengLM's layout are translated first (and LayerScale switched
     on when the file has it); buffers computed from the config may be absent from `state`.
     """
+    state, report = compare_state(module, state, key_map, source)
+    if strict and not report.ok:
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: {report.describe()}")
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    module.load_state_dict(usable, strict=False)
+    return report
+
+
+def compare_state(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    key_map: Mapping[str, str] | None = None,
+    source: str = "state dict",
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """`state` in `module`'s key names (key map, encoder layout) and how it fits, loading nothing.
+
+    Works on a weightless skeleton built on the meta device.
+    """
     state = remap_keys(state, key_map)
     try:
         state, layouts = adapt_encoder_state(module, state)
@@ -159,11 +178,7 @@ def load_into(
         ],
         layouts=layouts,
     )
-    if strict and not report.ok:
-        raise CheckpointError(f"{source} does not fit {type(module).__name__}: {report.describe()}")
-    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    module.load_state_dict(usable, strict=False)
-    return report
+    return state, report
 
 
 def load_semantic_encoder(
@@ -261,11 +276,21 @@ def load_model(
     path: str | os.PathLike | None,
     config: LoSATokConfig | None = None,
     semantic_encoder_path: str | os.PathLike | None = None,
+    *,
+    variant: str | None = None,
+    revision: str | None = None,
 ) -> LoSATok:
     """One entry point for every source: our checkpoint (config inside), a published file
-    (config from `config`, default official), or nothing (an untrained model of `config`)."""
+    (config from `config`, default official), or nothing: for the official preset the published
+    weights (`variant` kl1e-3 or kl1e-2, at `revision`) from the Hugging Face Hub or its cache
+    (`losatok.hub`), for any other preset an untrained model of `config`."""
     if path is None:
-        return _finish(LoSATok(config or official()), semantic_encoder_path)
+        config = config or official()
+        if config.preset == "official":  # the only preset with published weights
+            from losatok.hub import load_official  # losatok.hub builds on this module
+
+            return load_official(config, variant, revision, semantic_encoder_path)
+        return _finish(LoSATok(config), semantic_encoder_path)
     payload = read_payload(path)  # read once: official checkpoints are gigabytes
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         return _finish(load_checkpoint(path, payload=payload), semantic_encoder_path)
