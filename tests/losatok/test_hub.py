@@ -112,3 +112,22 @@ def test_a_file_that_does_not_fit_is_refused_before_the_model_is_built(hub):
     fill_hub_cache(hub, {"losatok_kl1e-3.pth": published(6).state_dict()}, COMMIT_A)
     with pytest.raises(CheckpointError, match=r"losatok_kl1e-3\.pth@a+ does not fit the official LoSATok"):
         load_official(official())
+
+
+def test_reconstruct_preset_official_uses_the_published_weights(
+    hub, audio_dir, tmp_path, monkeypatch, capsys
+):
+    from losatok.cli.reconstruct import main
+    from losatok.config import PRESETS
+
+    monkeypatch.setitem(PRESETS, "official", lambda: TINY_OFFICIAL)
+    args = [str(audio_dir / "speech.mp3"), str(tmp_path / "out.wav"), "--preset", "official"]
+    assert main([*args, "--variant", "kl1e-2"]) == 2  # nothing cached yet
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: cannot get losatok_kl1e-2.pth" in err and str(hub) in err
+
+    fill_hub_cache(hub, {"losatok_kl1e-2.pth": published(7).state_dict()}, COMMIT_A)
+    assert main([*args, "--variant", "kl1e-2", "--revision", COMMIT_A]) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" not in captured.err
+    assert (tmp_path / "out.wav").stat().st_size > 0
