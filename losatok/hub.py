@@ -22,7 +22,14 @@ from pathlib import Path
 
 import torch
 
-from losatok.checkpoint import CheckpointError, _finish, compare_state, load_into, read_state_dict
+from losatok.checkpoint import (
+    CheckpointError,
+    _finish,
+    compare_state,
+    load_into,
+    read_payload,
+    read_state_dict,
+)
 from losatok.config import LoSATokConfig, official
 from losatok.model import LoSATok
 
@@ -130,9 +137,10 @@ def fetch(
         )
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        pin = f" --revision {revision}" if revision else ""
         raise HubError(
             f"cannot get {where}: it is not cached and {reason}; pre-fetch it on a connected machine "
-            f"(`hf download {repo_id} {filename}`) and copy the cache, or pass a local checkpoint path"
+            f"(`hf download {repo_id} {filename}{pin}`) and copy the cache, or pass a local checkpoint path"
         ) from None
     except (HfHubHTTPError, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -147,8 +155,8 @@ def _has_semantic_encoder(path: Path) -> bool:
     """Whether a whole-model file holds the frozen encoder (keys only, memory-mapped)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a zip-format file: read it whole (a corrupt file raises CheckpointError)
+        payload = read_payload(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
             payload = payload[wrapper]

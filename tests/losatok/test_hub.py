@@ -131,3 +131,11 @@ def test_reconstruct_preset_official_uses_the_published_weights(
     captured = capsys.readouterr()
     assert "UNTRAINED" not in captured.err
     assert (tmp_path / "out.wav").stat().st_size > 0
+
+
+def test_a_corrupt_cached_file_is_named(hub):
+    snapshot = fill_hub_cache(hub, {"losatok_kl1e-3.pth": {}}, COMMIT_A)
+    blob = (snapshot / "losatok_kl1e-3.pth").resolve()
+    blob.write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*losatok_kl1e-3\.pth"):
+        load_official(TINY_OFFICIAL)
