@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from losatok import AudioError, load_audio, load_model, preset
+from losatok import AudioError, CheckpointError, load_audio, load_model, preset
 from losatok.metrics import mel_distance, semantic_preservation, si_sdr, stft_distance
 
 EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"}
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data", help="folder of held-out audio files")
     p.add_argument("--checkpoint", help="tokenizer checkpoint (ours or published); none: untrained --preset")
     p.add_argument("--semantic-encoder", help="a semantic_encoder.pth loaded over the encoder")
-    p.add_argument("--preset", default="official")
+    p.add_argument(
+        "--preset", default="official", help="official with no --checkpoint: the published weights"
+    )
+    p.add_argument("--variant", default="kl1e-3", help="published weights to fetch: kl1e-3 or kl1e-2")
+    p.add_argument("--revision", help="Hugging Face Hub branch, tag or commit of the published weights")
     p.add_argument("--max-files", type=int, default=0)
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
@@ -57,7 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"error: no audio files under {args.data}", file=sys.stderr)
         return 2
-    model = load_model(args.checkpoint, preset(args.preset), args.semantic_encoder)
+    try:
+        model = load_model(
+            args.checkpoint,
+            preset(args.preset),
+            args.semantic_encoder,
+            variant=args.variant,
+            revision=args.revision,
+        )
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     rows, skipped = {}, {}
     for path in files:
         try:

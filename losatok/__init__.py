@@ -5,6 +5,7 @@ Public API:
     LoSATok, EncodeResult                               the model; encode()/decode()
     load_model, load_published, load_semantic_encoder,
     save_checkpoint, load_checkpoint                    checkpoints
+    load_official                                       published weights from the Hugging Face Hub
     load_audio, collate_waveforms, AudioError           audio input
 """
 
@@ -18,6 +19,7 @@ from losatok.checkpoint import (
     save_checkpoint,
 )
 from losatok.config import LoSATokConfig, official, preset, tiny
+from losatok.hub import load_official
 from losatok.model import EncodeResult, LoSATok
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "load_audio",
     "load_checkpoint",
     "load_model",
+    "load_official",
     "load_published",
     "load_semantic_encoder",
     "official",

@@ -5,9 +5,12 @@ Published files (DESIGN.md section 1.3):
 - `losatok_kl1e-*.pth`: the whole model, with or without a "state_dict" wrapper -> `model`.
 Every file is read with `torch.load(weights_only=True)`: no pickled code ever runs.
 
-The encoder's key layout is inferred, not verified against the real file, so loading is
-strict by default, names every missing, unexpected or mis-shaped key, and accepts a key map
-(old prefix -> new prefix) for layouts that differ.
+The semantic encoder's keys come in two layouts (`losatok.encoder_layouts`: the reference
+repository's and MiDashengLM's), recognised from the keys and translated before loading. Neither
+is verified against the real file, so loading is strict by default (every tensor of the file is
+used, every parameter of ours filled; only buffers computed from the config may be absent),
+names every missing, unexpected or mis-shaped key, and accepts a key map (old prefix -> new
+prefix) for layouts that differ otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from losatok.config import LoSATokConfig, official
+from losatok.encoder_layouts import LayoutError, adapt_encoder_state, computed_buffers
 from losatok.model import LoSATok
 
 FORMAT = "losatok-checkpoint"
@@ -37,6 +41,12 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
+    layouts: dict[str, str] = field(default_factory=dict)  # encoder prefix -> layout it loaded from
+
+    @property
+    def encoder_layout(self) -> str | None:
+        """The semantic encoder's layout ("reference" or "midashenglm"); None if the file had none."""
+        return next(iter(self.layouts.values()), None)
 
     @property
     def ok(self) -> bool:
@@ -128,29 +138,56 @@ def load_into(
     key_map: Mapping[str, str] | None = None,
     source: str = "state dict",
 ) -> LoadReport:
-    """Copy `state` into `module`; strict mode raises `CheckpointError` naming every bad key."""
+    """Copy `state` into `module`; strict mode raises `CheckpointError` naming every bad key.
+
+    Semantic-encoder keys in MiDashengLM's layout are translated first (and LayerScale switched
+    on when the file has it); buffers computed from the config may be absent from `state`.
+    """
+    state, report = compare_state(module, state, key_map, source)
+    if strict and not report.ok:
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: {report.describe()}")
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    module.load_state_dict(usable, strict=False)
+    return report
+
+
+def compare_state(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    key_map: Mapping[str, str] | None = None,
+    source: str = "state dict",
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """`state` in `module`'s key names (key map, encoder layout) and how it fits, loading nothing.
+
+    Works on a weightless skeleton built on the meta device.
+    """
     state = remap_keys(state, key_map)
+    try:
+        state, layouts = adapt_encoder_state(module, state)
+    except LayoutError as err:
+        raise CheckpointError(f"{source}: {err}") from None
     own = module.state_dict()
     report = LoadReport(
-        missing=sorted(set(own) - set(state)),
+        missing=sorted(set(own) - set(state) - computed_buffers(module)),
         unexpected=sorted(set(state) - set(own)),
         mismatched=[
             f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
             for k in sorted(set(own) & set(state))
             if state[k].shape != own[k].shape
         ],
+        layouts=layouts,
     )
-    if strict and not report.ok:
-        raise CheckpointError(f"{source} does not fit {type(module).__name__}: {report.describe()}")
-    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    module.load_state_dict(usable, strict=False)
-    return report
+    return state, report
 
 
 def load_semantic_encoder(
     model: LoSATok, path: str | os.PathLike, strict: bool = True, key_map: Mapping[str, str] | None = None
 ) -> LoadReport:
-    """Load a published `semantic_encoder.pth` (frozen encoder + SemBo) into `model.semantic_encoder`."""
+    """Load a published `semantic_encoder.pth` (frozen encoder + SemBo) into `model.semantic_encoder`.
+
+    Either encoder layout loads; `report.encoder_layout` says which one the file had.
+    """
     report = load_into(model.semantic_encoder, read_state_dict(path), strict, key_map, source=str(path))
     model.freeze_semantic_encoder()
     return report
@@ -239,11 +276,21 @@ def load_model(
     path: str | os.PathLike | None,
     config: LoSATokConfig | None = None,
     semantic_encoder_path: str | os.PathLike | None = None,
+    *,
+    variant: str | None = None,
+    revision: str | None = None,
 ) -> LoSATok:
     """One entry point for every source: our checkpoint (config inside), a published file
-    (config from `config`, default official), or nothing (an untrained model of `config`)."""
+    (config from `config`, default official), or nothing: for the official preset the published
+    weights (`variant` kl1e-3 or kl1e-2, at `revision`) from the Hugging Face Hub or its cache
+    (`losatok.hub`), for any other preset an untrained model of `config`."""
     if path is None:
-        return _finish(LoSATok(config or official()), semantic_encoder_path)
+        config = config or official()
+        if config.preset == "official":  # the only preset with published weights
+            from losatok.hub import load_official  # losatok.hub builds on this module
+
+            return load_official(config, variant, revision, semantic_encoder_path)
+        return _finish(LoSATok(config), semantic_encoder_path)
     payload = read_payload(path)  # read once: official checkpoints are gigabytes
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         return _finish(load_checkpoint(path, payload=payload), semantic_encoder_path)

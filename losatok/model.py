@@ -71,10 +71,15 @@ class AcousticTokenizer(nn.Module):
         )
         self.decoder = VocosDecoder(c)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, T, latent_dim) -> (B, T x samples_per_token) waveform."""
+    def decode(self, z: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, latent_dim), optional (B,) valid latent frames -> (B, T x samples_per_token) waveform.
+
+        With `frames`, each item's waveform is the one it gets decoded alone (padding frames do
+        not leak into it) and is zero past `frames[b] x samples_per_token`.
+        """
         x = self.upsampler(z.transpose(1, 2))  # (B, semantic_dim, T x upsample_factor)
-        return self.decoder(x)
+        upsampled = None if frames is None else frames * self.upsampler.stride[0]  # (B,) at 50 Hz
+        return self.decoder(x, upsampled)
 
 
 class LoSATok(nn.Module):
@@ -214,7 +219,9 @@ class LoSATok(nn.Module):
     ) -> torch.Tensor:
         """(B, T, latent_dim) or (T, latent_dim) latents -> (B, T x 640) float32 waveforms.
 
-        With (B,) `frames`, samples past each item's `frames[b] x 640` are set to zero.
+        With (B,) `frames`, each item decodes to the waveform it gets alone (padding frames
+        never leak through the convolutions or the iSTFT overlap-add), and its samples past
+        `frames[b] x 640` are zero.
         """
         if z.dim() == 2:
             z = z[None]
@@ -222,9 +229,11 @@ class LoSATok(nn.Module):
             raise ValueError(
                 f"latents have {z.shape[-1]} channels; this model's latent_dim is {self.config.latent_dim}"
             )
-        with self._autocast(z.device, bf16):
-            audio = self.dasheng_tokenizer.decode(z).float()  # (B, T x 640)
         if frames is not None:
-            valid = frame_mask(frames.to(z.device) * self.config.samples_per_token, audio.shape[-1])
+            frames = frames.to(device=z.device, dtype=torch.long)
+        with self._autocast(z.device, bf16):
+            audio = self.dasheng_tokenizer.decode(z, frames).float()  # (B, T x 640)
+        if frames is not None:
+            valid = frame_mask(frames * self.config.samples_per_token, audio.shape[-1])
             audio = audio * valid
         return audio

@@ -51,8 +51,24 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (MiDashengLM's `ls1`/`ls2` when `init_values` is set)."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., dim)."""
+        return x * self.gamma
+
+
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))).
+
+    `ls1`/`ls2` are identities (no weights) unless `enable_layer_scale` is called, which a
+    checkpoint holding `blocks.N.ls1.gamma` does when it loads.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -60,10 +76,20 @@ class TransformerBlock(nn.Module):
         self.attn = MultiHeadSelfAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls1: nn.Module = nn.Identity()
+        self.ls2: nn.Module = nn.Identity()
+
+    def enable_layer_scale(self) -> None:
+        """Give both residual branches a LayerScale (on this block's device and dtype)."""
+        weight = self.norm1.weight
+        for name in ("ls1", "ls2"):
+            if not isinstance(getattr(self, name), LayerScale):
+                setattr(self, name, LayerScale(weight.shape[0]).to(weight.device, weight.dtype))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask)
-        return x + self.mlp(self.norm2(x))
+        """(B, T, C) -> (B, T, C)."""
+        x = x + self.ls1(self.attn(self.norm1(x), attn_mask))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 class PatchEmbed(nn.Module):
@@ -86,8 +112,9 @@ class SwapChannelsAndMels(nn.Module):
 class DashengEncoder(nn.Module):
     """Dasheng-style audio transformer: waveform -> (B, T, semantic_dim) at 25 Hz.
 
-    Frames are cut into chunks of `semantic_chunk_frames` (10.08 s) that attend only within
-    themselves, each starting its time positions at zero, as the published encoder does.
+    The whole mel is patch-embedded, then its tokens are cut into chunks of `chunk_tokens`
+    (252 tokens, 10.08 s) that attend only within themselves, each starting its time positions
+    at zero, as MiDashengLM's audio encoder does. Any input length works.
     """
 
     def __init__(self, config: LoSATokConfig) -> None:
@@ -109,6 +136,11 @@ class DashengEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(c.semantic_dim, eps=1e-6)
 
+    def enable_layer_scale(self) -> None:
+        """Add LayerScale to every block (checkpoints saved with MiDashengLM's `init_values`)."""
+        for block in self.blocks:
+            block.enable_layer_scale()
+
     def mel(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, S) waveform, prepared by `pad_batch_for_stft` -> (B, 1, n_mels, frames) normalised dB mel."""
         with torch.autocast(device_type=wav.device.type, enabled=False):
@@ -124,15 +156,17 @@ class DashengEncoder(nn.Module):
         Positions past an item's valid tokens hold finite values that carry no meaning.
         """
         mel = self.mel(wav, lengths)  # (B, 1, F, frames)
+        # Patch-embed the whole mel, then cut the tokens into chunks (as MiDashengLM does): a
+        # mel chunk shorter than one patch would otherwise make the conv fail, and since the
+        # chunk length is a multiple of the patch, every token is the same either way.
+        tokens = self.patch_embed(mel).flatten(2).transpose(1, 2)  # (B, T, C)
+        time_pos = self.time_pos_embed.flatten(2).transpose(1, 2)  # (1, chunk_tokens, C)
+        freq_pos = self.freq_pos_embed.flatten(2).transpose(1, 2)  # (1, 1, C)
         n_valid = valid_tokens(lengths, self.config)  # (B,)
         outputs, start = [], 0
-        for chunk in mel.split(self.config.semantic_chunk_frames, dim=-1):
-            x = self.patch_embed(chunk)  # (B, C, 1, t)
-            t = x.shape[-1]
-            if t == 0:
-                break
-            x = x + self.time_pos_embed[..., :t] + self.freq_pos_embed
-            x = x.flatten(2).transpose(1, 2)  # (B, t, C)
+        for x in tokens.split(self.config.chunk_tokens, dim=1):
+            t = x.shape[1]
+            x = x + time_pos[:, :t] + freq_pos  # each chunk starts its time positions at zero
             valid = frame_mask(n_valid - start, t)  # (B, t)
             attn_mask = None
             if not bool(valid.all()):

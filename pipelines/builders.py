@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from losatok.hub import variant_filename
 from pipelines.config import (
     ClusterConfig,
     FieldsConfig,
@@ -97,9 +98,7 @@ def check(config: TokenizeConfig) -> None:
     if not config.source.path:
         raise ValueError("source.path is required (a local folder, manifest file or s3:// URI)")
     if config.model.preset == "official" and not config.model.checkpoint:
-        raise ValueError(
-            "model=official needs model.checkpoint=PATH (a published losatok_kl1e-*.pth or ours)"
-        )
+        variant_filename(config.model.variant)  # the published weights come from the Hub: a known variant
     if config.segment.min_seconds < 0.04:
         raise ValueError("segment.min_seconds must be at least 0.04 s (one 640-sample token)")
     if config.segment.max_seconds < config.segment.min_seconds:

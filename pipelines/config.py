@@ -13,8 +13,10 @@ from schemas.audio_shards import AUDIO_EXTENSIONS
 
 @dataclass(frozen=True)
 class ModelConfig:
-    preset: str = "tiny"  # "official" needs `checkpoint`; "tiny" runs anywhere
+    preset: str = "tiny"  # "official": published weights (Hub, or `checkpoint`); "tiny" runs anywhere
     checkpoint: str | None = None  # our checkpoint or a published losatok_kl1e-*.pth
+    variant: str = "kl1e-3"  # official without checkpoint: which published file (kl1e-3 or kl1e-2)
+    revision: str | None = None  # ... at which Hub revision (branch, tag or commit; None: main)
     semantic_encoder: str | None = None  # optional published semantic_encoder.pth loaded over it
     seed: int = 0  # initialises an untrained model identically in every actor (no checkpoint)
     bf16: bool | None = None  # autocast on the accelerator; None = on CUDA only

@@ -41,9 +41,15 @@ def plan_batches(frame_counts: Sequence[int], max_frames: int) -> list[list[int]
 
 
 def build_model(config: ModelConfig) -> LoSATok:
-    """The tokenizer every actor uses: from a checkpoint, or seeded so all actors agree."""
+    """The tokenizer every actor uses: from a checkpoint, the Hub (official), or seeded so all actors agree."""
     torch.manual_seed(config.seed)
-    return load_model(config.checkpoint, preset(config.preset), config.semantic_encoder)
+    return load_model(
+        config.checkpoint,
+        preset(config.preset),
+        config.semantic_encoder,
+        variant=config.variant,
+        revision=config.revision,
+    )
 
 
 class SegmentEncoder:

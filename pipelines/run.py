@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import ray
 
 from losatok import LoSATokConfig, preset
 from losatok.checkpoint import checkpoint_config
+from losatok.hub import OfficialFiles, fetch_official
 from pipelines.config import TokenizeConfig
 from pipelines.console import drop_benign_stderr
 from pipelines.flow import encode_actor_count, init_ray, run_units
@@ -60,17 +61,34 @@ def model_config(config: TokenizeConfig) -> LoSATokConfig:
     return stored or preset(config.model.preset)
 
 
+def published_files(config: TokenizeConfig) -> OfficialFiles | None:
+    """model=official with no checkpoint: the Hub files it loads (fetched, or found in the cache)."""
+    model = config.model
+    if model.checkpoint or model.preset != "official":
+        return None
+    return fetch_official(model.variant, model.revision)
+
+
 def run_identity(config: TokenizeConfig, tokenizer: LoSATokConfig) -> RunIdentity:
     model = config.model
+    hub = published_files(config)
+    checkpoint = str(hub.model.path) if hub else model.checkpoint
+    encoder = model.semantic_encoder or (
+        str(hub.semantic_encoder.path) if hub and hub.semantic_encoder else None
+    )
     tokenizer = TokenizerIdentity(
         preset=model.preset,
         config_hash=tokenizer.config_hash(),
-        checkpoint_sha256=sha256_file(model.checkpoint) if model.checkpoint else None,
-        semantic_encoder_sha256=sha256_file(model.semantic_encoder) if model.semantic_encoder else None,
+        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
+        semantic_encoder_sha256=sha256_file(encoder) if encoder else None,
+        checkpoint_source=hub.describe() if hub else None,
     )
+    identity = asdict(tokenizer)
+    if identity["checkpoint_source"] is None:  # datasets written before the field existed still resume
+        del identity["checkpoint_source"]
     return RunIdentity(
-        tokenizer=asdict(tokenizer),
-        seed=None if model.checkpoint else model.seed,
+        tokenizer=identity,
+        seed=None if checkpoint else model.seed,
         fields=asdict(config.fields),
         segment=asdict(config.segment),
     )
@@ -115,6 +133,9 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     """Run (or resume) the pipeline into `config.sink.path`; see README for the guarantees."""
     started = time.perf_counter()
     check_paths(config)  # before anything is written: a bad path leaves no trace
+    hub = published_files(config)
+    if hub is not None:  # every encode actor loads exactly the commit the identity names
+        config = replace(config, model=replace(config.model, revision=hub.model.revision))
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
     sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)

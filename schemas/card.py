@@ -38,6 +38,7 @@ class TokenizerIdentity:
     config_hash: str  # sha256 of the model config's canonical JSON (see hash_config)
     checkpoint_sha256: str | None = None  # None: an untrained, seeded model (tests)
     semantic_encoder_sha256: str | None = None  # a separately loaded semantic encoder file
+    checkpoint_source: str | None = None  # where published weights came from: hf://repo/file@commit
 
 
 @dataclass(frozen=True)

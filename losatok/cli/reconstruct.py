@@ -22,8 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--semantic-encoder", help="a published semantic_encoder.pth loaded over the encoder")
     p.add_argument(
-        "--preset", default="official", choices=sorted(PRESETS), help="config for published or no checkpoint"
+        "--preset",
+        default="official",
+        choices=sorted(PRESETS),
+        help="config for published or no checkpoint; official with no --checkpoint fetches the published weights",
     )
+    p.add_argument("--variant", default="kl1e-3", help="published weights to fetch: kl1e-3 or kl1e-2")
+    p.add_argument("--revision", help="Hugging Face Hub branch, tag or commit of the published weights")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sample", action="store_true", help="decode a posterior sample instead of the mean")
     return p
@@ -32,11 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        model = load_model(args.checkpoint, preset(args.preset), args.semantic_encoder).to(args.device)
-    except CheckpointError as err:
+        model = load_model(
+            args.checkpoint,
+            preset(args.preset),
+            args.semantic_encoder,
+            variant=args.variant,
+            revision=args.revision,
+        ).to(args.device)
+    except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.checkpoint is None:
+    if args.checkpoint is None and model.config.preset != "official":  # official: published weights
         print(
             f"WARNING: no --checkpoint given: this {args.preset} model is UNTRAINED (random weights). "
             "Its output is noise, not a reconstruction; the shapes are real.",

@@ -23,3 +23,28 @@ def test_eval_prints_a_table_and_writes_json(audio_dir, tmp_path):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["mean"]) == {"mel_distance", "stft_distance", "si_sdr", "semantic_preservation"}
     assert len(report["files"]) == 2 and all(v == v for v in report["mean"].values())  # finite, not NaN
+
+
+def test_eval_of_the_published_model_from_the_hub_cache(audio_dir, tmp_path, monkeypatch, capsys):
+    """No --checkpoint with the official preset: the published file, offline from a filled cache."""
+    import dataclasses
+
+    from jobs.eval_tokenizer import main
+    from losatok.config import PRESETS
+    from losatok.testing import fill_hub_cache
+
+    tiny_official = dataclasses.replace(tiny(), preset="official")  # official code path, test-sized
+    monkeypatch.setitem(PRESETS, "official", lambda: tiny_official)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "speech.mp3").write_bytes((audio_dir / "speech.mp3").read_bytes())
+
+    assert main([str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "losatok_kl1e-3.pth" in err and "wxzyd123/LoSATok" in err
+
+    torch.manual_seed(0)
+    fill_hub_cache(tmp_path / "hub", {"losatok_kl1e-3.pth": LoSATok(tiny_official).state_dict()}, "c" * 40)
+    assert main([str(tmp_path / "data"), "--out", str(tmp_path / "eval.json")]) == 0
+    assert len(json.loads((tmp_path / "eval.json").read_text())["files"]) == 1

@@ -39,6 +39,30 @@ def test_batch_invariance_on_valid_frames(tiny_model):
             torch.testing.assert_close(together.item(index)[name], value, atol=1e-4, rtol=1e-4, msg=name)
 
 
+def test_decode_batch_invariance_on_valid_samples(tiny_model):
+    """Each latent of a padded batch decodes to the waveform it gives alone, to its last sample."""
+    torch.manual_seed(4)
+    frames = [25, 51, 277, 3, 1]
+    latents = [torch.randn(n, tiny_model.config.latent_dim) for n in frames]
+    batch = torch.nn.utils.rnn.pad_sequence(latents, batch_first=True)  # (B, T, C), zero padding
+    together = tiny_model.decode(batch, torch.tensor(frames))
+    for index, z in enumerate(latents):
+        alone = tiny_model.decode(z)[0]
+        assert alone.shape == (frames[index] * 640,)
+        torch.testing.assert_close(together[index, : alone.numel()], alone, atol=1e-5, rtol=1e-4)
+        assert together[index, alone.numel() :].abs().sum() == 0
+
+
+def test_decode_of_a_batch_is_independent_of_what_pads_it(tiny_model):
+    """Garbage in the padding frames (as a DiT leaves there) changes nothing on the valid samples."""
+    torch.manual_seed(6)
+    z = torch.randn(2, 40, tiny_model.config.latent_dim)
+    frames = torch.tensor([40, 17])
+    noisy = z.clone()
+    noisy[1, 17:] = torch.randn(23, tiny_model.config.latent_dim) * 100
+    torch.testing.assert_close(tiny_model.decode(noisy, frames), tiny_model.decode(z, frames))
+
+
 def test_order_within_a_batch_does_not_matter(tiny_model):
     waves = [torch.randn(n) * 0.2 for n in (8000, 24_000, 16_000)]
     forward = tiny_model.encode(*collate_waveforms(waves))

@@ -31,11 +31,14 @@ def test_missing_source_path_is_named():
         build_tokenize_config(cfg)
 
 
-def test_official_needs_a_checkpoint():
+def test_official_without_a_checkpoint_takes_a_published_variant():
     with initialize_config_module("pipelines.conf", version_base=None):
         cfg = compose("tokenize", overrides=["model=official", "source.path=/x"])
-    with pytest.raises(ValueError, match="model.checkpoint"):
-        build_tokenize_config(cfg)
+        wrong = compose("tokenize", overrides=["model=official", "source.path=/x", "model.variant=kl1e-4"])
+    model = build_tokenize_config(cfg).model
+    assert model.checkpoint is None and model.variant == "kl1e-3" and model.revision is None
+    with pytest.raises(ValueError, match=r"unknown LoSATok variant 'kl1e-4'; published variants"):
+        build_tokenize_config(wrong)
 
 
 def test_unknown_keys_fail_naming_the_key():
