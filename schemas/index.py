@@ -133,7 +133,7 @@ def write_index_fragment(
     wrong = [r.key for r in rows if r.shard != name]
     if wrong:
         raise ValueError(f"index rows {wrong[:3]} do not belong to {name}")
-    named = checksum if any(r.checksums is not None for r in rows) else None
+    named = checksum if not rows or any(r.checksums is not None for r in rows) else None
     path = layout.index_path(number)
     with open_atomic(layout.fs, path) as f:
         pq.write_table(index_table(rows, named), f)

@@ -225,6 +225,7 @@ class _ShardCheck:
         self.name = shard_name(number)
         self.samples = self.members = 0
         self.stats: ChannelStats | None = None
+        self._unlisted: set[str] = set()  # keys whose row lacks checksums, reported once
         self._digests = {  # key -> {member: digest} from the index, consumed as members are met
             key: dict(row["checksums"]) for key, row in rows.items() if row.get("checksums") is not None
         }
@@ -299,6 +300,9 @@ class _ShardCheck:
         if row is None:
             return  # "sample without an index row" is reported by the latent check
         if row.get("checksums") is None:
+            if key in self._unlisted:
+                return
+            self._unlisted.add(key)
             self.fault(
                 f"{self.name}/{key}",
                 f"index row has no checksums, though its fragment names {self.algorithm}",
