@@ -24,7 +24,9 @@ class ModelConfig:
 class SourceConfig:
     kind: str = "dir"  # "dir" (tree of audio files) or "manifest" (parquet/jsonl/csv)
     path: str = ""  # local path or s3:// URI
-    extensions: tuple[str, ...] = AUDIO_EXTENSIONS  # "dir": which files count as audio
+    # "dir": audio without opening the file; None or empty: FFmpeg's audio extensions
+    extensions: tuple[str, ...] | None = AUDIO_EXTENSIONS
+    probe: bool = True  # "dir": a file of another, unknown extension is audio if FFmpeg opens it
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (e.g. endpoint_url)
 
 
