@@ -137,7 +137,12 @@ def _nothing_found(config: SourceConfig, skipped: SkippedFiles) -> str:
     if config.kind == "wds":
         return f"no audio source: no WebDataset shards (*.tar) under {config.path}"
     wanted = [e.lower().lstrip(".") for e in config.extensions or AUDIO_EXTENSIONS]
-    looked = f"files with one of {len(wanted)} audio extensions ({', '.join(wanted[:6])}, ...)"
-    if config.probe:
-        looked += " or another extension that FFmpeg opens as audio"
-    return f"no audio source: no {looked} under {config.path}; {skipped.describe()}"
+    if tuple(wanted) == AUDIO_EXTENSIONS:  # the commonest first, not the whole list
+        shown = f"{len(wanted)} FFmpeg audio extensions: wav, flac, mp3, ogg, opus, m4a, ..."
+    else:
+        shown = f"extensions {', '.join(wanted)}"
+    probed = ", and other files that FFmpeg opens as audio" if config.probe else ""
+    return (
+        f"no audio source: found no audio file under {config.path} (looked for {shown}{probed}); "
+        f"{skipped.describe()}"
+    )
