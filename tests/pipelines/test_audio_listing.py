@@ -135,3 +135,19 @@ def test_skipped_files_reach_the_summary_and_the_run_log(ray_address, format_cor
     assert record["skipped"]["by_reason"]["no audio stream (.mkv, probed)"]["examples"] == [
         str(format_corpus / "video.mkv")
     ]
+
+
+def test_an_s3_listing_probes_through_the_object_store(format_corpus, s3_endpoint, s3_bucket):
+    import s3fs
+
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    for name in ("a.oga", "sub/j.clip", "notes.txt", "mystery.dat"):
+        fs.put(str(format_corpus / name), f"{s3_bucket}/corpus/{name}")
+    skipped = SkippedFiles()
+    items = list_directory(SourceConfig(path=f"s3://{s3_bucket}/corpus", storage_options=options), skipped)
+    assert [i.location for i in items] == [
+        f"s3://{s3_bucket}/corpus/a.oga",
+        f"s3://{s3_bucket}/corpus/sub/j.clip",
+    ]
+    assert dict(skipped.counts) == {"not audio (.txt)": 1, "not a format FFmpeg opens (.dat, probed)": 1}
