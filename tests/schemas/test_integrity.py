@@ -36,7 +36,7 @@ def _nudge_latent(members):
     return members
 
 
-def test_index_holds_the_sha256_of_every_member(tmp_path, fields, rng):
+def test_index_holds_the_crc32_of_every_member(tmp_path, fields, rng):
     ds = write_fake_dataset(str(tmp_path / "d"), n_shards=1, samples_per_shard=3, fields=fields)
     rows = {r["key"]: dict(r["checksums"]) for r in read_index(ds.layout).to_pylist()}
     for group in ("latent", "semantic"):
@@ -44,7 +44,7 @@ def test_index_holds_the_sha256_of_every_member(tmp_path, fields, rng):
             members = {k: v for k, v in sample.items() if not k.startswith("__")}
             assert members  # every member of every group has its digest
             for member, data in members.items():
-                assert rows[sample["__key__"]][member] == hashlib.sha256(data).hexdigest()
+                assert rows[sample["__key__"]][member] == f"{zlib.crc32(data):08x}"
     assert set(rows["s0-0"]) == {"latent.npy", "logvar.npy", "semantic_low.npy", "json", "semantic.npy"}
 
 
@@ -72,7 +72,7 @@ def test_changed_finite_values_in_an_npy_member_are_a_fault(dataset):
     rewrite_tar(dataset.layout, "latent", 0, _nudge_latent)
     report = verify_dataset(dataset.url)
     found = faults(report)
-    assert any(w == "latent/shard-000000.tar" and "member s0-1.latent.npy: sha256" in m for w, m in found)
+    assert any(w == "latent/shard-000000.tar" and "member s0-1.latent.npy: crc32" in m for w, m in found)
     # the shard's stats no longer describe its latents either
     assert any(w == "stats/shard-000000.json" and "recomputed" in m for w, m in found)
     assert all("shard-000001" not in w for w, _ in found)
@@ -151,10 +151,10 @@ def test_orphan_stats_fragment_is_a_warning(dataset):
     assert report.ok and [f.where for f in report.warnings] == ["stats/shard-000007.json"]
 
 
-def test_crc32_fragments_verify_too(tmp_path, fields, rng):
+def test_sha256_fragments_verify_too(tmp_path, fields, rng):
     ds = write_fake_dataset(str(tmp_path / "d"), n_shards=1, samples_per_shard=2, failures=0)
     samples = [fake_sample(f"c-{i}", 12, fields, rng) for i in range(2)]
-    write_shard(ds.layout, 1, samples, fields, checksum="crc32")
+    write_shard(ds.layout, 1, samples, fields, checksum="sha256")
     # the card's totals are rewritten to include the new shard
     card = read_card(ds.layout)
     reader = open_dataset(ds.url)
@@ -162,7 +162,7 @@ def test_crc32_fragments_verify_too(tmp_path, fields, rng):
     write_card(ds.layout, replace(card, totals=reader.measured_totals(), latent_stats=merged))
     row = read_index(ds.layout, [1]).to_pylist()[0]
     first = next(iter(wds.WebDataset(ds.layout.tar_path("latent", 1), shardshuffle=False)))
-    assert dict(row["checksums"])["latent.npy"] == f"{zlib.crc32(first['latent.npy']):08x}"
+    assert dict(row["checksums"])["latent.npy"] == hashlib.sha256(first["latent.npy"]).hexdigest()
     assert verify_dataset(ds.url).ok
 
     def nudge(members):
@@ -173,7 +173,7 @@ def test_crc32_fragments_verify_too(tmp_path, fields, rng):
 
     rewrite_tar(ds.layout, "latent", 1, nudge)
     found = faults(verify_dataset(ds.url))
-    assert any(w == "latent/shard-000001.tar" and "c-0.latent.npy: crc32" in m for w, m in found)
+    assert any(w == "latent/shard-000001.tar" and "c-0.latent.npy: sha256" in m for w, m in found)
 
 
 def _downgrade_to_1_0(ds):
@@ -222,7 +222,7 @@ def test_a_fragment_naming_checksums_with_rows_without_them_is_a_fault(dataset):
     rows = [r if r.key != "s0-2" else IndexRow(**{**r.__dict__, "checksums": None}) for r in rows]
     write_index_fragment(dataset.layout, 0, rows)
     found = faults(verify_dataset(dataset.url))
-    assert found == [("shard-000000/s0-2", "index row has no checksums, though its fragment names sha256")]
+    assert found == [("shard-000000/s0-2", "index row has no checksums, though its fragment names crc32")]
 
 
 def test_quick_mode_reads_no_member(dataset, capsys):
