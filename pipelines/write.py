@@ -182,6 +182,7 @@ class DatasetSink:
         }
         stats = [self._read_stats(n) for n in committed]
         merged = ChannelStats.merge_all([s for s in stats if s is not None]) if any(stats) else None
+        merged = merged if merged is not None and merged.count else None  # empty shards only: no stats
         ledger = read_failures(self.layout)
         card = DatasetCard(
             tokenizer=TokenizerIdentity(**identity.tokenizer),
