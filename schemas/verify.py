@@ -130,7 +130,7 @@ def verify_dataset(
             Finding(
                 NOTE,
                 "index",
-                f"{len(unchecked)} fragments ({_names(unchecked)}) carry no checksums (written before "
+                f"{len(unchecked)} fragment(s) ({_names(unchecked)}) carry no checksums (written before "
                 "schema 1.1): their samples were checked by decoding only",
             )
         )
@@ -146,7 +146,7 @@ def verify_dataset(
         check.run()
         report.samples += check.samples
         report.members += check.members
-        shard_stats[number] = check.stats
+        shard_stats[number] = check.stats if check.stats_complete else None
     _check_orphans(layout, card, set(layout.committed_shards()), report)
     _check_totals(card, _measure(layout, card, index), fault)
     _check_ledger(layout, card, fault)
@@ -225,6 +225,7 @@ class _ShardCheck:
         self.name = shard_name(number)
         self.samples = self.members = 0
         self.stats: ChannelStats | None = None
+        self.stats_complete = True
         self._unlisted: set[str] = set()  # keys whose row lacks checksums, reported once
         self._digests = {  # key -> {member: digest} from the index, consumed as members are met
             key: dict(row["checksums"]) for key, row in rows.items() if row.get("checksums") is not None
@@ -339,6 +340,7 @@ class _ShardCheck:
             sample = decode_sample(members, card.fields, frame_rate=card.frame_rate, groups=[LATENT_GROUP])
         except SchemaError as error:
             fault(where, str(error))
+            self.stats_complete = False  # the shard's stats cannot be recomputed; the fault says why
             return
         latent = sample.arrays["latent"]  # as stored: the writer's stats are over these values
         self.stats = ChannelStats.of(latent) if self.stats is None else self.stats.update(latent)

@@ -199,7 +199,7 @@ def test_a_schema_1_0_dataset_reads_and_verifies_with_notes(dataset, capsys):
     assert sorted(f.where for f in report.findings if f.level == NOTE) == ["index", "stats"]
     assert main(["verify", dataset.url, "--strict"]) == 0  # notes are not warnings
     out = capsys.readouterr().out
-    assert "NOTE index: 2 fragments (shard-000000, shard-000001) carry no checksums" in out
+    assert "NOTE index: 2 fragment(s) (shard-000000, shard-000001) carry no checksums" in out
     # a 1.0 dataset still has its other checks
     rewrite_tar(dataset.layout, "latent", 0, lambda m: None if m["__key__"] == "s0-0" else m)
     assert ("shard-000000/s0-0", "index row without a sample in the tar") in faults(
