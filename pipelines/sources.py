@@ -132,10 +132,10 @@ def list_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> li
 
 def _nothing_found(config: SourceConfig, skipped: SkippedFiles) -> str:
     """One line: where the listing looked, for what, and what it left out."""
-    if config.kind == "manifest":
-        return f"no audio source: manifest {config.path} lists no inputs"
     if config.kind == "wds":
         return f"no audio source: no WebDataset shards (*.tar) under {config.path}"
+    if config.kind != "dir":  # a manifest of any flavour: it names its inputs
+        return f"no audio source: the {config.kind} source {config.path} lists no inputs"
     wanted = [e.lower().lstrip(".") for e in config.extensions or AUDIO_EXTENSIONS]
     if tuple(wanted) == AUDIO_EXTENSIONS:  # the commonest first, not the whole list
         shown = f"{len(wanted)} FFmpeg audio extensions: wav, flac, mp3, ogg, opus, m4a, ..."

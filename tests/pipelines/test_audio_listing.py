@@ -96,6 +96,9 @@ def test_an_empty_or_audio_less_source_is_refused_naming_where_and_what(tmp_path
         list_inputs(SourceConfig(path=str(tmp_path / "text")))
     with pytest.raises(EmptySourceError, match="no WebDataset shards"):
         list_inputs(SourceConfig(kind="wds", path=str(tmp_path / "text")))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(EmptySourceError, match=r"the manifest source .*empty\.jsonl lists no inputs"):
+        list_inputs(SourceConfig(kind="manifest", path=str(tmp_path / "empty.jsonl")))
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and hydra
