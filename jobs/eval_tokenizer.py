@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from losatok import AudioError, CheckpointError, load_audio, load_model, preset
+from losatok.audio import probe_audio
 from losatok.metrics import mel_distance, semantic_preservation, si_sdr, stft_distance
+from schemas.audio_shards import SkippedFiles, audio_skip_reason
 
-EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"}
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "semantic_preservation")
 
 
@@ -36,6 +37,19 @@ def evaluate_file(model, path: Path) -> dict[str, float]:
         "si_sdr": si_sdr(wav, audio),
         "semantic_preservation": semantic_preservation(item["semantic_high"], reconstruction),
     }
+
+
+def audio_files(folder: Path) -> tuple[list[Path], SkippedFiles]:
+    """Audio files under `folder` by the pipeline's rule (`audio_skip_reason`), sorted, and the
+    files left out counted by reason."""
+    files, unlisted = [], SkippedFiles()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        reason = audio_skip_reason(str(path), probe=lambda p=path: probe_audio(p))
+        if reason is None:
+            files.append(path)
+        else:
+            unlisted.add(reason, str(path))
+    return files, unlisted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
 
-    files = sorted(f for f in Path(args.data).rglob("*") if f.suffix.lower() in EXTENSIONS)
+    files, unlisted = audio_files(Path(args.data))
     files = files[: args.max_files] if args.max_files else files
+    if unlisted.total:
+        print(unlisted.describe(), file=sys.stderr)
     if not files:
-        print(f"error: no audio files under {args.data}", file=sys.stderr)
+        print(
+            f"error: no audio files under {args.data} (FFmpeg's audio extensions, other files probed); "
+            f"{unlisted.describe()}",
+            file=sys.stderr,
+        )
         return 2
     try:
         model = load_model(
@@ -89,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     for path, reason in skipped.items():
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(json.dumps({"mean": mean, "files": rows, "skipped": skipped}, indent=2))
+        report = {"mean": mean, "files": rows, "skipped": skipped, "not_audio": unlisted.to_dict()}
+        Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -38,7 +38,7 @@ from jobs.launch import (
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset
-from losatok.audio import save_audio
+from losatok.audio import probe_audio, save_audio
 from losatok.discriminators import (
     DiscriminatorConfig,
     Discriminators,
@@ -48,9 +48,15 @@ from losatok.discriminators import (
     tiny_discriminators,
 )
 from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
-from schemas.audio_shards import AUDIO_EXTENSIONS, audio_extension, tar_members
+from schemas.audio_shards import (
+    SkippedFiles,
+    audio_extension,
+    audio_skip_reason,
+    file_extension,
+    tar_members,
+)
 from schemas.manifest import iter_manifest
-from schemas.storage import url_to_fs
+from schemas.storage import is_local, url_to_fs
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = ("parquet", "jsonl", "ndjson", "csv")
@@ -93,9 +99,15 @@ class TrainTokenizerConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # num_workers > 1: Ray Train
 
 
-def recordings(config: AudioDataConfig) -> Iterator[tuple[str, bytes | str, float | None, float | None]]:
+def recordings(
+    config: AudioDataConfig, skipped: SkippedFiles | None = None
+) -> Iterator[tuple[str, bytes | str, float | None, float | None]]:
     """(name, path or bytes, start, end) of every recording in a folder of audio files, a folder of
-    WebDataset audio shards (`.tar`), or an input manifest (parquet/jsonl/csv)."""
+    WebDataset audio shards (`.tar`), or an input manifest (parquet/jsonl/csv).
+
+    In a folder, what counts as audio is the pipeline's rule (`audio_skip_reason`: FFmpeg's
+    audio extensions, other unknown files probed); files left out are counted in `skipped`.
+    """
     if config.path.rsplit(".", 1)[-1].lower() in MANIFEST_SUFFIXES:
         base = config.path.rsplit("/", 1)[0]
         for row in iter_manifest(config.path, config.storage_options):
@@ -109,14 +121,24 @@ def recordings(config: AudioDataConfig) -> Iterator[tuple[str, bytes | str, floa
     fs, root = url_to_fs(config.path, config.storage_options)
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
     for path in [root] if root.endswith(".tar") else sorted(fs.find(root)):
-        suffix = path.rsplit(".", 1)[-1].lower()
-        if suffix == "tar":
+        if file_extension(path) == "tar":
             for key, members in tar_members(fs.cat_file(path)).items():
                 extension = audio_extension(members)
                 if extension:
                     yield f"{protocol}{path}#{key}.{extension}", members[extension], None, None
-        elif suffix in AUDIO_EXTENSIONS:
+            continue
+        reason = audio_skip_reason(path, probe=lambda p=path: _probe(fs, p))
+        if reason is None:
             yield protocol + path, fs.cat_file(path) if protocol else path, None, None
+        elif skipped is not None:
+            skipped.add(reason, protocol + path)
+
+
+def _probe(fs: Any, path: str) -> str | None:
+    if is_local(fs):
+        return probe_audio(path)
+    with fs.open(path, "rb", block_size=256 * 1024) as handle:  # the header, not the object
+        return probe_audio(handle)
 
 
 def _read(location: str, storage_options: dict[str, Any]) -> bytes | str:
@@ -137,7 +159,8 @@ class AudioCrops:
         self.crop = max(1, int(config.crop_seconds * sample_rate) // samples_per_token) * samples_per_token
         self.batch_size = config.batch_size
         self.waves: list[torch.Tensor] = []
-        for location, data, start, end in recordings(config):
+        self.skipped = SkippedFiles()
+        for location, data, start, end in recordings(config, self.skipped):
             try:
                 wave = load_audio(data, sample_rate, start=start, end=end, name=location)
             except AudioError as err:
@@ -145,9 +168,12 @@ class AudioCrops:
                 continue
             if wave.numel() >= self.crop:
                 self.waves.append(wave)
+        if self.skipped.total:
+            log.warning("%s", self.skipped.describe())
         if not self.waves:
             raise FileNotFoundError(
-                f"no readable recording of at least {self.crop} samples under {config.path}"
+                f"no readable recording of at least {self.crop} samples under {config.path} "
+                f"(audio: FFmpeg's audio extensions, other files probed; {self.skipped.describe()})"
             )
 
     def batch(self, step: int, seed: int) -> torch.Tensor:

@@ -99,6 +99,22 @@ def load_audio(
     return resample(to_mono(wav), orig_sr, sample_rate).contiguous()
 
 
+def probe_audio(source: str | os.PathLike | BinaryIO) -> str | None:
+    """None if FFmpeg opens `source` (a path or a seekable binary file) and finds an audio
+    stream in it, else a short reason ("not a format FFmpeg opens", "no audio stream").
+
+    Reads the header only (FFmpeg's probe: about 100-400 kB), not the whole file; it decides
+    what counts as audio for files whose extension does not (schemas.audio_shards).
+    """
+    from torchcodec.decoders import AudioDecoder  # torchaudio's own decoder, imported late
+
+    try:
+        AudioDecoder(source)
+    except Exception as err:  # FFmpeg's errors carry no type: sort them by their words
+        return "no audio stream" if "audio stream" in str(err) else "not a format FFmpeg opens"
+    return None
+
+
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int = 16_000) -> None:
     """Write a (S,) or (1, S) waveform, clipped to [-1, 1]; the format follows the extension."""
     wav = wav.detach().float().cpu().reshape(1, -1).clamp(-1.0, 1.0)

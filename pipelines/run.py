@@ -19,6 +19,7 @@ from pipelines.plan import RunIdentity, make_units
 from pipelines.preflight import check_paths
 from pipelines.sources import list_inputs
 from pipelines.write import DatasetSink
+from schemas.audio_shards import SkippedFiles
 from schemas.card import TokenizerIdentity, sha256_file
 from schemas.secrets import redact_text
 
@@ -42,6 +43,7 @@ class RunSummary:
     decode_busy_seconds: float = 0.0  # summed over decode tasks
     encode_busy_seconds: float = 0.0  # summed over encode actors
     failure_fraction: float = 0.0
+    skipped: dict = field(default_factory=dict)  # files the listing left out: SkippedFiles.to_dict()
     ok: bool = True
 
     def describe(self) -> str:
@@ -52,7 +54,14 @@ class RunSummary:
             f"{self.samples} new samples, {self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
             f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %); "
             f"encode actors busy {100 * busy:.0f} % of the run, decode {self.decode_busy_seconds:.1f} task-s"
+            + (f"; {self.skipped_line()}" if self.skipped.get("total") else "")
         )
+
+    def skipped_line(self) -> str:
+        """ "skipped 2 files: 2 not audio (.txt), e.g. /c/a.txt" from `skipped`."""
+        reasons = self.skipped.get("by_reason", {})
+        parts = [f"{r['count']} {reason}, e.g. {', '.join(r['examples'])}" for reason, r in reasons.items()]
+        return f"skipped {self.skipped['total']} files: " + "; ".join(parts)
 
 
 def model_config(config: TokenizeConfig) -> LoSATokConfig:
@@ -138,11 +147,15 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         config = replace(config, model=replace(config.model, revision=hub.model.revision))
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
+    # Listed before the sink is touched: a source without audio (EmptySourceError) leaves nothing.
+    skipped = SkippedFiles()
+    items = list_inputs(config.source, skipped)
+    if skipped.total:
+        log.warning("%s", skipped.describe())
     sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
-    summary = RunSummary(root=sink.root_uri)
+    summary = RunSummary(root=sink.root_uri, skipped=skipped.to_dict())
 
     def plan():
-        items = list_inputs(config.source)
         return make_units(items, config.sink.inputs_per_shard, int(config.sink.shard_input_mb * 2**20))
 
     units = sink.load_or_write_plan(plan)

@@ -10,6 +10,8 @@ from typing import Any
 import fsspec
 
 from pipelines.config import SourceConfig
+from schemas.audio_shards import AUDIO_EXTENSIONS, SkippedFiles, audio_skip_reason
+from schemas.storage import is_local
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,48 @@ def input_key(
     return f"{slug}-{digest}"
 
 
-def list_directory(config: SourceConfig) -> list[InputItem]:
-    """Every file under `config.path` whose extension is an audio one, sorted by location."""
+def list_directory(config: SourceConfig, skipped: SkippedFiles | None = None) -> list[InputItem]:
+    """Every audio file under `config.path`, sorted by location.
+
+    What counts as audio is `schemas.audio_shards.audio_skip_reason`: `config.extensions`
+    without opening the file, plainly non-audio extensions never, any other file when FFmpeg
+    finds an audio stream in its header (`config.probe`). Each file left out is counted in
+    `skipped` by reason.
+    """
     fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"source directory {config.path} does not exist")
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
-    wanted = {e.lower().lstrip(".") for e in config.extensions}
     items = []
     for path, info in sorted(fs.find(root, detail=True).items()):
-        if info.get("type") == "directory" or path.rsplit(".", 1)[-1].lower() not in wanted:
+        if info.get("type") == "directory":
             continue
         location = protocol + path if protocol else path
+        reason = audio_skip_reason(
+            path,
+            config.extensions or AUDIO_EXTENSIONS,
+            (lambda p=path: _probe(fs, p)) if config.probe else None,
+        )
+        if reason is not None:
+            if skipped is not None:
+                skipped.add(reason, location)
+            continue
         items.append(InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0)))
     return items
+
+
+def _probe(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    from losatok.audio import probe_audio  # torch: only when a file's extension does not decide
+
+    if is_local(fs):
+        return probe_audio(path)
+    # small blocks: FFmpeg reads a few hundred kB of header, not the object
+    with fs.open(path, "rb", block_size=256 * 1024) as handle:
+        return probe_audio(handle)
+
+
+class EmptySourceError(ValueError):
+    """A source that holds no input: the message says where the listing looked and for what."""
 
 
 def list_tar_shards(config: SourceConfig) -> list[InputItem]:
@@ -73,10 +103,15 @@ def list_tar_shards(config: SourceConfig) -> list[InputItem]:
     ]
 
 
-def list_inputs(config: SourceConfig) -> list[InputItem]:
-    """Input items of a source, in a deterministic order; keys are unique (checked)."""
+def list_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> list[InputItem]:
+    """Input items of a source, in a deterministic order; keys are unique (checked).
+
+    Files a "dir" listing leaves out are counted in `skipped`. A source without any input
+    raises EmptySourceError, before anything is written anywhere.
+    """
+    skipped = skipped if skipped is not None else SkippedFiles()
     if config.kind == "dir":
-        items = list_directory(config)
+        items = list_directory(config, skipped)
     elif config.kind in ("manifest", "nemo"):
         from pipelines.manifest_source import list_manifest
 
@@ -95,9 +130,29 @@ def list_inputs(config: SourceConfig) -> list[InputItem]:
         raise ValueError(
             f"unknown source kind {config.kind!r}; expected 'dir', 'manifest', 'nemo', 'lhotse', 'wds' or 'hf_parquet'"
         )
+    if not items:
+        raise EmptySourceError(_nothing_found(config, skipped))
     seen: dict[str, str] = {}
     for item in items:
         if item.key in seen:
             raise ValueError(f"inputs {seen[item.key]} and {item.location} share the key {item.key}")
         seen[item.key] = item.location
     return items
+
+
+def _nothing_found(config: SourceConfig, skipped: SkippedFiles) -> str:
+    """One line: where the listing looked, for what, and what it left out."""
+    if config.kind == "wds":
+        return f"no audio source: no WebDataset shards (*.tar) under {config.path}"
+    if config.kind != "dir":  # a manifest of any flavour: it names its inputs
+        return f"no audio source: the {config.kind} source {config.path} lists no inputs"
+    wanted = [e.lower().lstrip(".") for e in config.extensions or AUDIO_EXTENSIONS]
+    if tuple(wanted) == AUDIO_EXTENSIONS:  # the commonest first, not the whole list
+        shown = f"{len(wanted)} FFmpeg audio extensions: wav, flac, mp3, ogg, opus, m4a, ..."
+    else:
+        shown = f"extensions {', '.join(wanted)}"
+    probed = ", and other files that FFmpeg opens as audio" if config.probe else ""
+    return (
+        f"no audio source: found no audio file under {config.path} (looked for {shown}{probed}); "
+        f"{skipped.describe()}"
+    )

@@ -1,11 +1,12 @@
 """The sink: a latent dataset (`schemas` layout) that units commit into, exactly once.
 
-Beyond the `schemas` layout the pipeline keeps three small files of its own at the root:
+Beyond the `schemas` layout (which includes `stats/shard-*.json`, per-shard latent
+statistics merged into the card) the pipeline keeps small files of its own at the root:
 `run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan.parquet` (which
-inputs make which shard), `stats/shard-*.json` (per-shard latent statistics, merged into
-the card) and `runs/run-*.json` (one log per run: counts, nodes, speed). A unit commits in this order: its failure-ledger fragment, its tars, its index
-fragment (the commit point), its stats. Whatever a killed run left past the last commit
-point is removed by `remove_uncommitted` before a rerun writes anything.
+inputs make which shard) and `runs/run-*.json` (one log per run: counts, nodes, speed). A
+unit commits in this order: its failure-ledger fragment, its tars and stats, its index
+fragment (the commit point). Whatever a killed run left past the last commit point is
+removed by `remove_uncommitted` before a rerun writes anything.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from schemas.fields import FieldSet, default_fields
 from schemas.index import read_index, shard_summaries
 from schemas.layout import DatasetLayout, shard_name
 from schemas.ledger import FailureRecord, failure_counts, read_failures, write_failures
+from schemas.reader import DatasetReader
 from schemas.sample import LatentSample, SampleMetadata
 from schemas.secrets import redact, redact_text
-from schemas.stats import ChannelStats
+from schemas.stats import ChannelStats, read_stats_fragment, write_stats_fragment
 from schemas.storage import open_atomic
 from schemas.writer import write_shard
 
@@ -144,10 +146,8 @@ class DatasetSink:
         if failures:
             write_failures(self.layout, name, failures)
         samples = [self._sample(segment, result) for segment, result in encoded]
+        # write_shard writes the stats fragment before the index fragment (the commit point)
         written = write_shard(self.layout, unit.index, samples, self.fields, frame_rate=self.frame_rate)
-        if written.latent_stats is not None:
-            with open_atomic(self.layout.fs, self._stats_path(unit.index)) as handle:
-                handle.write(json.dumps(written.latent_stats.to_dict()).encode())
         return {
             "unit": unit.index,
             "inputs": len(unit.items),
@@ -184,6 +184,7 @@ class DatasetSink:
         }
         stats = [self._read_stats(n) for n in committed]
         merged = ChannelStats.merge_all([s for s in stats if s is not None]) if any(stats) else None
+        merged = merged if merged is not None and merged.count else None  # empty shards only: no stats
         if not self.layout.failure_fragments():
             # an empty ledger, so that `failures/*.parquet` reads (DuckDB, pyarrow) on a clean dataset
             write_failures(self.layout, EMPTY_LEDGER, [])
@@ -242,9 +243,6 @@ class DatasetSink:
             return None
         return read_card(self.layout).created_at or None
 
-    def _stats_path(self, number: int) -> str:
-        return self.layout.path(STATS_DIR, f"{shard_name(number)}.json")
-
     def _stats_files(self) -> list[str]:
         try:
             return self.layout.fs.ls(self.layout.path(STATS_DIR), detail=False)
@@ -252,11 +250,36 @@ class DatasetSink:
             return []
 
     def _read_stats(self, number: int) -> ChannelStats | None:
-        path = self._stats_path(number)
-        if not self.layout.fs.exists(path):
-            return None  # an empty shard, or a crash between its commit and its stats
-        with self.layout.fs.open(path, "rb") as handle:
-            return ChannelStats.from_dict(json.loads(handle.read()))
+        """A committed shard's stats fragment; a missing one is rebuilt from the shard's latents.
+
+        Since schema 1.1 the fragment is written before the shard commits, so a missing one was
+        lost or deleted: the card's stats must still cover every frame, so they are recomputed
+        (and the fragment rewritten) rather than merged over the shards that remain.
+        """
+        try:
+            return read_stats_fragment(self.layout, number)
+        except FileNotFoundError:
+            pass
+        reader = DatasetReader(self.layout, self._card_for_reading())
+        stats = reader.latent_stats(number)
+        if stats.count == 0:
+            return None  # an empty shard of a schema 1.0 run, which wrote no stats for it
+        log.warning(
+            "%s has no stats fragment; recomputed it from the shard's %d latent frames",
+            shard_name(number),
+            stats.count,
+        )
+        write_stats_fragment(self.layout, number, stats)
+        return stats
+
+    def _card_for_reading(self) -> DatasetCard:
+        # what a reader needs of the card: the fields; identity and totals are not read
+        return DatasetCard(
+            tokenizer=TokenizerIdentity(preset="", config_hash=""),
+            fields=self.fields,
+            sample_rate=self.sample_rate,
+            frame_rate=self.frame_rate,
+        )
 
 
 def _shard_of(path: str) -> int | None:

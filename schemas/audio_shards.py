@@ -1,9 +1,19 @@
-"""Input contract: WebDataset audio shards, as public corpora ship them.
+"""Input contract: what counts as audio, and WebDataset audio shards as public corpora ship them.
 
-A tar whose members are `<key>.<audio extension>` (wav, flac, mp3, ...) with an optional
-`<key>.json` sidecar (id, text, caption, language, speaker, split, tags; other scalar fields
-kept as `extra`) or `<key>.txt` (the transcript). Keys may contain folders. Both the
-tokenization pipeline and tokenizer training read inputs through this module.
+What counts as audio is what FFmpeg can open. One rule, `audio_skip_reason`, serves every
+reader of audio folders (the tokenization pipeline, tokenizer training, evaluation):
+- a hidden file (`.DS_Store`, macOS `._x.wav` resource forks, our own temporary files) is not;
+- a file whose extension is one of FFmpeg's audio containers (AUDIO_EXTENSIONS) is, without
+  being opened (a broken one then fails to decode and lands in the failure ledger);
+- a file whose extension is plainly something else (NOT_AUDIO_EXTENSIONS: text, sidecars,
+  images, archives, arrays) is not, without being opened;
+- any other file (an unknown extension, a video container, no extension) is opened by FFmpeg
+  (`losatok.audio.probe_audio`, a header read): audio if it holds an audio stream.
+Every file left out is counted by reason in `SkippedFiles`, with a few examples named.
+
+A WebDataset audio shard is a tar whose members are `<key>.<audio extension>` with an
+optional `<key>.json` sidecar (id, text, caption, language, speaker, split, tags; other scalar
+fields kept as `extra`) or `<key>.txt` (the transcript). Keys may contain folders.
 """
 
 from __future__ import annotations
@@ -11,10 +21,120 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
-AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "wma", "aiff", "aif", "webm")
+# FFmpeg demuxers for audio, by their usual extensions (`ffmpeg -h demuxer=NAME`, and the
+# formats FFmpeg detects by content: wav, aiff, caf, au, amr, w64, voc, wv, ...).
+AUDIO_EXTENSIONS = (
+    # PCM and lossless
+    "wav", "wave", "bwf", "rf64", "w64", "flac", "aiff", "aif", "aifc", "afc", "caf", "au",
+    "snd", "voc", "sph", "nist", "sf", "ircam", "wv", "ape", "tta", "tak", "shn", "ofr", "ofs",
+    "mlp", "thd", "dsf", "dff", "al", "ul",
+    # MPEG audio and MP4/3GPP
+    "mp3", "mp2", "mp1", "mpa", "m2a", "mpga", "aac", "adts", "m4a", "m4b", "mp4", "3gp",
+    "3g2", "loas", "latm",
+    # Ogg, Matroska/WebM
+    "ogg", "oga", "opus", "spx", "mka", "webm",
+    # speech codecs and telephony
+    "amr", "awb", "gsm", "g722", "g729", "sln", "qcp", "sbc", "msbc", "c2",
+    # other lossy and broadcast
+    "ac3", "eac3", "ec3", "dts", "dtshd", "wma", "asf", "xwma", "ra", "rm", "mpc", "vqf",
+    "oma", "omg", "aa3", "aptx", "aptxhd", "dfpwm", "hca", "adx", "ast", "brstm", "bcstm",
+    "bfstm", "xa", "vag",
+)  # fmt: skip
+# Plainly not audio: skipped without opening them (sidecars, text, images, arrays, archives,
+# code). MIDI is here because FFmpeg does not synthesise it.
+NOT_AUDIO_EXTENSIONS = (
+    "txt", "json", "jsonl", "ndjson", "csv", "tsv", "lab", "textgrid", "srt", "vtt", "ass",
+    "ssa", "lrc", "trn", "stm", "ctm", "rttm", "uem", "scp", "ark", "lst", "list", "md",
+    "rst", "html", "htm", "xml", "yaml", "yml", "toml", "ini", "cfg", "conf", "log", "pdf",
+    "doc", "docx", "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "svg", "ico",
+    "heic", "npy", "npz", "pt", "pth", "ckpt", "safetensors", "bin", "pkl", "pickle", "h5",
+    "hdf5", "parquet", "arrow", "feather", "tar", "zip", "gz", "tgz", "bz2", "xz", "zst",
+    "7z", "rar", "py", "sh", "ipynb", "mid", "midi", "sha256", "md5", "sha1", "license",
+    "pem", "db", "sqlite", "lock", "tmp", "part", "crdownload",
+)  # fmt: skip
 SIDECAR_FIELDS = ("id", "text", "caption", "language", "speaker", "split", "tags")
+HIDDEN = "hidden file"
+
+
+def file_extension(name: str) -> str:
+    """Lower-case extension after the last dot of the base name (`""` when it has none)."""
+    base = name.rstrip("/").rsplit("/", 1)[-1].lstrip(".")
+    stem, dot, extension = base.rpartition(".")
+    return extension.lower() if dot and stem else ""
+
+
+def audio_skip_reason(
+    name: str,
+    extensions: Collection[str] = AUDIO_EXTENSIONS,
+    probe: Callable[[], str | None] | None = None,
+) -> str | None:
+    """None if the file named `name` (a path or URL) counts as audio, else why it does not.
+
+    `extensions` are accepted without opening the file (a narrower list excludes the other
+    audio extensions by choice); `probe` opens the file and returns None when FFmpeg finds an
+    audio stream, else its reason (see `losatok.audio.probe_audio`). Without a probe, a file
+    of unknown extension is skipped. Reasons are short and name the extension, so that they
+    can be counted: "not audio (.txt)", "no audio stream (.mkv, probed)".
+    """
+    if name.rstrip("/").rsplit("/", 1)[-1].startswith("."):
+        return HIDDEN
+    extension = file_extension(name)
+    shown = f".{extension}" if extension else "no extension"
+    wanted = {e.lower().lstrip(".") for e in extensions}
+    if extension in wanted:
+        return None
+    if extension in AUDIO_EXTENSIONS:
+        return f"audio extension not selected ({shown})"
+    if extension in NOT_AUDIO_EXTENSIONS:
+        return f"not audio ({shown})"
+    if probe is None:
+        return f"unknown extension, not probed ({shown})"
+    why = probe()
+    return None if why is None else f"{why} ({shown}, probed)"
+
+
+@dataclass
+class SkippedFiles:
+    """Files left out of a listing, counted by reason, with the first few of each named."""
+
+    examples_per_reason: int = 3
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, location: str) -> None:
+        self.counts[reason] += 1
+        named = self.examples.setdefault(reason, [])
+        if len(named) < self.examples_per_reason:
+            named.append(location)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"total": n, "by_reason": {reason: {"count": c, "examples": [...]}}}`, most first."""
+        return {
+            "total": self.total,
+            "by_reason": {
+                reason: {"count": count, "examples": list(self.examples[reason])}
+                for reason, count in self.counts.most_common()
+            },
+        }
+
+    def describe(self) -> str:
+        """One line: "skipped 3 files: 2 not audio (.txt), e.g. a.txt; 1 hidden file, e.g. .x"."""
+        if not self.total:
+            return "skipped no files"
+        parts = [
+            f"{count} {reason}, e.g. {', '.join(self.examples[reason])}"
+            for reason, count in self.counts.most_common()
+        ]
+        return f"skipped {self.total} files: " + "; ".join(parts)
 
 
 def tar_members(data: bytes) -> dict[str, dict[str, bytes]]:
@@ -34,8 +154,8 @@ def tar_members(data: bytes) -> dict[str, dict[str, bytes]]:
 
 
 def audio_extension(members: dict[str, bytes]) -> str | None:
-    """The extension of the group's audio member, or None for a group without audio."""
-    return next((ext for ext in members if ext in AUDIO_EXTENSIONS), None)
+    """The extension of the group's audio member (`"flac"`, `"mic1.flac"`), or None without audio."""
+    return next((ext for ext in members if ext.rsplit(".", 1)[-1] in AUDIO_EXTENSIONS), None)
 
 
 def sidecar_metadata(members: dict[str, bytes]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`losatok-data`: check and inspect a latent dataset (local path or s3:// prefix).
 
 ```
-losatok-data verify ROOT [--strict]             # every fault on its own line; exit 1 if any
+losatok-data verify ROOT [--strict] [--quick]   # every fault on its own line; exit 1 if any
 losatok-data stats ROOT [--json]                # totals, duration histogram, per-field sizes
 losatok-data ls ROOT [--source TEXT] [--json]   # keys with their durations and sources
 losatok-data show ROOT KEY [--json]             # one sample (KEY: a key or a unique prefix)
@@ -98,10 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser(
-        "verify", parents=[common], help="check every shard, sample, index row and total"
+        "verify",
+        parents=[common],
+        help="check every shard, sample, member checksum, index row, stats fragment and total",
     )
     verify.add_argument(
         "--strict", action="store_true", help="count warnings (e.g. uncommitted tars) as faults"
+    )
+    verify.add_argument(
+        "--quick",
+        action="store_true",
+        help="structure only: files, tar ends, sizes, index, stats and totals; no member is read or hashed",
     )
     stats = commands.add_parser("stats", parents=[common], help="totals, duration histogram, per-field sizes")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -119,7 +126,7 @@ def _verify(args: argparse.Namespace, options: dict[str, Any]) -> int:
     fs, path = url_to_fs(args.root, options)
     if not fs.exists(path):
         raise FileNotFoundError(f"no dataset at {args.root}")
-    report = verify_dataset(args.root, options)
+    report = verify_dataset(args.root, options, quick=args.quick)
     for finding in report.findings:
         print(finding)
     print(report.summary())

@@ -9,13 +9,14 @@ evenly across ranks and to know exactly how many samples make an epoch.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from schemas.checksums import DEFAULT_CHECKSUM
 from schemas.layout import DatasetLayout, shard_name, shard_number
 from schemas.sample import LatentSample
 from schemas.storage import open_atomic, read_parquet_file
@@ -23,6 +24,7 @@ from schemas.versioning import SCHEMA_VERSION
 
 VERSION_KEY = b"losatok.schema_version"
 KIND_KEY = b"losatok.kind"
+CHECKSUM_KEY = b"losatok.checksum"  # the algorithm of the `checksums` column (schema 1.1 on)
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -39,6 +41,9 @@ INDEX_SCHEMA = pa.schema(
         pa.field("speaker", pa.string()),
         pa.field("split", pa.string()),
         pa.field("fields", pa.list_(pa.string()), nullable=False),  # array fields present, all groups
+        # tar member ("latent.npy", "json", "semantic.npy", ...) -> hex digest, every group;
+        # since 1.1, null in fragments written before (see CHECKSUM_KEY for the algorithm)
+        pa.field("checksums", pa.map_(pa.string(), pa.string())),
     ],
     metadata={VERSION_KEY: SCHEMA_VERSION.encode(), KIND_KEY: b"index"},
 )
@@ -61,10 +66,11 @@ class IndexRow:
     language: str | None = None
     speaker: str | None = None
     split: str | None = None
+    checksums: Mapping[str, str] | None = None  # tar member -> hex digest; None before 1.1
 
     @classmethod
-    def of(cls, sample: LatentSample, shard: str) -> IndexRow:
-        """The index row of a sample written to `shard`."""
+    def of(cls, sample: LatentSample, shard: str, checksums: Mapping[str, str] | None = None) -> IndexRow:
+        """The index row of a sample written to `shard`, with its members' digests."""
         m = sample.metadata
         return cls(
             key=sample.key,
@@ -80,6 +86,7 @@ class IndexRow:
             language=m.language,
             speaker=m.speaker,
             split=m.split,
+            checksums=dict(checksums) if checksums is not None else None,
         )
 
 
@@ -94,26 +101,42 @@ class ShardInfo:
     seconds: float
 
 
-def index_table(rows: Iterable[IndexRow]) -> pa.Table:
-    """Rows as a table with INDEX_SCHEMA (its version in the schema metadata)."""
+def index_table(rows: Iterable[IndexRow], checksum: str | None = None) -> pa.Table:
+    """Rows as a table with INDEX_SCHEMA (its version, and `checksum`'s name, in the metadata)."""
     rows = [asdict(r) for r in rows]
     columns = {f.name: [r[f.name] for r in rows] for f in fields(IndexRow)}
     columns["fields"] = [list(v) for v in columns["fields"]]
-    return pa.Table.from_pydict({name: columns[name] for name in INDEX_SCHEMA.names}, schema=INDEX_SCHEMA)
+    # a map cell is a list of pairs; rows read back with to_pylist() already hold pairs
+    columns["checksums"] = [_pairs(v) for v in columns["checksums"]]
+    schema = INDEX_SCHEMA
+    if checksum is not None:
+        schema = schema.with_metadata({**schema.metadata, CHECKSUM_KEY: checksum.encode()})
+    return pa.Table.from_pydict({name: columns[name] for name in INDEX_SCHEMA.names}, schema=schema)
 
 
-def write_index_fragment(layout: DatasetLayout, number: int, rows: Sequence[IndexRow]) -> str:
+def _pairs(value: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
+    if value is None:
+        return None
+    return sorted(value.items() if isinstance(value, Mapping) else (tuple(p) for p in value))
+
+
+def write_index_fragment(
+    layout: DatasetLayout, number: int, rows: Sequence[IndexRow], checksum: str = DEFAULT_CHECKSUM
+) -> str:
     """Write (atomically) the index fragment of shard `number`; this commits the shard.
 
-    Every row must name that shard. Returns the fragment's path.
+    Every row must name that shard. `checksum` names the algorithm of the rows' `checksums`,
+    recorded in the fragment's metadata when some row has them (rows without: as before
+    schema 1.1). Returns the fragment's path.
     """
     name = shard_name(number)
     wrong = [r.key for r in rows if r.shard != name]
     if wrong:
         raise ValueError(f"index rows {wrong[:3]} do not belong to {name}")
+    named = checksum if not rows or any(r.checksums is not None for r in rows) else None
     path = layout.index_path(number)
     with open_atomic(layout.fs, path) as f:
-        pq.write_table(index_table(rows), f)
+        pq.write_table(index_table(rows, named), f)
     return path
 
 
@@ -137,6 +160,12 @@ def fragment_version(layout: DatasetLayout, path: str) -> str | None:
     metadata = read_parquet_file(layout.fs, path).schema.metadata or {}
     version = metadata.get(VERSION_KEY)
     return version.decode() if version is not None else None
+
+
+def fragment_checksum(table: pa.Table) -> str | None:
+    """The checksum algorithm named in an index fragment's metadata (None: no checksums)."""
+    value = (table.schema.metadata or {}).get(CHECKSUM_KEY)
+    return value.decode() if value else None
 
 
 def shard_summaries(table: pa.Table) -> list[ShardInfo]:

@@ -7,7 +7,10 @@
                                 .semantic_low.npy, .json
   semantic/shard-000000.tar     field group "semantic": <key>.semantic.npy only; the same
                                 keys in the same order as latent/shard-000000.tar
-  index/shard-000000.parquet    index fragment: one row per sample of shard 000000
+  index/shard-000000.parquet    index fragment: one row per sample of shard 000000, with a
+                                checksum of every tar member
+  stats/shard-000000.json       per-channel latent stats of shard 000000; the card's
+                                `latent_stats` is their merge
   failures/<writer>.parquet     failure ledger fragments, one per writer (no contention)
 ```
 
@@ -15,8 +18,8 @@ Shard names are `shard-` plus six digits, so they sort in order and a million sh
 One tar per field group per shard, as lhotse's Shar does: a reader of latents never opens
 the semantic tars, which may be dropped, regenerated or moved without touching the latents.
 
-Commit protocol: a shard's tars are written first (each appears atomically, see
-`schemas.storage`), then its index fragment. A shard exists for readers only once its index
+Commit protocol: a shard's tars and its stats fragment are written first (each appears
+atomically, see `schemas.storage`), then its index fragment. A shard exists for readers only once its index
 fragment does, so the index folder is the list of committed shards; a tar without a
 fragment is the trace of an interrupted write, which a rerun overwrites.
 """
@@ -34,6 +37,7 @@ from schemas.storage import TEMP_MARKER, url_to_fs
 
 CARD_NAME = "card.json"
 INDEX_DIR = "index"
+STATS_DIR = "stats"
 FAILURES_DIR = "failures"
 SHARD_DIGITS = 6
 SHARD_NAME = re.compile(r"^shard-(\d{6})$")
@@ -81,6 +85,13 @@ class DatasetLayout:
 
     def index_path(self, number: int) -> str:
         return self.path(INDEX_DIR, f"{shard_name(number)}.parquet")
+
+    def stats_path(self, number: int) -> str:
+        return self.path(STATS_DIR, f"{shard_name(number)}.json")
+
+    def stats_fragments(self) -> dict[int, str]:
+        """Shard number -> stats fragment path, committed shard or not."""
+        return self._numbered(STATS_DIR, ".json")
 
     def failures_path(self, writer: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]+$", writer) or writer.startswith("."):

@@ -111,7 +111,9 @@ def parse_manifest_row(values: Mapping[str, Any], row: int, source: str = "manif
             raise ManifestError(source, row, "duration", f"{duration} s is not positive")
         end = (fields["start"] or 0.0) + duration
         if fields["end"] is not None and not math.isclose(fields["end"], end, abs_tol=1e-3):
-            raise ManifestError(source, row, "duration", f"start + {duration} s disagrees with end {fields['end']} s")
+            raise ManifestError(
+                source, row, "duration", f"start + {duration} s disagrees with end {fields['end']} s"
+            )
         fields["end"] = end
     if fields["start"] is not None and fields["start"] < 0:
         raise ManifestError(source, row, "start", f"{fields['start']} s is negative")
@@ -161,9 +163,10 @@ def iter_manifest(
         yield from _parse_rows(iter(read_parquet_file(fs, path).to_pylist()), source, format, columns)
         return
     newline = "" if format == "csv" else None  # the csv module handles line ends inside quotes
-    with fs.open(path, "rb", compression="infer") as f, io.TextIOWrapper(
-        f, encoding="utf-8", newline=newline
-    ) as text:
+    with (
+        fs.open(path, "rb", compression="infer") as f,
+        io.TextIOWrapper(f, encoding="utf-8", newline=newline) as text,
+    ):
         rows = _jsonl_rows(text, source) if format == "jsonl" else csv.DictReader(text)
         yield from _parse_rows(rows, source, format, columns)
 

@@ -25,6 +25,7 @@ from schemas.index import ShardInfo, read_index, shard_summaries
 from schemas.layout import DatasetLayout, shard_name, shard_number
 from schemas.ledger import read_failures
 from schemas.sample import LatentSample, decode_sample
+from schemas.stats import ChannelStats
 from schemas.tario import iter_tar_samples
 
 
@@ -88,6 +89,14 @@ class DatasetReader:
         numbers = [s.number for s in self.shards()] if shards is None else list(shards)
         for number in numbers:
             yield from self.iter_shard(number, groups)
+
+    def latent_stats(self, number: int) -> ChannelStats:
+        """Per-channel stats of shard `number`'s stored latents, in written order (as the
+        writer computes them), read back from its tar: what its stats fragment should hold."""
+        stats = ChannelStats.empty(self.card.fields["latent"].frame_shape[0])
+        for sample in self.iter_shard(number, validate=False):
+            stats = stats.update(sample.arrays["latent"])
+        return stats
 
     def find(self, key: str) -> dict[str, Any]:
         """The index row of `key`; KeyError if no committed shard holds it."""

@@ -8,11 +8,17 @@ equal stats over the concatenated frames (no catastrophic cancellation of sum-of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from schemas.storage import open_atomic
+
+if TYPE_CHECKING:
+    from schemas.layout import DatasetLayout
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,3 +111,38 @@ class ChannelStats:
         if mean.shape != std.shape or mean.ndim != 1:
             raise ValueError(f"stats mean {mean.shape} and std {std.shape} must be equal-length lists")
         return cls(count, mean, std**2 * count)
+
+
+def write_stats_fragment(layout: DatasetLayout, number: int, stats: ChannelStats) -> str:
+    """Write (atomically) `stats/shard-*.json` of shard `number`; returns its path."""
+    path = layout.stats_path(number)
+    with open_atomic(layout.fs, path) as f:
+        f.write(json.dumps(stats.to_dict()).encode())
+    return path
+
+
+def read_stats_fragment(layout: DatasetLayout, number: int) -> ChannelStats:
+    """The stats fragment of shard `number`.
+
+    Raises FileNotFoundError when it is missing and ValueError when it does not parse.
+    """
+    data = layout.fs.cat_file(layout.stats_path(number))
+    try:
+        return ChannelStats.from_dict(json.loads(data))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"malformed stats fragment ({type(error).__name__}: {error})") from None
+
+
+def stats_close(a: ChannelStats, b: ChannelStats, rtol: float = 1e-9) -> bool:
+    """Whether two stats agree up to the rounding of a JSON round trip and merge order.
+
+    Means and stds are compared with `rtol` and an absolute floor of `rtol` times the
+    largest std, so near-zero means do not demand an exact match.
+    """
+    if a.count != b.count or a.dim != b.dim:
+        return False
+    scale = max(float(np.max(a.std, initial=0.0)), float(np.max(b.std, initial=0.0)), 1e-30)
+    return bool(
+        np.allclose(a.mean, b.mean, rtol=rtol, atol=rtol * scale)
+        and np.allclose(a.std, b.std, rtol=rtol, atol=rtol * scale)
+    )

@@ -14,7 +14,12 @@ from schemas.errors import SchemaVersionError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"  # bump the minor for additive changes, the major for breaking ones
+SCHEMA_VERSION = "1.1"  # bump the minor for additive changes, the major for breaking ones
+# History (every minor reads every older minor of its major):
+#   1.0  first release
+#   1.1  index `checksums` column (a digest of every tar member, algorithm in the fragment's
+#        metadata) and a `stats/shard-*.json` fragment for every committed shard, written
+#        before its index fragment; 1.0 data reads and verifies, structurally for its bytes
 
 
 def parse_version(version: str) -> tuple[int, int]:

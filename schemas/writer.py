@@ -1,9 +1,10 @@
 """Writing shards: one tar per field group, then the index fragment that commits them.
 
-`ShardWriter` writes one field group's tar of one shard. `write_shard` is the commit
-protocol in one call: encode each sample once, write every group's tar (each appears
-atomically), then write the index fragment; until that last write the shard does not exist
-for readers, so a crash at any point leaves the dataset consistent.
+`ShardWriter` writes one field group's tar of one shard and digests every member it writes.
+`write_shard` is the commit protocol in one call: encode each sample once, write every
+group's tar (each appears atomically) and the shard's stats fragment, then write the index
+fragment, which holds the members' checksums; until that last write the shard does not
+exist for readers, so a crash at any point leaves the dataset consistent.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from schemas.checksums import DEFAULT_CHECKSUM, checksum
 from schemas.errors import SchemaError
 from schemas.fields import LATENT_GROUP, METADATA_MEMBER, FieldSet, FieldSpec, as_field_set
 from schemas.index import IndexRow, ShardInfo, write_index_fragment
 from schemas.layout import DatasetLayout, shard_name
 from schemas.sample import LatentSample, encode_sample
-from schemas.stats import ChannelStats
+from schemas.stats import ChannelStats, write_stats_fragment
 from schemas.storage import open_atomic
 from schemas.tario import TarSampleWriter
 
@@ -36,6 +38,8 @@ class ShardWriter:
     `write` takes the members of an encoded sample and keeps this group's: the group's
     array fields (required ones must be there) plus `json` in the latent group. The tar
     appears at `layout.tar_path(group, number)` on a clean exit, and not at all otherwise.
+    `checksums[key]` maps each member written (`"latent.npy"`, `"json"`) to its digest with
+    `checksum` (None: no digests).
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class ShardWriter:
         group: str,
         number: int,
         fields: FieldSet | Iterable[FieldSpec] | None = None,
+        checksum: str | None = DEFAULT_CHECKSUM,
     ) -> None:
         self.fields = as_field_set(fields)
         if group not in self.fields.groups():
@@ -54,6 +59,8 @@ class ShardWriter:
         self.path = layout.tar_path(group, number)
         self.keys: list[str] = []
         self.bytes_written = 0  # payload bytes (member data, no tar headers)
+        self.checksum = checksum
+        self.checksums: dict[str, dict[str, str]] = {}
         self._specs = self.fields.in_group(group)
         self._context: Any = None
         self._tar: TarSampleWriter | None = None
@@ -81,6 +88,8 @@ class ShardWriter:
                 raise SchemaError(f"{shard_name(self.number)}: sample {key!r} lacks its json metadata")
             chosen[METADATA_MEMBER] = members[METADATA_MEMBER]
         self._tar.write(key, chosen)
+        if self.checksum is not None:
+            self.checksums[key] = {member: checksum(data, self.checksum) for member, data in chosen.items()}
         self.keys.append(key)
         self.bytes_written += sum(len(v) for v in chosen.values())
 
@@ -112,17 +121,19 @@ def write_shard(
     samples: Iterable[LatentSample],
     fields: FieldSet | Iterable[FieldSpec] | None = None,
     frame_rate: float | None = None,
+    checksum: str | None = DEFAULT_CHECKSUM,
 ) -> WrittenShard:
-    """Write and commit shard `number`: every group's tar, then its index fragment.
+    """Write and commit shard `number`: every group's tar and its stats, then its index fragment.
 
     Samples are validated (and cast to storage dtypes) by encode_sample; keys must be unique
     within the shard. Rewriting a shard number replaces it. `frame_rate` (Hz), when given,
-    checks durations against frame counts.
+    checks durations against frame counts. `checksum` names the digest of every tar member
+    kept in the index (None writes none, as data of schema 1.0 has none).
     """
     specs = as_field_set(fields)
     name = shard_name(number)
-    writers = [ShardWriter(layout, group, number, specs) for group in specs.groups()]
-    rows: list[IndexRow] = []
+    writers = [ShardWriter(layout, group, number, specs, checksum) for group in specs.groups()]
+    samples_written: list[LatentSample] = []
     stats: ChannelStats | None = None
     seen: set[str] = set()
     # The stack commits every tar on a clean exit and abandons all of them on an error.
@@ -138,8 +149,19 @@ def write_shard(
                 w.write(members)
             stored = np.asarray(sample.latent).astype(specs["latent"].dtype)
             stats = ChannelStats.of(stored) if stats is None else stats.update(stored)
-            rows.append(IndexRow.of(sample, name))
-    write_index_fragment(layout, number, rows)
+            samples_written.append(sample)
+    rows = [
+        IndexRow.of(
+            sample,
+            name,
+            None if checksum is None else {m: d for w in writers for m, d in w.checksums[sample.key].items()},
+        )
+        for sample in samples_written
+    ]
+    # Stats before the index fragment: a committed shard always has them, so a missing one is
+    # damage, not the trace of a crash (an empty shard gets count-0 stats).
+    write_stats_fragment(layout, number, stats or ChannelStats.empty(specs["latent"].frame_shape[0]))
+    write_index_fragment(layout, number, rows, checksum or DEFAULT_CHECKSUM)
     info = ShardInfo(
         number=number,
         name=name,

@@ -48,3 +48,26 @@ def test_eval_of_the_published_model_from_the_hub_cache(audio_dir, tmp_path, mon
     fill_hub_cache(tmp_path / "hub", {"losatok_kl1e-3.pth": LoSATok(tiny_official).state_dict()}, "c" * 40)
     assert main([str(tmp_path / "data"), "--out", str(tmp_path / "eval.json")]) == 0
     assert len(json.loads((tmp_path / "eval.json").read_text())["files"]) == 1
+
+
+def test_eval_lists_audio_by_the_pipeline_rule(audio_dir, tmp_path):
+    from jobs.eval_tokenizer import audio_files
+
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "b.oga").write_bytes((audio_dir / "music.ogg").read_bytes())  # ignored before
+    (tmp_path / "c.wav").write_bytes((audio_dir / "speech.wav").read_bytes())
+    files, unlisted = audio_files(tmp_path)
+    assert [f.name for f in files] == ["b.oga", "c.wav"]
+    assert unlisted.to_dict()["by_reason"] == {
+        "not audio (.txt)": {"count": 1, "examples": [str(tmp_path / "a.txt")]}
+    }
+
+
+def test_eval_without_audio_exits_2_naming_what_was_skipped(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.eval_tokenizer", str(tmp_path), "--preset", "tiny"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"error: no audio files under {tmp_path}" in done.stderr and "1 not audio (.txt)" in done.stderr

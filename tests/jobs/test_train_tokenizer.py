@@ -6,9 +6,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 
-from jobs.train_tokenizer import AudioCrops, AudioDataConfig, TrainTokenizerConfig, build_tokenizer, train
+from jobs.train_tokenizer import (
+    AudioCrops,
+    AudioDataConfig,
+    TrainTokenizerConfig,
+    build_tokenizer,
+    recordings,
+    train,
+)
 from losatok import load_published, tiny
 from losatok.losses import MultiResolutionMelLoss
 from pipelines.run import tokenize
@@ -138,3 +146,30 @@ def test_crops_come_from_webdataset_audio_shards(small_corpus, tmp_path):
             archive.addfile(info, io.BytesIO(data))
     crops = AudioCrops(AudioDataConfig(path=str(shards), crop_seconds=1.0, batch_size=2), 16_000, 640)
     assert len(crops.waves) == 2 and crops.batch(3, 0).shape == (2, 16_000)
+
+
+def test_crops_take_what_the_pipeline_takes_as_audio(small_corpus, tmp_path):
+    # one rule for every reader: .oga (ignored by training before) and an unknown extension
+    # FFmpeg opens are audio; sidecars and macOS litter are counted, not read
+    from losatok.testing import convert
+    from schemas.audio_shards import SkippedFiles
+
+    source = sorted(small_corpus.glob("music_*.flac"))[0]
+    data = tmp_path / "data"
+    data.mkdir()
+    convert(source, data / "a.oga")
+    (data / "b.clip").write_bytes((data / "a.oga").read_bytes())
+    (data / "a.txt").write_text("transcript")
+    (data / "._a.oga").write_bytes(b"\0\5\26\7" + b"\0" * 60)
+    skipped = SkippedFiles()
+    names = [name.rsplit("/", 1)[-1] for name, *_ in recordings(AudioDataConfig(path=str(data)), skipped)]
+    assert names == ["a.oga", "b.clip"]
+    assert dict(skipped.counts) == {"not audio (.txt)": 1, "hidden file": 1}
+    crops = AudioCrops(AudioDataConfig(path=str(data), crop_seconds=1.0, batch_size=2), 16_000, 640)
+    assert len(crops.waves) == 2 and crops.skipped.total == 2
+
+
+def test_a_folder_without_audio_names_what_was_skipped(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"no readable recording .* 1 not audio \(\.txt\)"):
+        AudioCrops(AudioDataConfig(path=str(tmp_path), crop_seconds=1.0, batch_size=2), 16_000, 640)

@@ -10,6 +10,7 @@ from schemas.errors import SchemaError, SchemaVersionError
 from schemas.reader import open_dataset
 from schemas.stats import ChannelStats
 from schemas.testing import tiny_fields, tiny_tokenizer
+from schemas.versioning import SCHEMA_VERSION
 
 
 def test_card_json_round_trip():
@@ -25,7 +26,11 @@ def test_card_json_round_trip():
     assert back.failures == {"decode": 2} and back.failed_inputs == 2
     np.testing.assert_allclose(back.latent_stats.std, card.latent_stats.std)
     data = json.loads(card.to_json())
-    assert data["schema_version"] == "1.0" and data["sample_rate"] == 16000 and data["frame_rate"] == 25.0
+    assert (
+        data["schema_version"] == SCHEMA_VERSION
+        and data["sample_rate"] == 16000
+        and data["frame_rate"] == 25.0
+    )
     assert data["fields"][3] == {
         "name": "semantic",
         "dtype": "float16",
@@ -46,7 +51,7 @@ def test_card_of_a_newer_major_version_is_refused_with_the_stated_message(datase
         open_dataset(dataset.url)
     message = str(info.value)
     assert "card.json has schema version 2.0" in message
-    assert "this software reads 1.x (major 1, up to 1.0) and older minors" in message
+    assert f"this software reads 1.x (major 1, up to {SCHEMA_VERSION}) and older minors" in message
 
 
 def test_card_of_a_newer_minor_is_read_and_extra_keys_ignored(dataset):

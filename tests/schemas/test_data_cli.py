@@ -15,7 +15,8 @@ from schemas.testing import write_fake_dataset
 def test_verify_good_dataset_exits_zero(dataset, capsys):
     assert main(["verify", dataset.url]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["OK: 2 shards, 6 samples checked; 0 faults, 0 warnings"]
+    # 6 samples of 5 members each: latent, logvar, semantic_low, json; semantic
+    assert out == ["OK: 2 shards, 6 samples, 30 member checksums checked; 0 faults, 0 warnings"]
 
 
 def test_verify_prints_each_fault_and_exits_one(dataset, capsys):
