@@ -1,20 +1,26 @@
-"""Audio I/O: decode any common format, downmix, resample to the model rate, and batch.
+"""Audio I/O: decode any common format to mono at the model rate, and batch.
 
-Decoding goes through `torchaudio.load` (TorchCodec and FFmpeg underneath), so wav, flac, mp3,
-ogg/vorbis, opus and m4a/aac all read the same way. Every failure is an `AudioError` that
-names the file and the problem; nothing is ever replaced by silence.
+Decoding goes through torchcodec's `AudioDecoder` (FFmpeg underneath), so wav, flac, mp3,
+ogg/vorbis, opus and m4a/aac all read the same way. FFmpeg's swresample does the downmix and
+the resampling frame by frame inside the decoder, so an input is never held at its native rate
+in full (a 2-hour 48 kHz stereo file would be 2.7 GB of float32). Spans are read by seeking,
+and all spans of one file come from a single open of it (`decode_spans`).
+
+Every failure is an `AudioError` that names the file and the problem; nothing is ever replaced
+by silence.
 """
 
 from __future__ import annotations
 
-import io
 import os
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import torch
 import torchaudio
 
 AudioSource = str | os.PathLike | bytes | BinaryIO
+Span = tuple[float | None, float | None]  # (start, end) in seconds of the source; None = its edge
 
 
 class AudioError(ValueError):
@@ -56,6 +62,95 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     return torchaudio.functional.resample(wav, orig_sr, target_sr)
 
 
+def _reason(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# swresample mixes stereo to mono as (L + R) / sqrt(2) and does not renormalise float output;
+# this factor turns that into the channel mean, the downmix the model was trained with
+_STEREO_TO_MEAN = 0.5**0.5
+
+
+class MonoDecoder:
+    """A torchcodec `AudioDecoder` over one source that yields mono float32 at `sample_rate` Hz.
+
+    `source` may be a path, bytes, or a binary file object with read/seek (an fsspec file
+    reads by range requests). FFmpeg's swresample resamples each decoded frame with its
+    default filter (see README, "Decoding"), so memory stays at the output rate. Mono and
+    stereo are downmixed by FFmpeg too; a source with more channels is resampled per channel
+    and averaged here, so every layout ends as the channel mean.
+    Raises AudioError naming the source when it is missing, empty or not audio.
+    """
+
+    def __init__(self, source: AudioSource, sample_rate: int = 16_000, name: str | None = None) -> None:
+        self.label = describe_source(source, name)
+        self.sample_rate = sample_rate
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise AudioError(self.label, "empty file (0 bytes)")
+            source = bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            if not os.path.exists(source):
+                raise AudioError(self.label, "file does not exist")
+            if os.path.getsize(source) == 0:
+                raise AudioError(self.label, "empty file (0 bytes)")
+            source = os.fspath(source)
+        self.decoder = self._open(source, num_channels=1)
+        self.source_channels = self.decoder.metadata.num_channels or 1
+        self.gain = _STEREO_TO_MEAN if self.source_channels == 2 else 1.0
+        if self.source_channels > 2:
+            if hasattr(source, "seek"):
+                source.seek(0)
+            self.decoder = self._open(source, num_channels=None)
+
+    def _open(self, source, num_channels: int | None):
+        from torchcodec.decoders import AudioDecoder  # FFmpeg's libraries load on first use
+
+        try:
+            return AudioDecoder(source, sample_rate=self.sample_rate, num_channels=num_channels)
+        except Exception as err:  # FFmpeg's messages vary by container; keep its words
+            raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
+
+    def span(self, start: float | None = None, end: float | None = None) -> torch.Tensor:
+        """(S,) float32 of [start, end) seconds of the source (None: its edge), read by seeking.
+
+        Raises AudioError for an empty span, NaN/Inf samples or a decoder error part-way.
+        """
+        try:
+            samples = self.decoder.get_samples_played_in_range(start or 0.0, end)
+        except Exception as err:  # a corrupt stream part-way, or a start past the end
+            raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
+        wav = samples.data  # (C, S), C = 1 unless the source has more than two channels
+        wav = to_mono(wav) if wav.shape[0] > 1 else wav[0] * self.gain  # (S,)
+        if (start is not None or end is not None) and wav.numel() == 0:
+            raise AudioError(self.label, f"span {start}-{end} s holds no samples")
+        return check_waveform(wav, self.label).contiguous()
+
+
+def decode_spans(
+    source: AudioSource, spans: Sequence[Span], sample_rate: int = 16_000, name: str | None = None
+) -> list[torch.Tensor | AudioError]:
+    """Decode several spans of one source from a single open, each by seeking to its start.
+
+    Args:
+        spans: (start, end) in seconds of the source; None means its beginning or its end.
+    Returns:
+        one entry per span, in the given order: a (S,) float32 waveform at `sample_rate`, or the
+        AudioError that span met (empty span, NaN/Inf samples, a decoder error part-way).
+    Raises:
+        AudioError when the source cannot be opened at all (missing, empty, not audio).
+    """
+    decoder = MonoDecoder(source, sample_rate, name)
+    results: list[torch.Tensor | AudioError] = []
+    for start, end in spans:
+        try:
+            results.append(decoder.span(start, end))
+        except AudioError as err:
+            results.append(err)
+    return results
+
+
 def load_audio(
     source: AudioSource,
     sample_rate: int = 16_000,
@@ -67,36 +162,17 @@ def load_audio(
 
     Args:
         sample_rate: output rate in Hz (16 000 for the published model).
-        start, end: optional span in seconds of the source to keep.
+        start, end: optional span in seconds of the source to keep (read by seeking).
         name: how errors name the source (e.g. its s3:// URI when `source` is bytes).
     Returns:
         (S,) float32 waveform at `sample_rate`.
     Raises:
         AudioError naming the source: unreadable, not audio, empty, NaN/Inf, or an empty span.
     """
-    label = describe_source(source, name)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise AudioError(label, "empty file (0 bytes)")
-        source = io.BytesIO(bytes(source))
-    elif isinstance(source, (str, os.PathLike)):
-        if not os.path.exists(source):
-            raise AudioError(label, "file does not exist")
-        if os.path.getsize(source) == 0:
-            raise AudioError(label, "empty file (0 bytes)")
-    try:
-        wav, orig_sr = torchaudio.load(source)  # (C, S) float32 in [-1, 1]
-    except Exception as err:  # FFmpeg's messages vary by container; keep its words
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise AudioError(label, f"cannot decode as audio ({reason})") from err
-    wav = check_waveform(wav, label)
-    if start is not None or end is not None:
-        first = round((start or 0.0) * orig_sr)
-        last = wav.shape[-1] if end is None else round(end * orig_sr)
-        wav = wav[..., first:last]
-        if wav.shape[-1] == 0:
-            raise AudioError(label, f"span {start}-{end} s holds no samples")
-    return resample(to_mono(wav), orig_sr, sample_rate).contiguous()
+    (result,) = decode_spans(source, [(start, end)], sample_rate, name)
+    if isinstance(result, AudioError):
+        raise result
+    return result
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int = 16_000) -> None:

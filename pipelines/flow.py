@@ -94,7 +94,7 @@ class EncodeStage:
         for blob in batch["payload"]:
             unit, segments, failures, stats = pickle.loads(blob)
             started = time.perf_counter()
-            results = self.encoder.encode([s.wav for s in segments])
+            results = self.encoder.encode([s.float_wav() for s in segments])
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
             payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))

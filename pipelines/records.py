@@ -15,7 +15,7 @@ class Segment:
     input_key: str
     location: str
     offset: float  # seconds from the start of the source file
-    wav: np.ndarray  # (S,) float32 at the model rate
+    wav: np.ndarray  # (S,) at the model rate: float32, or int16 PCM when that is lossless
     sample_rate: int
     metadata: dict[str, Any] = field(default_factory=dict)
     num_samples: int = -1  # len(wav), kept when the audio is dropped
@@ -27,6 +27,10 @@ class Segment:
     @property
     def duration(self) -> float:
         return self.num_samples / self.sample_rate
+
+    def float_wav(self) -> np.ndarray:
+        """(S,) float32 in [-1, 1], whichever dtype travelled."""
+        return pcm_to_float(self.wav)
 
     def without_audio(self) -> Segment:
         """The same segment minus its waveform: what the commit stage needs, at a fraction of the bytes."""
@@ -41,3 +45,25 @@ class EncodedSegment:
 
 class EncodeFailure(Exception):
     """A segment that could not be encoded (NaN/Inf output, out of memory)."""
+
+
+_INT16_SCALE = 32768.0  # FFmpeg's s16 -> float conversion: x / 2**15
+
+
+def compact_pcm(wav: np.ndarray) -> np.ndarray:
+    """`wav` as int16 when every float32 sample is exactly k / 2**15 (a 16-bit source that needed
+    no mixing or resampling, e.g. 16 kHz mono PCM wav), else unchanged: half the bytes through
+    Ray's object store, no loss. Costs one pass over the samples."""
+    scaled = wav * np.float32(_INT16_SCALE)
+    with np.errstate(invalid="ignore"):  # +1.0 does not fit; the comparison below catches it
+        pcm = scaled.astype(np.int16)  # truncates; equal to `scaled` only when it held integers in range
+    if np.array_equal(pcm, scaled):
+        return pcm
+    return wav
+
+
+def pcm_to_float(wav: np.ndarray) -> np.ndarray:
+    """(S,) float32 from float32 or int16 samples (the inverse of `compact_pcm`)."""
+    if wav.dtype == np.int16:
+        return wav.astype(np.float32) / np.float32(_INT16_SCALE)
+    return wav
