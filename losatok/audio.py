@@ -71,15 +71,24 @@ def _reason(err: Exception) -> str:
 # this factor turns that into the channel mean, the downmix the model was trained with
 _STEREO_TO_MEAN = 0.5**0.5
 
+# Runs of spans (see `plan_runs`): on PCM, where seeking is a byte offset, a gap longer than
+# this is skipped by a new seek; shorter gaps are decoded through (cheaper than an open).
+PCM_RUN_GAP_SECONDS = 2.0
+
 
 class MonoDecoder:
-    """A torchcodec `AudioDecoder` over one source that yields mono float32 at `sample_rate` Hz.
+    """torchcodec `AudioDecoder`s over one source that yield mono float32 at `sample_rate` Hz.
 
     `source` may be a path, bytes, or a binary file object with read/seek (an fsspec file
     reads by range requests). FFmpeg's swresample resamples each decoded frame with its
-    default filter (see README, "Decoding"), so memory stays at the output rate. Mono and
-    stereo are downmixed by FFmpeg too; a source with more channels is resampled per channel
-    and averaged here, so every layout ends as the channel mean.
+    default filter (see README, "Decoding"), so memory stays at the output rate. FFmpeg also
+    downmixes mono and stereo; a source with more channels is resampled per channel and
+    averaged here. Either way the result is the channel mean.
+
+    torchcodec 0.11 leaves the resampler's delay in its buffer across a seek (later ranges of
+    one decoder come out about 1 ms late), so each `span` call opens a fresh decoder over the
+    same source; a fresh decoder's first range is exact. Times are seconds from the first
+    decoded sample (an MP3's encoder delay is not counted), as in a full decode.
     Raises AudioError naming the source when it is missing, empty or not audio.
     """
 
@@ -96,19 +105,30 @@ class MonoDecoder:
             if os.path.getsize(source) == 0:
                 raise AudioError(self.label, "empty file (0 bytes)")
             source = os.fspath(source)
-        self.decoder = self._open(source, num_channels=1)
-        self.source_channels = self.decoder.metadata.num_channels or 1
+        self.source = source
+        self._decoder = self._open(num_channels=1)
+        metadata = self._decoder.metadata
+        self.source_channels = metadata.num_channels or 1
+        self.codec = metadata.codec or ""
+        self.begin = metadata.begin_stream_seconds or 0.0
+        self.mix = 1 if self.source_channels <= 2 else None  # None: every channel, averaged here
+        if self.mix is None:
+            self._decoder = None  # the probe mixed to one channel; spans open their own
         self.gain = _STEREO_TO_MEAN if self.source_channels == 2 else 1.0
-        if self.source_channels > 2:
-            if hasattr(source, "seek"):
-                source.seek(0)
-            self.decoder = self._open(source, num_channels=None)
 
-    def _open(self, source, num_channels: int | None):
+    @property
+    def seeks_cheaply(self) -> bool:
+        """PCM seeks by byte offset; torchcodec 0.11 reaches a point in a compressed stream by
+        decoding from its start, so there one long range beats many seeks."""
+        return self.codec.startswith("pcm_")
+
+    def _open(self, num_channels: int | None):
         from torchcodec.decoders import AudioDecoder  # FFmpeg's libraries load on first use
 
+        if hasattr(self.source, "seek"):
+            self.source.seek(0)
         try:
-            return AudioDecoder(source, sample_rate=self.sample_rate, num_channels=num_channels)
+            return AudioDecoder(self.source, sample_rate=self.sample_rate, num_channels=num_channels)
         except Exception as err:  # FFmpeg's messages vary by container; keep its words
             raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
 
@@ -117,8 +137,10 @@ class MonoDecoder:
 
         Raises AudioError for an empty span, NaN/Inf samples or a decoder error part-way.
         """
+        decoder, self._decoder = self._decoder or self._open(self.mix), None
+        first = self.begin + (start or 0.0)
         try:
-            samples = self.decoder.get_samples_played_in_range(start or 0.0, end)
+            samples = decoder.get_samples_played_in_range(first, None if end is None else self.begin + end)
         except Exception as err:  # a corrupt stream part-way, or a start past the end
             raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
         wav = samples.data  # (C, S), C = 1 unless the source has more than two channels
@@ -128,11 +150,35 @@ class MonoDecoder:
         return check_waveform(wav, self.label).contiguous()
 
 
+def plan_runs(spans: Sequence[Span], max_gap: float | None) -> list[tuple[float, float | None, list[int]]]:
+    """Group spans into runs decoded as one range each: [(start, end or None, span indices)].
+
+    Spans are taken by start; a span joins the current run unless it begins more than
+    `max_gap` seconds after the run's end (None: never, one run for all).
+    """
+    order = sorted(range(len(spans)), key=lambda i: (spans[i][0] or 0.0, i))
+    runs: list[tuple[float, float | None, list[int]]] = []
+    for index in order:
+        start, end = spans[index][0] or 0.0, spans[index][1]
+        if runs:
+            run_start, run_end, members = runs[-1]
+            near = max_gap is None or run_end is None or start <= run_end + max_gap
+            if near:
+                runs[-1] = (run_start, None if run_end is None or end is None else max(run_end, end), members)
+                members.append(index)
+                continue
+        runs.append((start, end, [index]))
+    return runs
+
+
 def decode_spans(
     source: AudioSource, spans: Sequence[Span], sample_rate: int = 16_000, name: str | None = None
 ) -> list[torch.Tensor | AudioError]:
-    """Decode several spans of one source from a single open, each by seeking to its start.
+    """Decode several spans of one source from a single open of it.
 
+    Spans are read in runs (`plan_runs`): each run is one range decoded after one seek, and
+    its spans are cut from it, so spans covering a file cost one decode of the file, and a
+    run holds only its own range at the output rate.
     Args:
         spans: (start, end) in seconds of the source; None means its beginning or its end.
     Returns:
@@ -142,12 +188,24 @@ def decode_spans(
         AudioError when the source cannot be opened at all (missing, empty, not audio).
     """
     decoder = MonoDecoder(source, sample_rate, name)
-    results: list[torch.Tensor | AudioError] = []
-    for start, end in spans:
+    results: list[torch.Tensor | AudioError] = [AudioError(decoder.label, "not decoded")] * len(spans)
+    max_gap = PCM_RUN_GAP_SECONDS if decoder.seeks_cheaply else None
+    for run_start, run_end, members in plan_runs(spans, max_gap):
         try:
-            results.append(decoder.span(start, end))
+            wav = decoder.span(run_start, run_end)
         except AudioError as err:
-            results.append(err)
+            for index in members:
+                results[index] = err
+            continue
+        for index in members:
+            start, end = spans[index]
+            first = round(((start or 0.0) - run_start) * sample_rate)
+            last = wav.numel() if end is None else first + round((end - (start or 0.0)) * sample_rate)
+            part = wav[first:last]
+            if part.numel() == 0:
+                results[index] = AudioError(decoder.label, f"span {start}-{end} s holds no samples")
+            else:
+                results[index] = part.clone() if len(members) > 1 else part
     return results
 
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import fsspec
 import numpy as np
 
-from losatok.audio import AudioError, MonoDecoder
+from losatok.audio import AudioError, MonoDecoder, decode_spans
 from pipelines.config import SegmentConfig
 from pipelines.records import Segment, compact_pcm
 from pipelines.segment import segment_bounds
@@ -165,18 +165,12 @@ def decode_location(
 
 
 def decode_spans_once(source: Any, location: str, items: Sequence[InputItem], sample_rate: int) -> list[Any]:
-    """One open of `source`, then each item's span by seeking: a waveform or an AudioError per item."""
+    """One open of `source`, each item's span cut from runs read by seeking (`decode_spans`):
+    a waveform or an AudioError per item."""
     try:
-        decoder = MonoDecoder(source, sample_rate, name=location)
+        return decode_spans(source, [(item.start, item.end) for item in items], sample_rate, name=location)
     except AudioError as err:
         return [err] * len(items)
-    waves: list[Any] = []
-    for item in items:
-        try:
-            waves.append(decoder.span(item.start, item.end))
-        except AudioError as err:
-            waves.append(err)
-    return waves
 
 
 def _transient(error: Exception | None) -> bool:
