@@ -102,9 +102,17 @@ class EncodeStage:
 
 
 def run_units(
-    config: TokenizeConfig, units: list[Unit], sink: DatasetSink, sample_rate: int
+    config: TokenizeConfig,
+    units: list[Unit],
+    sink: DatasetSink,
+    sample_rate: int,
+    encode_stage: type = EncodeStage,
 ) -> Iterator[dict[str, Any]]:
-    """Stream `units` through the three stages; yields one summary dict per committed unit."""
+    """Stream `units` through the three stages; yields one summary dict per committed unit.
+
+    `encode_stage`: the encode actor's class (bench/pipeline_feed.py swaps in one that does no
+    work, to measure what the rest of the dataflow can feed).
+    """
     if not units:
         return
     actors, actor_args = encode_actor_count(config.cluster)
@@ -122,7 +130,7 @@ def run_units(
         ray_remote_args_fn=lambda: {"scheduling_strategy": "SPREAD"},
     )
     ds = ds.map_batches(
-        EncodeStage,
+        encode_stage,
         fn_constructor_kwargs={"config": config},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
