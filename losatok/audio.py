@@ -44,9 +44,11 @@ def check_waveform(wav: torch.Tensor, source: str) -> torch.Tensor:
     """Refuse an empty waveform or one holding NaN/Inf; returns `wav` unchanged."""
     if wav.numel() == 0:
         raise AudioError(source, "no audio samples (empty or zero-length stream)")
-    if not bool(torch.isfinite(wav).all()):
+    # a sum is NaN/Inf when any sample is, and costs one pass without a mask; only then count
+    if not bool(torch.isfinite(wav.sum(dtype=torch.float64))):
         bad = int((~torch.isfinite(wav)).sum())
-        raise AudioError(source, f"{bad} samples are NaN or infinite")
+        if bad:
+            raise AudioError(source, f"{bad} samples are NaN or infinite")
     return wav
 
 
@@ -136,7 +138,9 @@ class MonoDecoder:
         except Exception as err:  # a corrupt stream part-way, or a start past the end
             raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
         wav = samples.data  # (C, S), C = 1 unless the source has more than two channels
-        wav = to_mono(wav) if wav.shape[0] > 1 else wav[0] * self.gain  # (S,)
+        wav = to_mono(wav) if wav.shape[0] > 1 else wav[0]  # (S,)
+        if self.gain != 1.0:
+            wav.mul_(self.gain)  # in place: the decoder's output is ours
         if (start is not None or end is not None) and wav.numel() == 0:
             raise AudioError(self.label, f"span {start}-{end} s holds no samples")
         return check_waveform(wav, self.label).contiguous()
