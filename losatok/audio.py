@@ -45,7 +45,7 @@ def check_waveform(wav: torch.Tensor, source: str) -> torch.Tensor:
     if wav.numel() == 0:
         raise AudioError(source, "no audio samples (empty or zero-length stream)")
     # a sum is NaN/Inf when any sample is, and costs one pass without a mask; only then count
-    if not bool(torch.isfinite(wav.sum(dtype=torch.float64))):
+    if not bool(torch.isfinite(wav.sum())):
         bad = int((~torch.isfinite(wav)).sum())
         if bad:
             raise AudioError(source, f"{bad} samples are NaN or infinite")
