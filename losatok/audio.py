@@ -203,7 +203,7 @@ def decode_spans(
             if part.numel() == 0:
                 results[index] = AudioError(decoder.label, f"span {start}-{end} s holds no samples")
             else:
-                results[index] = part.clone() if len(members) > 1 else part
+                results[index] = part  # a view of the run: no copy; pickling copies only the view
     return results
 
 
