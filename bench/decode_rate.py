@@ -7,8 +7,9 @@ ogg and wav, then measures on the same files, in audio seconds per wall second, 
   torchaudio (before)    torchaudio.load + torchaudio's sinc resample: `load_audio` before issue 11
   load_audio             `losatok.load_audio`, the one public decode entry point (torchcodec)
   torchcodec             AudioDecoder(path, sample_rate=16000, num_channels=1).get_all_samples()
-  decode stage           `pipelines.decode.decode_items` on one unit + pickling its payload, as a
-                         decode task does per core (Ray's own costs are in bench/pipeline_feed.py)
+  decode_items           `pipelines.decode.decode_items` on one input: decode, checks, segments
+  decode stage           the same + pickling its payload, as a decode task does per core
+                         (Ray's own costs are in bench/pipeline_feed.py)
 Then the peak RSS of a fresh process that runs the decode stage on one 2-hour 48 kHz stereo
 flac, against one that runs the torchaudio path on it.
 """
@@ -48,6 +49,12 @@ def torchcodec_plain(path: str) -> torch.Tensor:
     from torchcodec.decoders import AudioDecoder
 
     return AudioDecoder(path, sample_rate=16_000, num_channels=1).get_all_samples().data
+
+
+def decode_items_only(path: str) -> list:
+    segments, failures = decode_items([InputItem(input_key(path), path)], SegmentConfig(), 16_000, {}, 1)
+    assert not failures
+    return segments
 
 
 def decode_stage(path: str) -> bytes:
@@ -124,6 +131,7 @@ def main() -> None:
         "torchaudio (before)": torchaudio_before,
         "load_audio": load_audio,
         "torchcodec": torchcodec_plain,
+        "decode_items": decode_items_only,
         "decode stage": decode_stage,
     }
     print(f"{args.files} files x {args.seconds:.0f} s per format, one thread; audio s / wall s")
