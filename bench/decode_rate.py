@@ -8,7 +8,7 @@ ogg and wav, then measures on the same files, in audio seconds per wall second, 
   load_audio             `losatok.load_audio`, the one public decode entry point (torchcodec)
   torchcodec             AudioDecoder(path, sample_rate=16000, num_channels=1).get_all_samples()
   decode_items           `pipelines.decode.decode_items` on one input: decode, checks, segments
-  decode stage           the same + pickling its payload, as a decode task does per core
+  decode stage           the same + packing its payload (`pack_payload`), as a decode task does per core
                          (Ray's own costs are in bench/pipeline_feed.py)
 Then the peak RSS of a fresh process that runs the decode stage on one 2-hour 48 kHz stereo
 flac, against one that runs the torchaudio path on it.
@@ -17,7 +17,6 @@ flac, against one that runs the torchaudio path on it.
 from __future__ import annotations
 
 import argparse
-import pickle
 import resource
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from losatok import load_audio  # noqa: E402
 from losatok.testing import convert, synth_music, synth_speech  # noqa: E402
 from pipelines.config import SegmentConfig  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
+from pipelines.records import pack_payload  # noqa: E402
 from pipelines.sources import InputItem, input_key  # noqa: E402
 
 FORMATS = ("mp3", "flac", "ogg", "wav")
@@ -60,7 +60,7 @@ def decode_items_only(path: str) -> list:
 def decode_stage(path: str) -> bytes:
     segments, failures = decode_items([InputItem(input_key(path), path)], SegmentConfig(), 16_000, {}, 1)
     assert not failures
-    return pickle.dumps((segments, failures), protocol=5)
+    return pack_payload((segments, failures))
 
 
 def make_corpus(root: Path, seconds: float, files: int) -> dict[str, list[Path]]:

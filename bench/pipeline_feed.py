@@ -4,7 +4,7 @@
 
 On 16 kHz mono 16-bit wav inputs (espeak-ng speech and sox music), in one run:
   torchcodec        AudioDecoder(..., sample_rate=16000, num_channels=1) in this process, 1 thread
-  stage in-process  the decode stage's body (decode_items + pickling the payload), 1 thread
+  stage in-process  the decode stage's body (decode_items + packing the payload), 1 thread
   stage on Ray      the decode stage alone as the pipeline's Ray tasks, nothing after them
   pipeline          the whole Ray dataflow (decode tasks -> encode actor -> commit tasks) with a
                     bench-only encode actor that returns zero arrays of the right shape
@@ -41,7 +41,7 @@ from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import frames_of  # noqa: E402
 from pipelines.flow import decode_stage, init_ray, run_units  # noqa: E402
 from pipelines.plan import make_units  # noqa: E402
-from pipelines.records import EncodedSegment  # noqa: E402
+from pipelines.records import EncodedSegment, pack_payload, unpack_payload  # noqa: E402
 from pipelines.run import run_identity  # noqa: E402
 from pipelines.sources import list_inputs  # noqa: E402
 from pipelines.write import DatasetSink  # noqa: E402
@@ -60,7 +60,7 @@ class NullEncodeStage:
     def __call__(self, batch):
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stats = pickle.loads(blob)
+            unit, segments, failures, stats = unpack_payload(blob)
             results = []
             for s in segments:
                 frames = frames_of(s.num_samples)
@@ -87,12 +87,12 @@ def make_corpus(root: Path, files: int, seconds: float) -> None:
         path.unlink()
 
 
-def payload_costs(segments, dtype) -> tuple[float, float]:
-    """(MiB, seconds) to pickle a unit's segments with `dtype` audio, put, get and unpickle them."""
+def payload_costs(segments, dtype, pack, unpack) -> tuple[float, float]:
+    """(MiB, seconds) to pack a unit's segments with `dtype` audio, put, get and unpack them."""
     cast = [replace(s, wav=s.float_wav() if dtype == np.float32 else s.wav) for s in segments]
     start = time.perf_counter()
-    blob = pickle.dumps(cast, protocol=5)
-    pickle.loads(ray.get(ray.put(blob)))
+    blob = pack(cast)
+    unpack(ray.get(ray.put(blob)))
     return len(blob) / 2**20, time.perf_counter() - start
 
 
@@ -130,7 +130,7 @@ def main() -> None:
     start = time.perf_counter()
     for unit in units:
         segments, failures = decode_items(unit.items, config.segment, 16_000, {}, 1)
-        pickle.dumps((unit, segments, failures, {}), protocol=5)
+        pack_payload((unit, segments, failures, {}))
     stage_rate = audio / (time.perf_counter() - start)
 
     init_ray(config.cluster)
@@ -163,7 +163,12 @@ def main() -> None:
 
     segments, _ = decode_items(units[0].items, config.segment, 16_000, {}, 1)
     unit_audio = sum(s.duration for s in segments)
-    costs = {dtype.__name__: payload_costs(segments, dtype) for dtype in (np.float32, np.int16)}
+    in_band = (lambda o: pickle.dumps(o, protocol=5), pickle.loads)
+    costs = {
+        f"{dtype.__name__}, {name}": payload_costs(segments, dtype, *packer)
+        for dtype in (np.float32, np.int16)
+        for name, packer in (("pickled in band", in_band), ("pack_payload", (pack_payload, unpack_payload)))
+    }
     ray.shutdown()
 
     print(

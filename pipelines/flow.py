@@ -23,6 +23,7 @@ from pipelines.config import ClusterConfig, TokenizeConfig
 from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import Unit
+from pipelines.records import pack_payload, unpack_payload
 from pipelines.write import DatasetSink, commit_stage
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_ra
             unit.items, config.segment, sample_rate, config.source.storage_options, config.cluster.retries
         )
         stats = {"decode_node": _node(), "decode_seconds": time.perf_counter() - started}
-        payloads.append(pickle.dumps((unit, segments, failures, stats), protocol=5))
+        payloads.append(pack_payload((unit, segments, failures, stats)))
     return {"unit": list(batch["unit"]), "payload": payloads}
 
 
@@ -92,7 +93,7 @@ class EncodeStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stats = pickle.loads(blob)
+            unit, segments, failures, stats = unpack_payload(blob)
             started = time.perf_counter()
             results = self.encoder.encode([s.float_wav() for s in segments])
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)

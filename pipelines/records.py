@@ -3,6 +3,8 @@ never imports torch (a worker that only writes stays small and starts fast)."""
 
 from __future__ import annotations
 
+import pickle
+import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -68,4 +70,31 @@ def pcm_to_float(wav: np.ndarray) -> np.ndarray:
     """(S,) float32 from float32 or int16 samples (the inverse of `compact_pcm`)."""
     if wav.dtype == np.int16:
         return wav.astype(np.float32) / np.float32(_INT16_SCALE)
-    return wav
+    return wav if wav.flags.writeable else wav.copy()  # torch wants writable memory
+
+
+def pack_payload(obj: Any) -> bytes:
+    """Pickle `obj` with its arrays' bytes out of band, joined into one exactly-sized buffer.
+
+    In-band pickling of large arrays grows its output buffer by copies; this makes one copy of
+    each array and is ~8x faster on decode payloads (bench/pipeline_feed.py). Layout: count n
+    (uint32), n + 1 lengths (uint64), the pickle stream, the n array buffers.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    sizes = struct.pack(f"<I{len(raws) + 1}Q", len(raws), len(head), *(r.nbytes for r in raws))
+    return b"".join([sizes, head, *raws])
+
+
+def unpack_payload(blob: bytes) -> Any:
+    """The object `pack_payload` packed; its arrays are read-only views into `blob`."""
+    view = memoryview(blob)
+    (count,) = struct.unpack_from("<I", view)
+    sizes = struct.unpack_from(f"<{count + 1}Q", view, 4)
+    offset = 4 + 8 * (count + 1)
+    parts = []
+    for size in sizes:
+        parts.append(view[offset : offset + size])
+        offset += size
+    return pickle.loads(parts[0], buffers=parts[1:])

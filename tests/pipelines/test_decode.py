@@ -2,6 +2,7 @@
 
 import io
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -166,3 +167,22 @@ def test_transient_read_error_part_way_is_retried(long_wav, s3_endpoint, s3_buck
     failed.clear()
     _, failures = decode_items([InputItem("all", url, end=60.0)], SegmentConfig(), 16_000, options, 1)
     assert failures[0].stage == "read" and "connection reset" in failures[0].message
+
+
+def test_payload_round_trip_keeps_arrays_and_records(long_wav):
+    from pipelines.records import pack_payload, unpack_payload
+
+    segments, failures = decode_items(
+        [InputItem("pcm", str(long_wav), end=40.0), InputItem("gone", "/nowhere.wav")],
+        SegmentConfig(),
+        16_000,
+        {},
+        1,
+    )
+    segments.append(replace(segments[0], key="float", wav=segments[0].float_wav()))
+    back_segments, back_failures, stats = unpack_payload(pack_payload((segments, failures, {"n": 1})))
+    assert stats == {"n": 1} and back_failures == failures
+    for before, after in zip(segments, back_segments, strict=True):
+        assert (before.key, before.offset, after.wav.dtype) == (after.key, after.offset, before.wav.dtype)
+        np.testing.assert_array_equal(before.wav, after.wav)
+    assert back_segments[-1].float_wav().flags.writeable  # torch.from_numpy needs writable memory
