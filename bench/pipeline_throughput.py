@@ -137,10 +137,10 @@ def main() -> None:
     audio = sum(s.duration for s in segments)
 
     encoder = SegmentEncoder(config.model, config.fields, config.cluster.max_frames_per_batch)
-    encoder.encode([segments[0].wav])  # warm-up
+    encoder.encode([segments[0].float_wav()])  # warm-up
     start = time.perf_counter()
     for unit in units:
-        encoder.encode([s.wav for s in segments if s.input_key in {i.key for i in unit.items}])
+        encoder.encode([s.float_wav() for s in segments if s.input_key in {i.key for i in unit.items}])
     encode_wall = time.perf_counter() - start
 
     # the plain loop: decode -> encode -> commit, one unit at a time, one process
@@ -150,7 +150,7 @@ def main() -> None:
     start = time.perf_counter()
     for unit in units:
         unit_segments, failures = decode_items(unit.items, config.segment, 16_000, {}, 1)
-        results = encoder.encode([s.wav for s in unit_segments])
+        results = encoder.encode([s.float_wav() for s in unit_segments])
         encoded = [
             (s, r) for s, r in zip(unit_segments, results, strict=True) if not isinstance(r, EncodeFailure)
         ]

@@ -1,20 +1,26 @@
-"""Audio I/O: decode any common format, downmix, resample to the model rate, and batch.
+"""Audio I/O: decode any common format to mono at the model rate, and batch.
 
-Decoding goes through `torchaudio.load` (TorchCodec and FFmpeg underneath), so wav, flac, mp3,
-ogg/vorbis, opus and m4a/aac all read the same way. Every failure is an `AudioError` that
-names the file and the problem; nothing is ever replaced by silence.
+Decoding goes through torchcodec's `AudioDecoder` (FFmpeg underneath), so wav, flac, mp3,
+ogg/vorbis, opus and m4a/aac all read the same way. FFmpeg's swresample does the downmix and
+the resampling frame by frame inside the decoder, so an input is never held at its native rate
+in full (a 2-hour 48 kHz stereo file would be 2.7 GB of float32). Spans are read by seeking,
+and all spans of one file come from a single open of it (`decode_spans`).
+
+Every failure is an `AudioError` that names the file and the problem; nothing is ever replaced
+by silence.
 """
 
 from __future__ import annotations
 
-import io
 import os
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import torch
 import torchaudio
 
 AudioSource = str | os.PathLike | bytes | BinaryIO
+Span = tuple[float | None, float | None]  # (start, end) in seconds of the source; None = its edge
 
 
 class AudioError(ValueError):
@@ -38,9 +44,11 @@ def check_waveform(wav: torch.Tensor, source: str) -> torch.Tensor:
     """Refuse an empty waveform or one holding NaN/Inf; returns `wav` unchanged."""
     if wav.numel() == 0:
         raise AudioError(source, "no audio samples (empty or zero-length stream)")
-    if not bool(torch.isfinite(wav).all()):
+    # a sum is NaN/Inf when any sample is, and costs one pass without a mask; only then count
+    if not bool(torch.isfinite(wav.sum())):
         bad = int((~torch.isfinite(wav)).sum())
-        raise AudioError(source, f"{bad} samples are NaN or infinite")
+        if bad:
+            raise AudioError(source, f"{bad} samples are NaN or infinite")
     return wav
 
 
@@ -56,6 +64,149 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     return torchaudio.functional.resample(wav, orig_sr, target_sr)
 
 
+def _reason(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# swresample mixes stereo to mono as (L + R) / sqrt(2) and does not renormalise float output;
+# this factor turns that into the channel mean, the downmix the model was trained with
+_STEREO_TO_MEAN = 0.5**0.5
+
+
+class MonoDecoder:
+    """torchcodec `AudioDecoder`s over one source that yield mono float32 at `sample_rate` Hz.
+
+    `source` may be a path, bytes, or a binary file object with read/seek (an fsspec file
+    reads by range requests). FFmpeg's swresample resamples each decoded frame with its
+    default filter (see README, "Decoding"), so memory stays at the output rate. FFmpeg also
+    downmixes mono and stereo; a source with more channels is resampled per channel and
+    averaged here. Either way the result is the channel mean.
+
+    torchcodec 0.11 leaves the resampler's delay in its buffer across a seek (later ranges of
+    one decoder come out about 1 ms late), so each `span` call opens a fresh decoder over the
+    same source; a fresh decoder's first range is exact. torchcodec 0.11 also reaches a start
+    time by decoding from the stream's beginning (fixed upstream after 0.11, torchcodec PR
+    1449), so `decode_spans` reads all spans of a source in one range. Times are seconds from the first
+    decoded sample (an MP3's encoder delay is not counted), as in a full decode.
+    Raises AudioError naming the source when it is missing, empty or not audio.
+    """
+
+    def __init__(self, source: AudioSource, sample_rate: int = 16_000, name: str | None = None) -> None:
+        self.label = describe_source(source, name)
+        self.sample_rate = sample_rate
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise AudioError(self.label, "empty file (0 bytes)")
+            source = bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            if not os.path.exists(source):
+                raise AudioError(self.label, "file does not exist")
+            if os.path.getsize(source) == 0:
+                raise AudioError(self.label, "empty file (0 bytes)")
+            source = os.fspath(source)
+        self.source = source
+        self._decoder = self._open(num_channels=1)
+        metadata = self._decoder.metadata
+        self.source_channels = metadata.num_channels or 1
+        self.codec = metadata.codec or ""
+        self.begin = metadata.begin_stream_seconds or 0.0
+        self.mix = 1 if self.source_channels <= 2 else None  # None: every channel, averaged here
+        if self.mix is None:
+            self._decoder = None  # the probe mixed to one channel; spans open their own
+        self.gain = _STEREO_TO_MEAN if self.source_channels == 2 else 1.0
+
+    def _open(self, num_channels: int | None):
+        from torchcodec.decoders import AudioDecoder  # FFmpeg's libraries load on first use
+
+        if hasattr(self.source, "seek"):
+            self.source.seek(0)
+        try:
+            return AudioDecoder(self.source, sample_rate=self.sample_rate, num_channels=num_channels)
+        except Exception as err:  # FFmpeg's messages vary by container; keep its words
+            raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
+
+    def span(self, start: float | None = None, end: float | None = None) -> torch.Tensor:
+        """(S,) float32 of [start, end) seconds of the source (None: its edge), read by seeking.
+
+        Raises AudioError for an empty span, NaN/Inf samples or a decoder error part-way.
+        """
+        decoder, self._decoder = self._decoder or self._open(self.mix), None
+        first = self.begin + (start or 0.0)
+        try:
+            samples = decoder.get_samples_played_in_range(first, None if end is None else self.begin + end)
+        except Exception as err:  # a corrupt stream part-way, or a start past the end
+            raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
+        wav = samples.data  # (C, S), C = 1 unless the source has more than two channels
+        wav = to_mono(wav) if wav.shape[0] > 1 else wav[0]  # (S,)
+        if self.gain != 1.0:
+            wav.mul_(self.gain)  # in place: the decoder's output is ours
+        if (start is not None or end is not None) and wav.numel() == 0:
+            raise AudioError(self.label, f"span {start}-{end} s holds no samples")
+        return check_waveform(wav, self.label).contiguous()
+
+
+def plan_runs(spans: Sequence[Span], max_gap: float | None) -> list[tuple[float, float | None, list[int]]]:
+    """Group spans into runs decoded as one range each: [(start, end or None, span indices)].
+
+    Spans are taken by start; a span joins the current run unless it begins more than
+    `max_gap` seconds after the run's end (None: never, one run for all).
+    """
+    order = sorted(range(len(spans)), key=lambda i: (spans[i][0] or 0.0, i))
+    runs: list[tuple[float, float | None, list[int]]] = []
+    for index in order:
+        start, end = spans[index][0] or 0.0, spans[index][1]
+        if runs:
+            run_start, run_end, members = runs[-1]
+            near = max_gap is None or run_end is None or start <= run_end + max_gap
+            if near:
+                runs[-1] = (run_start, None if run_end is None or end is None else max(run_end, end), members)
+                members.append(index)
+                continue
+        runs.append((start, end, [index]))
+    return runs
+
+
+def decode_spans(
+    source: AudioSource, spans: Sequence[Span], sample_rate: int = 16_000, name: str | None = None
+) -> list[torch.Tensor | AudioError]:
+    """Decode several spans of one source from a single open of it.
+
+    Spans are read in runs (`plan_runs`): each run is one range decoded after one seek, and
+    its spans are cut from it, so spans covering a file cost one decode of the file. A run is
+    held at the output rate (mono float32, 230 MB per hour at 16 kHz), never the source's.
+    Args:
+        spans: (start, end) in seconds of the source; None means its beginning or its end.
+    Returns:
+        one entry per span, in the given order: a (S,) float32 waveform at `sample_rate`, or the
+        AudioError that span met (empty span, NaN/Inf samples, a decoder error part-way).
+    Raises:
+        AudioError when the source cannot be opened at all (missing, empty, not audio).
+    """
+    decoder = MonoDecoder(source, sample_rate, name)
+    results: list[torch.Tensor | AudioError] = [AudioError(decoder.label, "not decoded")] * len(spans)
+    # torchcodec 0.11 decodes from the stream's start to reach any span, so one run (one pass
+    # from the first span's start to the last one's end) is the cheapest plan for every format;
+    # with a decoder that seeks, a gap (e.g. 10 s) would split runs instead
+    for run_start, run_end, members in plan_runs(spans, max_gap=None):
+        try:
+            wav = decoder.span(run_start, run_end)
+        except AudioError as err:
+            for index in members:
+                results[index] = err
+            continue
+        for index in members:
+            start, end = spans[index]
+            first = round(((start or 0.0) - run_start) * sample_rate)
+            last = wav.numel() if end is None else first + round((end - (start or 0.0)) * sample_rate)
+            part = wav[first:last]
+            if part.numel() == 0:
+                results[index] = AudioError(decoder.label, f"span {start}-{end} s holds no samples")
+            else:
+                results[index] = part  # a view of the run: no copy; pickling copies only the view
+    return results
+
+
 def load_audio(
     source: AudioSource,
     sample_rate: int = 16_000,
@@ -67,36 +218,17 @@ def load_audio(
 
     Args:
         sample_rate: output rate in Hz (16 000 for the published model).
-        start, end: optional span in seconds of the source to keep.
+        start, end: optional span in seconds of the source to keep (read by seeking).
         name: how errors name the source (e.g. its s3:// URI when `source` is bytes).
     Returns:
         (S,) float32 waveform at `sample_rate`.
     Raises:
         AudioError naming the source: unreadable, not audio, empty, NaN/Inf, or an empty span.
     """
-    label = describe_source(source, name)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise AudioError(label, "empty file (0 bytes)")
-        source = io.BytesIO(bytes(source))
-    elif isinstance(source, (str, os.PathLike)):
-        if not os.path.exists(source):
-            raise AudioError(label, "file does not exist")
-        if os.path.getsize(source) == 0:
-            raise AudioError(label, "empty file (0 bytes)")
-    try:
-        wav, orig_sr = torchaudio.load(source)  # (C, S) float32 in [-1, 1]
-    except Exception as err:  # FFmpeg's messages vary by container; keep its words
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise AudioError(label, f"cannot decode as audio ({reason})") from err
-    wav = check_waveform(wav, label)
-    if start is not None or end is not None:
-        first = round((start or 0.0) * orig_sr)
-        last = wav.shape[-1] if end is None else round(end * orig_sr)
-        wav = wav[..., first:last]
-        if wav.shape[-1] == 0:
-            raise AudioError(label, f"span {start}-{end} s holds no samples")
-    return resample(to_mono(wav), orig_sr, sample_rate).contiguous()
+    (result,) = decode_spans(source, [(start, end)], sample_rate, name)
+    if isinstance(result, AudioError):
+        raise result
+    return result
 
 
 def probe_audio(source: str | os.PathLike | BinaryIO) -> str | None:

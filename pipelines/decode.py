@@ -1,23 +1,28 @@
 """The decode stage (CPU workers): read, decode, downmix, resample and segment the inputs of a unit.
 
-Every input ends as segments or as a failure; a failure never stops the unit.
+Every input ends as segments or as a failure; a failure never stops the unit. The inputs of
+a unit are grouped by location, so a file with many spans (a manifest of utterances over one
+long recording) is opened once and each span is read by seeking. Remote files are read
+through fsspec file objects (range requests, never a whole-object download), and WebDataset
+tars are streamed member by member.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import fsspec
+import numpy as np
 
-from losatok.audio import AudioError, load_audio
+from losatok.audio import AudioError, MonoDecoder, decode_spans
 from pipelines.config import SegmentConfig
-from pipelines.records import Segment
+from pipelines.records import Segment, compact_pcm
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
-from schemas.audio_shards import audio_extension, sidecar_metadata, tar_members
+from schemas.audio_shards import audio_extension, iter_tar_samples, sidecar_metadata
 from schemas.ledger import FailureRecord
 
 log = logging.getLogger(__name__)
@@ -25,6 +30,13 @@ T = TypeVar("T")
 
 # errors that say "this input is bad", as opposed to "storage hiccupped, try again"
 PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
+
+# Remote reads: FFmpeg asks for small pieces (tens of kB); each miss fetches this much more
+# ahead. 1 MiB keeps a request's latency small against its transfer on S3, and the bytes
+# fetched for a sparse span within ~1 MiB of the span itself (bench/decode_spans.py).
+READ_BLOCK_BYTES = 1 << 20
+
+Result = list[Segment] | FailureRecord
 
 
 def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5) -> tuple[T, int]:
@@ -46,56 +58,136 @@ def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5)
     raise AssertionError("unreachable")
 
 
-def read_source(location: str, storage_options: dict[str, Any]) -> bytes | str:
-    """A local path as it is (the decoder opens it), a remote object's bytes."""
-    if "://" not in location or location.startswith("file://"):
-        return location.removeprefix("file://")
-    with fsspec.open(location, "rb", **storage_options) as handle:
-        return handle.read()
+def is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
 
 
-def decode_item(
-    item: InputItem,
+class RecordingReader:
+    """A binary file object that remembers the first I/O error it raised.
+
+    FFmpeg turns a failed read into a generic decode error; this lets the decode stage tell
+    "the storage failed" (transient: retry, else a `read` failure) from "the bytes are bad".
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: Exception | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.handle.read(size)
+        except Exception as err:
+            self.error = self.error or err
+            raise
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.handle.seek(offset, whence)
+        except Exception as err:
+            self.error = self.error or err
+            raise
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def open_remote(location: str, storage_options: dict[str, Any], cache_type: str = "readahead") -> Any:
+    """A seekable fsspec file object over `location` that reads by range requests."""
+    fs, path = fsspec.core.url_to_fs(location, **storage_options)
+    return fs.open(path, "rb", block_size=READ_BLOCK_BYTES, cache_type=cache_type)
+
+
+def to_segments(item: InputItem, wav: np.ndarray, segment: SegmentConfig, sample_rate: int) -> Result:
+    """Cut one input's (S,) waveform into segments on the token grid, or fail it as too short."""
+    seconds = len(wav) / sample_rate
+    if seconds < segment.min_seconds:
+        message = f"{seconds:.3f} s of audio is shorter than the minimum of {segment.min_seconds} s"
+        return FailureRecord(item.location, "segment", "TooShort", message, key=item.key)
+    samples = compact_pcm(wav)  # int16 when that is lossless: half the bytes to the encoder
+    base = item.start or 0.0
+    return [
+        Segment(
+            key=f"{item.key}_{index:04d}",
+            input_key=item.key,
+            location=item.location,
+            offset=base + first / sample_rate,
+            wav=samples[first:last],
+            sample_rate=sample_rate,
+            metadata=dict(item.metadata),
+        )
+        for index, (first, last) in enumerate(segment_bounds(len(samples), sample_rate, segment.max_seconds))
+    ]
+
+
+def decode_location(
+    location: str,
+    items: Sequence[InputItem],
     segment: SegmentConfig,
     sample_rate: int,
     storage_options: dict[str, Any],
     retries: int,
-    data: bytes | str | None = None,
-) -> list[Segment] | FailureRecord:
-    """Segments of one input, or the reason it has none (`data`: its bytes, when already read)."""
-    attempts = 1
-    if data is None:
+) -> list[Result]:
+    """All inputs (whole file or spans) of one location from a single open: one result per item.
+
+    A transient storage error part-way reopens the file and decodes again, up to `retries`
+    attempts; then every item of the location is a `read` failure naming the error.
+    """
+    for attempt in range(1, retries + 1):
+        reader: RecordingReader | None = None
         try:
-            data, attempts = with_retries(lambda: read_source(item.location, storage_options), retries)
-        except Exception as err:
-            attempts = getattr(err, "attempts", 1)
-            return FailureRecord(item.location, "read", type(err).__name__, str(err), attempts, key=item.key)
-    try:
-        wav = load_audio(data, sample_rate, start=item.start, end=item.end, name=item.location)
-    except AudioError as err:
-        return FailureRecord(item.location, "decode", type(err).__name__, err.reason, attempts, key=item.key)
-    except Exception as err:  # a decoder crash on one file must not take the unit down
-        return FailureRecord(item.location, "decode", type(err).__name__, str(err), attempts, key=item.key)
-    seconds = wav.numel() / sample_rate
-    if seconds < segment.min_seconds:
-        message = f"{seconds:.3f} s of audio is shorter than the minimum of {segment.min_seconds} s"
-        return FailureRecord(item.location, "segment", "TooShort", message, attempts, key=item.key)
-    samples = wav.numpy()
-    base = item.start or 0.0
-    segments = []
-    for index, (first, last) in enumerate(segment_bounds(len(samples), sample_rate, segment.max_seconds)):
-        segments.append(
-            Segment(
-                key=f"{item.key}_{index:04d}",
-                input_key=item.key,
-                location=item.location,
-                offset=base + first / sample_rate,
-                wav=samples[first:last],
-                sample_rate=sample_rate,
-                metadata=dict(item.metadata),
+            if is_remote(location):
+                handle, _ = with_retries(lambda: open_remote(location, storage_options), retries)
+                reader = RecordingReader(handle)
+            waves = decode_spans_once(
+                reader or location.removeprefix("file://"), location, items, sample_rate
             )
-        )
-    return segments
+        except Exception as err:  # open failed for good (missing object, no permission, retries spent)
+            return [_failure(item, "read", err, getattr(err, "attempts", attempt)) for item in items]
+        finally:
+            if reader is not None:
+                reader.close()
+        if reader is not None and reader.error is not None:
+            # FFmpeg may take a failed read for the end of the stream: nothing of this pass is trusted
+            if _transient(reader.error) and attempt < retries:
+                log.warning("reading %s failed (%s); reopening it", location, reader.error)
+                continue
+            return [_failure(item, "read", reader.error, attempt) for item in items]
+        return [
+            _failure(item, "decode", wave, attempt)
+            if isinstance(wave, AudioError)
+            else to_segments(item, wave.numpy(), segment, sample_rate)
+            for item, wave in zip(items, waves, strict=True)
+        ]
+    raise AssertionError("unreachable")
+
+
+def decode_spans_once(source: Any, location: str, items: Sequence[InputItem], sample_rate: int) -> list[Any]:
+    """One open of `source`, each item's span cut from runs read by seeking (`decode_spans`):
+    a waveform or an AudioError per item."""
+    try:
+        return decode_spans(source, [(item.start, item.end) for item in items], sample_rate, name=location)
+    except AudioError as err:
+        return [err] * len(items)
+
+
+def _transient(error: Exception | None) -> bool:
+    return error is not None and not isinstance(error, PERMANENT_ERRORS)
+
+
+def _failure(item: InputItem, stage: str, err: Exception, attempts: int) -> FailureRecord:
+    message = err.reason if isinstance(err, AudioError) else str(err)
+    return FailureRecord(item.location, stage, type(err).__name__, message, attempts, key=item.key)
+
+
+def group_by_location(items: Sequence[InputItem]) -> dict[str, list[int]]:
+    """Indices of `items` per location, locations in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.location, []).append(index)
+    return groups
 
 
 def decode_items(
@@ -105,16 +197,33 @@ def decode_items(
     storage_options: dict[str, Any],
     retries: int,
 ) -> tuple[list[Segment], list[FailureRecord]]:
-    """Decode a unit's inputs: (segments in input order, failures)."""
+    """Decode a unit's inputs: (segments in input order, failures).
+
+    Inputs that share a location (spans of one file) are decoded from one open of it.
+    """
+    per_item: list[list[Result]] = [[] for _ in items]
+    for location, indices in group_by_location(items).items():
+        for index in indices:
+            if items[index].container == "tar":
+                per_item[index] = list(
+                    decode_tar(items[index], segment, sample_rate, storage_options, retries)
+                )
+            elif items[index].container == "parquet":
+                per_item[index] = list(
+                    decode_parquet(items[index], segment, sample_rate, storage_options, retries)
+                )
+        files = [i for i in indices if items[i].container is None]
+        if files:
+            # spans in source order, so the decoder seeks forward through the file
+            files.sort(key=lambda i: (items[i].start or 0.0, i))
+            found = decode_location(
+                location, [items[i] for i in files], segment, sample_rate, storage_options, retries
+            )
+            for index, result in zip(files, found, strict=True):
+                per_item[index] = [result]
     segments: list[Segment] = []
     failures: list[FailureRecord] = []
-    for item in items:
-        if item.container == "tar":
-            results = decode_tar(item, segment, sample_rate, storage_options, retries)
-        elif item.container == "parquet":
-            results = decode_parquet(item, segment, sample_rate, storage_options, retries)
-        else:
-            results = [decode_item(item, segment, sample_rate, storage_options, retries)]
+    for results in per_item:
         for result in results:
             if isinstance(result, FailureRecord):
                 log.warning("input failed at %s: %s: %s", result.stage, result.location, result.message)
@@ -126,61 +235,105 @@ def decode_items(
 
 def decode_tar(
     item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
-) -> list[list[Segment] | FailureRecord]:
-    """Every audio member of a WebDataset shard: one result per sample key that holds audio."""
-    try:
-        data, _ = with_retries(lambda: read_tar_bytes(item.location, storage_options), retries)
-        groups = tar_members(data)
-    except Exception as err:
-        return [FailureRecord(item.location, "read", type(err).__name__, str(err), key=item.key)]
-    results: list[list[Segment] | FailureRecord] = []
-    for key, members in groups.items():
-        audio = audio_extension(members)
-        if audio is None:
-            continue  # a member group without audio (e.g. a lone sidecar) is not an input
-        location = f"{item.location}#{key}.{audio}"
+) -> Iterator[Result]:
+    """Every audio member of a WebDataset shard: one result per sample key that holds audio.
+
+    The tar is streamed: one sample's members are in memory at a time. A transient storage
+    error part-way reopens the stream and skips the samples already done.
+    """
+    done: set[str] = set()
+    for attempt in range(1, retries + 1):
         try:
-            metadata = sidecar_metadata(members)
-        except (ValueError, UnicodeDecodeError) as err:
-            results.append(FailureRecord(location, "decode", type(err).__name__, f"bad sidecar: {err}"))
-            continue
-        member_item = InputItem(input_key(location), location, metadata={**item.metadata, **metadata})
-        results.append(
-            decode_item(member_item, segment, sample_rate, storage_options, retries, data=members[audio])
+            handle, _ = with_retries(lambda: open_tar(item.location, storage_options), retries)
+            with handle:
+                for key, members in iter_tar_samples(handle):
+                    if key in done:
+                        continue
+                    done.add(key)
+                    result = decode_member(item, key, members, segment, sample_rate)
+                    if result is not None:
+                        yield result
+            return
+        except Exception as err:
+            transient = isinstance(err, (OSError, TimeoutError, ConnectionError)) and not isinstance(
+                err, PERMANENT_ERRORS
+            )
+            if transient and attempt < retries:
+                log.warning("reading %s failed (%s); reopening it", item.location, err)
+                continue
+            yield FailureRecord(
+                item.location,
+                "read",
+                type(err).__name__,
+                str(err),
+                getattr(err, "attempts", attempt),
+                key=item.key,
+            )
+            return
+
+
+def decode_member(
+    item: InputItem, key: str, members: dict[str, bytes], segment: SegmentConfig, sample_rate: int
+) -> Result | None:
+    """One tar sample's audio and sidecar; None for a member group without audio (not an input)."""
+    audio = audio_extension(members)
+    if audio is None:
+        return None
+    location = f"{item.location}#{key}.{audio}"
+    member_item = InputItem(input_key(location), location)
+    try:
+        metadata = sidecar_metadata(members)
+    except (ValueError, UnicodeDecodeError) as err:
+        return FailureRecord(
+            location, "decode", type(err).__name__, f"bad sidecar: {err}", key=member_item.key
         )
-    return results
+    member_item = InputItem(member_item.key, location, metadata={**item.metadata, **metadata})
+    try:
+        wave = MonoDecoder(members[audio], sample_rate, name=location).span()
+    except AudioError as err:
+        return _failure(member_item, "decode", err, 1)
+    return to_segments(member_item, wave.numpy(), segment, sample_rate)
 
 
 def decode_parquet(
     item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
-) -> list[list[Segment] | FailureRecord]:
-    """Every row of a Hugging Face parquet row group: one result per row, keyed by its row id."""
+) -> Iterator[Result]:
+    """Every row of a Hugging Face parquet row group: one result per row, keyed by its row id.
+
+    Only this row group is read. A row's audio is its embedded bytes, or the file its `path`
+    names (opened like any other input: range requests when remote).
+    """
     from pipelines.hf_parquet_source import iter_rows
 
     try:
         rows, _ = with_retries(lambda: list(iter_rows(item, storage_options)), retries)
     except Exception as err:
-        return [FailureRecord(item.location, "read", type(err).__name__, str(err), key=item.key)]
-    results: list[list[Segment] | FailureRecord] = []
+        yield _failure(item, "read", err, getattr(err, "attempts", 1))
+        return
     for row in rows:
         member = InputItem(input_key(row.location), row.location, metadata=row.metadata)
-        data = row.data
-        if data is None:
+        if row.data is None:
             message = "the row's audio has neither bytes nor a path"
-            results.append(FailureRecord(row.location, "read", "MissingAudio", message, key=member.key))
+            yield FailureRecord(row.location, "read", "MissingAudio", message, key=member.key)
             continue
-        if isinstance(data, str):  # a file beside the parquet: read it like any other input
-            try:
-                data, _ = with_retries(lambda path=data: read_source(path, storage_options), retries)
-            except Exception as err:
-                results.append(
-                    FailureRecord(row.location, "read", type(err).__name__, str(err), key=member.key)
-                )
-                continue
-        results.append(decode_item(member, segment, sample_rate, storage_options, retries, data=data))
-    return results
+        try:
+            source = row.data
+            if isinstance(source, str) and is_remote(source):
+                source, _ = with_retries(lambda path=source: open_remote(path, storage_options), retries)
+            elif isinstance(source, str):
+                source = source.removeprefix("file://")
+            wave = MonoDecoder(source, sample_rate, name=row.location).span()
+        except AudioError as err:
+            yield _failure(member, "decode", err, 1)
+            continue
+        except Exception as err:  # the referenced file could not be read
+            yield _failure(member, "read", err, getattr(err, "attempts", 1))
+            continue
+        yield to_segments(member, wave.numpy(), segment, sample_rate)
 
 
-def read_tar_bytes(location: str, storage_options: dict[str, Any]) -> bytes:
-    with fsspec.open(location, "rb", **storage_options) as handle:
-        return handle.read()
+def open_tar(location: str, storage_options: dict[str, Any]) -> Any:
+    """A tar read front to back: local files as they are, remote ones by streamed range requests."""
+    if not is_remote(location):
+        return open(location.removeprefix("file://"), "rb")
+    return open_remote(location, storage_options)

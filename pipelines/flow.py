@@ -25,6 +25,7 @@ from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import Unit
 from pipelines.reaper import watch_this_process
+from pipelines.records import pack_payload, unpack_payload
 from pipelines.write import DatasetSink, commit_stage
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_ra
             unit.items, config.segment, sample_rate, config.source.storage_options, config.cluster.retries
         )
         stats = {"decode_node": _node(), "decode_seconds": time.perf_counter() - started}
-        payloads.append(pickle.dumps((unit, segments, failures, stats), protocol=5))
+        payloads.append(pack_payload((unit, segments, failures, stats)))
     return {"unit": list(batch["unit"]), "payload": payloads}
 
 
@@ -104,9 +105,9 @@ class EncodeStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stats = pickle.loads(blob)
+            unit, segments, failures, stats = unpack_payload(blob)
             started = time.perf_counter()
-            results = self.encoder.encode([s.wav for s in segments])
+            results = self.encoder.encode([s.float_wav() for s in segments])
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
             payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))
@@ -114,9 +115,17 @@ class EncodeStage:
 
 
 def run_units(
-    config: TokenizeConfig, units: list[Unit], sink: DatasetSink, sample_rate: int
+    config: TokenizeConfig,
+    units: list[Unit],
+    sink: DatasetSink,
+    sample_rate: int,
+    encode_stage: type = EncodeStage,
 ) -> Iterator[dict[str, Any]]:
-    """Stream `units` through the three stages; yields one summary dict per committed unit."""
+    """Stream `units` through the three stages; yields one summary dict per committed unit.
+
+    `encode_stage`: the encode actor's class (bench/pipeline_feed.py swaps in one that does no
+    work, to measure what the rest of the dataflow can feed).
+    """
     if not units:
         return
     actors, actor_args = encode_actor_count(config.cluster)
@@ -134,7 +143,7 @@ def run_units(
         ray_remote_args_fn=lambda: {"scheduling_strategy": "SPREAD"},
     )
     ds = ds.map_batches(
-        EncodeStage,
+        encode_stage,
         fn_constructor_kwargs={"config": config},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),

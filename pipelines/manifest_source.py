@@ -15,8 +15,21 @@ def resolve(location: str, manifest_url: str) -> str:
     return f"{manifest_url.rsplit('/', 1)[0]}/{location}" if "/" in manifest_url else location
 
 
+def group_by_file(items: list[InputItem]) -> list[InputItem]:
+    """`items` with all spans of one file next to each other, files in order of first appearance
+    and spans by start within a file; otherwise manifest order. Consecutive items share a unit,
+    and the decode stage opens each file once per unit, so a 1-hour recording with 1 000
+    utterance rows is read a handful of times instead of 1 000."""
+    order: dict[str, int] = {}
+    for item in items:
+        order.setdefault(item.location, len(order))
+    ranked = sorted(range(len(items)), key=lambda i: (order[items[i].location], items[i].start or 0.0, i))
+    return [items[i] for i in ranked]
+
+
 def list_manifest(config: SourceConfig) -> list[InputItem]:
-    """One item per manifest row, in manifest order; metadata carried through to the samples.
+    """One item per manifest row, spans of one file together (`group_by_file`); metadata carried
+    through to the samples.
 
     File sizes are not looked up (a HEAD request per row costs more than it balances), so
     units of a manifest source split by input count alone. A NeMo manifest (`kind="nemo"`) is
@@ -35,4 +48,4 @@ def list_manifest(config: SourceConfig) -> list[InputItem]:
                 metadata=row.metadata(),
             )
         )
-    return items
+    return group_by_file(items)

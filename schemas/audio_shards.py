@@ -22,9 +22,9 @@ import io
 import json
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 # FFmpeg demuxers for audio, by their usual extensions (`ffmpeg -h demuxer=NAME`, and the
 # formats FFmpeg detects by content: wav, aiff, caf, au, amr, w64, voc, wv, ...).
@@ -137,10 +137,17 @@ class SkippedFiles:
         return f"skipped {self.total} files: " + "; ".join(parts)
 
 
-def tar_members(data: bytes) -> dict[str, dict[str, bytes]]:
-    """Members of a WebDataset tar grouped by key: {key: {extension: bytes}}, in tar order."""
-    groups: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+def iter_tar_samples(stream: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a WebDataset tar read front to back: (key, {extension: bytes}) in tar order.
+
+    The tar is streamed (`stream` needs only `read`), so one sample's members are in memory at a
+    time; WebDataset writes a sample's members next to each other. A key whose members are
+    split by another key's is yielded once per run of members (the caller decides; the
+    pipeline keeps the first).
+    """
+    key: str | None = None
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=stream, mode="r|*") as archive:
         for member in archive:
             if not member.isfile():
                 continue
@@ -148,8 +155,21 @@ def tar_members(data: bytes) -> dict[str, dict[str, bytes]]:
             stem, dot, extension = base.partition(".")
             if not dot or not stem:
                 continue
-            key = f"{directory}/{stem}" if directory else stem
-            groups.setdefault(key, {})[extension.lower()] = archive.extractfile(member).read()
+            name = f"{directory}/{stem}" if directory else stem
+            if name != key:
+                if key is not None:
+                    yield key, members
+                key, members = name, {}
+            members[extension.lower()] = archive.extractfile(member).read()
+    if key is not None:
+        yield key, members
+
+
+def tar_members(data: bytes) -> dict[str, dict[str, bytes]]:
+    """Members of a WebDataset tar held in memory, grouped by key: {key: {extension: bytes}}."""
+    groups: dict[str, dict[str, bytes]] = {}
+    for key, members in iter_tar_samples(io.BytesIO(data)):
+        groups.setdefault(key, {}).update(members)
     return groups
 
 

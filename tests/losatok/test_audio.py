@@ -83,3 +83,61 @@ def test_collate_pads_with_zeros_and_reports_lengths():
     assert batch[0, 3:].abs().sum() == 0
     with pytest.raises(ValueError):
         collate_waveforms([])
+
+
+def test_spans_from_one_open_are_cut_from_one_decode(audio_dir):
+    from losatok.audio import decode_spans
+
+    spans = [(1.0, 1.5), (0.2, 0.7), (None, None), (3.0, 4.0)]
+    results = decode_spans(audio_dir / "music.flac", spans)
+    full = load_audio(audio_dir / "music.flac")
+    torch.testing.assert_close(results[0], full[16_000:24_000], rtol=0, atol=0)
+    torch.testing.assert_close(results[1], full[3_200:11_200], rtol=0, atol=0)
+    torch.testing.assert_close(results[2], full, rtol=0, atol=0)
+    assert isinstance(results[3], AudioError) and "holds no samples" in results[3].reason  # past the end
+    # a span alone is read by seeking: the same audio, up to the resampler's sub-sample phase
+    alone = load_audio(audio_dir / "music.flac", start=1.0, end=1.5)
+    assert alone.numel() == 8_000
+    similarity = torch.nn.functional.cosine_similarity(alone[200:-200], results[0][200:-200], dim=0)
+    assert float(similarity) > 0.99
+
+
+def test_span_read_by_seeking_lines_up_with_the_full_decode(tmp_path):
+    from losatok.testing import convert, synth_music
+
+    wav16 = convert(
+        synth_music(tmp_path / "m.wav", seconds=20.0, sample_rate=16_000, channels=1), tmp_path / "m16.wav"
+    )
+    full = load_audio(wav16)
+    torch.testing.assert_close(
+        load_audio(wav16, start=12.5, end=14.0), full[200_000:224_000]
+    )  # no resampling: exact
+    flac = convert(wav16, tmp_path / "m.flac", sample_rate=44_100)
+    full, part = load_audio(flac), load_audio(flac, start=12.5, end=14.0)
+    assert part.numel() == 24_000
+    # no whole-sample shift (torchcodec 0.11 shifts later ranges of a reused decoder by ~16
+    # samples; every span gets a fresh decoder), up to the resampler's sub-sample phase
+    similarity = {
+        k: float(
+            torch.nn.functional.cosine_similarity(part[1000:-1000], full[201_000 + k : 223_000 + k], dim=0)
+        )
+        for k in range(-32, 33)
+    }
+    assert max(similarity, key=similarity.get) == 0 and similarity[0] > 0.99
+
+
+def test_more_than_two_channels_are_averaged(tmp_path):
+    import torchaudio
+
+    from losatok.testing import synth_music
+
+    path = synth_music(tmp_path / "six.wav", seconds=1.0, sample_rate=16_000, channels=6)
+    channels, rate = torchaudio.load(path)
+    assert channels.shape[0] == 6
+    torch.testing.assert_close(load_audio(path, sample_rate=rate), channels.mean(0))
+
+
+def test_file_object_decodes_like_the_path(audio_dir):
+    with open(audio_dir / "music.ogg", "rb") as handle:
+        from_handle = load_audio(handle, start=0.5)
+    torch.testing.assert_close(from_handle, load_audio(audio_dir / "music.ogg", start=0.5))

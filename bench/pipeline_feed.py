@@ -1,0 +1,196 @@
+"""Feed: how fast the dataflow moves audio when the encoder costs nothing.
+
+    python bench/pipeline_feed.py [--files 192] [--seconds 60] [--per-shard 8]
+
+On 16 kHz mono 16-bit wav inputs (espeak-ng speech and sox music), in one run:
+  torchcodec        AudioDecoder(..., sample_rate=16000, num_channels=1) in this process, 1 thread
+  stage in-process  the decode stage's body (decode_items + packing the payload), 1 thread
+  stage on Ray      the decode stage alone as the pipeline's Ray tasks, nothing after them
+  pipeline          the whole Ray dataflow (decode tasks -> encode actor -> commit tasks) with a
+                    bench-only encode actor that returns zero arrays of the right shape
+Ray gets one CPU more than the decode cores, for the encode actor's reservation (it does no
+work), so decode has the same cores in the last two rows. Per-core rates divide by those
+cores. Ray's workers are warmed up before the timed decode-alone run; the pipeline's time
+includes starting its encode actor, as a real run's does. Also: the payload a unit sends from decode to encode, as float32 and as int16 PCM
+(what the stage sends for these inputs), with the time to pickle it, put it into Ray's
+object store, get and unpickle it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+from losatok import preset  # noqa: E402
+from losatok.testing import convert, synth_music, synth_speech  # noqa: E402
+from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig  # noqa: E402
+from pipelines.decode import decode_items  # noqa: E402
+from pipelines.encode import frames_of  # noqa: E402
+from pipelines.flow import decode_stage, init_ray, run_units  # noqa: E402
+from pipelines.plan import make_units  # noqa: E402
+from pipelines.records import EncodedSegment, pack_payload, unpack_payload  # noqa: E402
+from pipelines.run import run_identity  # noqa: E402
+from pipelines.sources import list_inputs  # noqa: E402
+from pipelines.write import DatasetSink  # noqa: E402
+
+
+class NullEncodeStage:
+    """Bench-only stand-in for `pipelines.flow.EncodeStage`: zero arrays, no model. Never shipped."""
+
+    def __init__(self, config: TokenizeConfig) -> None:
+        self.dims = {
+            "latent": preset(config.model.preset).latent_dim,
+            "semantic_low": preset(config.model.preset).latent_dim,
+        }
+        self.dtype = np.dtype(config.fields.dtype)
+
+    def __call__(self, batch):
+        payloads = []
+        for blob in batch["payload"]:
+            unit, segments, failures, stats = unpack_payload(blob)
+            results = []
+            for s in segments:
+                frames = frames_of(s.num_samples)
+                arrays = {name: np.zeros((frames, dim), self.dtype) for name, dim in self.dims.items()}
+                results.append(EncodedSegment(arrays, frames))
+            stats.update(encode_node="bench", encode_seconds=0.0)
+            payloads.append(
+                pickle.dumps((unit, [s.without_audio() for s in segments], results, failures, stats))
+            )
+        return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+def make_corpus(root: Path, files: int, seconds: float) -> None:
+    root.mkdir(parents=True)
+    words = "The decoder feeds the accelerator from every core of the node. " * max(1, int(seconds / 4))
+    sources = [
+        synth_speech(root / "_speech.wav", words, sample_rate=22_050),
+        synth_music(root / "_music.wav", seconds=seconds, sample_rate=44_100, channels=1),
+    ]
+    pcm = [convert(s, root / f"_{i}.16k.wav", sample_rate=16_000, channels=1) for i, s in enumerate(sources)]
+    for i in range(files):
+        shutil.copy(pcm[i % 2], root / f"item_{i:04d}.wav")
+    for path in sources + pcm:
+        path.unlink()
+
+
+def payload_costs(segments, dtype, pack, unpack) -> tuple[float, float]:
+    """(MiB, seconds) to pack a unit's segments with `dtype` audio, put, get and unpack them."""
+    cast = [replace(s, wav=s.float_wav() if dtype == np.float32 else s.wav) for s in segments]
+    start = time.perf_counter()
+    blob = pack(cast)
+    unpack(ray.get(ray.put(blob)))
+    return len(blob) / 2**20, time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=192)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--per-shard", type=int, default=8)
+    p.add_argument("--decode-cores", type=int, default=os.cpu_count())
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="losatok-feed-"))
+    make_corpus(work / "corpus", args.files, args.seconds)
+    cores = args.decode_cores
+    config = TokenizeConfig(
+        source=SourceConfig(path=str(work / "corpus")),
+        sink=SinkConfig(path=str(work / "ds"), inputs_per_shard=args.per_shard),
+        model=ModelConfig(preset="tiny"),
+        cluster=ClusterConfig(num_cpus=cores + 1, max_failure_fraction=0.0),
+    )
+    units = make_units(list_inputs(config.source), args.per_shard, 1 << 40)
+    paths = [item.location for unit in units for item in unit.items]
+
+    import torch
+    from torchcodec.decoders import AudioDecoder
+
+    torch.set_num_threads(1)
+    audio = sum(
+        AudioDecoder(p, sample_rate=16_000, num_channels=1).get_all_samples().data.shape[1] for p in paths
+    )
+    audio /= 16_000
+    start = time.perf_counter()
+    for path in paths:
+        AudioDecoder(path, sample_rate=16_000, num_channels=1).get_all_samples()
+    torchcodec_rate = audio / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for unit in units:
+        segments, failures = decode_items(unit.items, config.segment, 16_000, {}, 1)
+        pack_payload((unit, segments, failures, {}))
+    stage_rate = audio / (time.perf_counter() - start)
+
+    init_ray(config.cluster)
+    rows = [{"unit": u.index, "items": pickle.dumps(u.items, protocol=5)} for u in units]
+
+    def decode_alone(rows: list[dict]) -> None:
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            decode_stage,
+            fn_kwargs={"config": config, "sample_rate": 16_000},
+            batch_size=1,
+            num_cpus=1,
+            compute=ray.data.TaskPoolStrategy(size=cores),
+        )
+        for _ in ds.iter_rows():
+            pass
+
+    decode_alone(rows[:cores])  # warm-up: worker processes started, torch and FFmpeg imported
+    start = time.perf_counter()
+    decode_alone(rows)
+    ray_stage_rate = audio / (time.perf_counter() - start)
+
+    tokenizer = preset("tiny")
+    sink = DatasetSink.open(config.sink, config.fields, tokenizer, run_identity(config, tokenizer))
+    start = time.perf_counter()
+    moved = sum(
+        s["audio_seconds"] for s in run_units(config, units, sink, 16_000, encode_stage=NullEncodeStage)
+    )
+    pipeline_rate = moved / (time.perf_counter() - start)
+    assert abs(moved - audio) < 1e-3 * audio, (moved, audio)
+
+    segments, _ = decode_items(units[0].items, config.segment, 16_000, {}, 1)
+    unit_audio = sum(s.duration for s in segments)
+    in_band = (lambda o: pickle.dumps(o, protocol=5), pickle.loads)
+    costs = {
+        f"{dtype.__name__}, {name}": payload_costs(segments, dtype, *packer)
+        for dtype in (np.float32, np.int16)
+        for name, packer in (("pickled in band", in_band), ("pack_payload", (pack_payload, unpack_payload)))
+    }
+    ray.shutdown()
+
+    print(
+        f"{len(paths)} wav files (16 kHz mono 16-bit), {audio:.0f} s of audio, {len(units)} units; {cores} decode cores"
+    )
+    print("| measurement | audio s / wall s | per decode core |")
+    print("| --- | --- | --- |")
+    print(f"| torchcodec, in-process, 1 thread | {torchcodec_rate:.0f} | {torchcodec_rate:.0f} |")
+    print(f"| decode stage body, in-process, 1 thread | {stage_rate:.0f} | {stage_rate:.0f} |")
+    print(f"| decode stage alone, Ray tasks | {ray_stage_rate:.0f} | {ray_stage_rate / cores:.0f} |")
+    print(f"| pipeline, no-work encoder | {pipeline_rate:.0f} | {pipeline_rate / cores:.0f} |")
+    print(f"pipeline / decode stage alone on Ray = {pipeline_rate / ray_stage_rate:.2f} (target >= 0.8)")
+    print(
+        f"cores to feed 10 000 audio s/s (one H100, official encoder, bf16): {10_000 / (pipeline_rate / cores):.0f}"
+    )
+    for name, (mib, seconds) in costs.items():
+        print(
+            f"payload {name}: {mib / unit_audio * 60:.2f} MiB per audio minute, pickle+put+get+unpickle "
+            f"{seconds / unit_audio * 1000:.2f} ms per audio second"
+        )
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
