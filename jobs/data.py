@@ -57,7 +57,12 @@ class Batch:
 
 def open_checked(config: LoaderConfig, latent_dim: int, semantic_dim: int | None = None) -> DatasetReader:
     """Open the dataset and refuse, saying both sides, one this model cannot train on."""
-    reader = open_dataset(config.path, config.storage_options)  # refuses newer schema majors itself
+    try:
+        reader = open_dataset(config.path, config.storage_options)  # refuses newer schema majors itself
+    except FileNotFoundError:
+        raise DatasetMismatchError(
+            f"data.path={config.path}: no latent dataset there (no card.json); losatok-tokenize makes one"
+        ) from None
     card = reader.card
     found_major = parse_version(card.schema_version)[0]
     if found_major != parse_version(SCHEMA_VERSION)[0]:

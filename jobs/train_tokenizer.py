@@ -8,15 +8,17 @@ exports, or a seeded untrained one); the acoustic branch, fusion/VAE head and de
 random crops of audio with: multi-resolution mel L1, least-squares adversarial losses from
 multi-period and multi-resolution discriminators plus feature matching (from `disc_start_step`
 on), the KL with a floor, and dual-level semantic supervision (both / high_only / low_only),
-each weighted and logged on its own. The result is exported in the published whole-model
-layout (`{"state_dict": ...}`), so the pipeline loads it like a downloaded checkpoint.
+each weighted and logged on its own. The result, `<out_dir>/losatok.pth`, keeps the published
+whole-model layout (`{"state_dict": ...}` with the published key names) and carries its config
+beside it (`losatok.save_checkpoint`): eval, generation, reconstruction and the pipeline read the
+config from the file, so no `preset=` is needed to use it, and strict published-layout loaders
+still load it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +34,18 @@ from jobs.launch import (
     barrier,
     cli,
     config_from_hydra,
+    entry,
     rank_and_world,
+    require,
+    require_positive,
     run_workers,
     write_worker_result,
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
-from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset
+from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset, save_checkpoint
 from losatok.audio import save_audio
+from losatok.cli.usage import check_exists, check_output_dir
+from losatok.config import PRESETS
 from losatok.discriminators import (
     DiscriminatorConfig,
     Discriminators,
@@ -193,7 +200,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d", step)
     rank, world = rank_and_world()
-    metrics = MetricsLog(config.out_dir, rank == 0)
+    metrics = MetricsLog(config.out_dir, rank == 0, step)
     first = last = None
     w = config.weights
     while step < config.max_steps:
@@ -269,9 +276,9 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
             )
     metrics.close()
     export = os.path.join(config.out_dir, "losatok.pth")
-    if rank == 0:
-        torch.save({"state_dict": model.state_dict()}, export + ".tmp")
-        os.replace(export + ".tmp", export)
+    if rank == 0:  # config inside: every command rebuilds this model from the file alone
+        extra = {"trained_by": "losatok-train-tokenizer", "step": step, "seed": config.seed}
+        save_checkpoint(model, export, extra | {"semantic_encoder": config.semantic_encoder})
     checksum = float(sum(p.detach().double().sum() for p in trainable))
     result = {
         "step": step,
@@ -294,10 +301,36 @@ def run(config: TrainTokenizerConfig) -> list[dict[str, Any]]:
 ConfigStore.instance().store(name="train_tokenizer_schema", node=TrainTokenizerConfig)
 
 
+def validate(config: TrainTokenizerConfig) -> None:
+    """Refuse, before any work, values that cannot run (one line naming the key; exit 2 in the CLI)."""
+    require(config.data.path not in ("", "???"), "data.path", config.data.path, "name the training audio")
+    check_exists(config.data.path, "data.path")
+    require(config.preset in PRESETS, "preset", config.preset, f"one of {sorted(PRESETS)}")
+    require(
+        config.semantic_mode in ("both", "high_only", "low_only"),
+        "semantic_mode",
+        config.semantic_mode,
+        "both, high_only or low_only",
+    )
+    require_positive(
+        config, "max_steps", "log_every", "ckpt_every", "examples_every", "lr", "trainer.num_workers",
+        "data.crop_seconds", "data.batch_size",
+    )  # fmt: skip
+    require(config.disc_start_step >= 0, "disc_start_step", config.disc_start_step, "must be 0 or more")
+    check_exists(config.semantic_encoder, "semantic_encoder")
+    check_output_dir(config.out_dir, "out_dir")
+
+
 @hydra.main(version_base=None, config_path="conf", config_name="train_tokenizer")
-def main(cfg: DictConfig) -> None:
-    cli(run, config_from_hydra(TrainTokenizerConfig, cfg))
+def hydra_main(cfg: DictConfig) -> None:
+    config = config_from_hydra(TrainTokenizerConfig, cfg)
+    validate(config)
+    cli(run, config)
+
+
+def main() -> None:
+    entry("train_tokenizer", TrainTokenizerConfig, run, hydra_main, validate)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
