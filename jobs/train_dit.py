@@ -228,6 +228,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     loader = make_loader(batches)
     while step < config.max_steps:
         batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
+        count = len(batches)  # this epoch's batches (iterating advances batches.epoch)
         for index, batch in enumerate(loader):
             if index < skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
                 continue
@@ -284,7 +285,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
             if step % config.ckpt_every == 0 or step == config.max_steps:
                 state = parallel.gather_state(model, ema, optimizer, sharded)  # collective under FSDP
                 if rank == 0:
-                    position = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
+                    position = (epoch, index + 1) if index + 1 < count else (epoch + 1, 0)
                     _save(config, step, position, state, scheduler, dit_config, batches, tokenizer)
             if distributed and (step % config.ckpt_every == 0):
                 dist.barrier()
