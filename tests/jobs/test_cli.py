@@ -40,6 +40,9 @@ def test_train_with_semantic_alignment_then_generate_audio(pipeline_dataset, tmp
     done = subprocess.run(train, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"step": 20' in done.stdout
+    # it says where the checkpoints are and how to generate from them
+    assert f"checkpoints: {out}/checkpoints (latest: step-000000020.pt)" in done.stderr
+    assert f'losatok-generate --dit {out} --text "Hello there."' in done.stderr
     semantic = [
         line
         for line in (out / "metrics.jsonl").read_text().splitlines()
