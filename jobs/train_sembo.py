@@ -40,6 +40,7 @@ from jobs.launch import (
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import load_model, preset
+from losatok.checkpoint import SEMANTIC_FORMAT
 from losatok.cli.usage import check_exists, check_output_dir
 from losatok.config import PRESETS
 from losatok.losses import sembo_loss
@@ -160,6 +161,7 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
                     step,
                     {
                         "step": step,
+                        "config": model_config.to_dict(),  # the widths of the bottleneck
                         "bottleneck": bottleneck.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "rng": checkpointing.rng_state(),
@@ -189,14 +191,17 @@ def run(config: TrainSemboConfig) -> list[dict[str, Any]]:
 
 
 def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottleneck) -> str:
-    """Write `<out_dir>/semantic_encoder.pth` in the published layout: encoder.* and bottleneck.*."""
+    """Write `<out_dir>/semantic_encoder.pth` in the published layout (encoder.* and bottleneck.*
+    under "state_dict"), with the tokenizer's config beside it."""
     torch.manual_seed(config.tokenizer.seed)
     tokenizer = load_model(config.tokenizer.checkpoint, preset(config.preset))
     state = {f"encoder.{k}": v for k, v in tokenizer.semantic_encoder.encoder.state_dict().items()}
     state |= {f"bottleneck.{k}": v.detach().cpu().clone() for k, v in bottleneck.state_dict().items()}
     path = os.path.join(config.out_dir, "semantic_encoder.pth")
     os.makedirs(config.out_dir, exist_ok=True)
-    torch.save({"state_dict": state}, path + ".tmp")
+    # the config of the tokenizer this encoder belongs to rides along (ignored by published loaders)
+    payload = {"format": SEMANTIC_FORMAT, "config": tokenizer.config.to_dict(), "state_dict": state}
+    torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
     return path
 

@@ -44,6 +44,7 @@ from jobs.launch import (
 from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset, save_checkpoint
 from losatok.audio import save_audio
+from losatok.checkpoint import checkpoint_config
 from losatok.cli.usage import check_exists, check_output_dir
 from losatok.config import PRESETS
 from losatok.discriminators import (
@@ -84,7 +85,9 @@ class LossWeights:
 class TrainTokenizerConfig:
     data: AudioDataConfig = field(default_factory=AudioDataConfig)
     preset: str = "tiny"
-    semantic_encoder: str | None = None  # frozen encoder + SemBo (published layout); None: seeded untrained
+    # frozen encoder + SemBo (published layout; one from SemBo training carries its config, which
+    # then wins over `preset`); None: seeded untrained
+    semantic_encoder: str | None = None
     seed: int = 0
     semantic_mode: str = "both"  # dual-level supervision: both, high_only, low_only
     kl_floor: float = 1e-3
@@ -170,7 +173,9 @@ class AudioCrops:
 
 def build_tokenizer(config: TrainTokenizerConfig) -> LoSATok:
     torch.manual_seed(config.seed)
-    model = LoSATok(preset(config.preset))
+    # a semantic_encoder.pth from SemBo training carries its tokenizer's config: it wins over `preset`
+    stored = checkpoint_config(config.semantic_encoder) if config.semantic_encoder else None
+    model = LoSATok(stored or preset(config.preset))
     if config.semantic_encoder:
         load_semantic_encoder(model, config.semantic_encoder)
     return model.train()
@@ -182,7 +187,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
     bf16 = use_cuda if config.trainer.bf16 is None else config.trainer.bf16
     model = build_tokenizer(config).to(device)
     discriminators = Discriminators(
-        tiny_discriminators() if config.preset == "tiny" else DiscriminatorConfig()
+        tiny_discriminators() if model.config.preset == "tiny" else DiscriminatorConfig()
     ).to(device)
     data = AudioCrops(config.data, model.config.sample_rate, model.config.samples_per_token)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -267,6 +272,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
                 step,
                 {
                     "step": step,
+                    "config": model.config.to_dict(),
                     "model": model.state_dict(),
                     "discriminators": discriminators.state_dict(),
                     "opt_g": opt_g.state_dict(),

@@ -107,7 +107,6 @@ def test_killed_training_resumes_at_its_checkpoint_and_continues_exactly(pipelin
         torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_a_resumed_run_drops_the_metrics_rows_it_replays(pipeline_dataset, tmp_path):
     out = tmp_path / "run"
     config = tiny_config(pipeline_dataset, out, max_steps=20, ckpt_every=10, log_every=5)
@@ -122,6 +121,7 @@ def test_a_resumed_run_drops_the_metrics_rows_it_replays(pipeline_dataset, tmp_p
     assert [row["step"] for row in rows] == [5, 10, 15, 20]  # 15 and 20 once, from the resumed run
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ray_train_workers_keep_identical_weights(pipeline_dataset, tmp_path, strategy):
     trainer = TrainerConfig(num_workers=2, strategy=strategy)
     config = tiny_config(pipeline_dataset, tmp_path / strategy, max_steps=30, ckpt_every=15, trainer=trainer)
