@@ -59,8 +59,11 @@ def read_dit(path: str) -> dict[str, Any]:
     if not fs.exists(root):
         raise UsageError(f"--dit {path}: no such file or folder")
     if fs.isfile(root):
-        with fs.open(root, "rb") as handle:
-            payload = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+        try:
+            with fs.open(root, "rb") as handle:
+                payload = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001  # not a torch file, truncated, pickled code refused
+            raise UsageError(f"--dit {path}: cannot read it as a checkpoint ({type(err).__name__})") from None
     else:
         base = path.rstrip("/")
         payload = checkpointing.load_latest(base) or checkpointing.load_latest(f"{base}/checkpoints")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = read_dit(args.dit)
         record = payload.get("tokenizer")
         tokenizer, trained = build_tokenizer(record, args.tokenizer, args.preset)
-    except (UsageError, CheckpointError, ValueError) as err:
+    except (UsageError, CheckpointError, ValueError, OSError) as err:
         fail(str(err))
     model, mean, std, step = dit_from_payload(payload, use_ema=not args.no_ema)
     if tokenizer.config.latent_dim != model.config.latent_dim:
