@@ -11,6 +11,7 @@ A corrupt shard or sample is counted, warned about and skipped; its batch goes o
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import random
@@ -128,26 +129,34 @@ def plan_stream(
     order = list(shards)
     rng.shuffle(order)
     sequence = [(key, length) for number in order for key, length in rows.get(number, [])]
-    pool: list[tuple[int, str, int]] = []  # (position, key, length)
+    # the buffer kept sorted by (length, position): the samples closest in length to the opening
+    # one are its neighbours, taken outward from it, so a batch costs O(buffer), not a sort
+    pool: list[tuple[int, int, str]] = []  # (length, position, key)
     batches, next_position = [], 0
     while True:
         while len(pool) < max(1, shuffle_buffer) and next_position < len(sequence):
-            pool.append((next_position, *sequence[next_position]))
+            key, length = sequence[next_position]
+            bisect.insort(pool, (length, next_position, key))
             next_position += 1
         if not pool:
             return StreamPlan(tuple(order), tuple(batches))
-        first = pool.pop(rng.randrange(len(pool)))
-        chosen, longest = [first], first[2]
-        taken = set()
-        for index in sorted(range(len(pool)), key=lambda i: (abs(pool[i][2] - first[2]), i)):
-            length = max(longest, pool[index][2])
-            if length * (len(chosen) + 1) > batch_frames:
+        first = rng.randrange(len(pool))
+        target = longest = pool[first][0]
+        low, high = first, first + 1  # pool[low:high] is the batch
+        while True:
+            left = target - pool[low - 1][0] if low > 0 else None
+            right = pool[high][0] - target if high < len(pool) else None
+            if left is None and right is None:
                 break
-            chosen.append(pool[index])
-            taken.add(index)
+            take_left = right is None or (left is not None and left <= right)
+            length = max(longest, pool[low - 1][0] if take_left else pool[high][0])
+            if length * (high - low + 1) > batch_frames:
+                break
+            low, high = (low - 1, high) if take_left else (low, high + 1)
             longest = length
-        pool = [item for index, item in enumerate(pool) if index not in taken]
-        batches.append(PlannedBatch(tuple(c[1] for c in chosen), max(c[0] for c in chosen)))
+        chosen = pool[low:high]
+        del pool[low:high]
+        batches.append(PlannedBatch(tuple(c[2] for c in chosen), max(c[1] for c in chosen)))
 
 
 def split_to(plans: list[StreamPlan], count: int) -> list[list[PlannedBatch | None]]:
