@@ -185,6 +185,8 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------
     dit_config = model_config(config, _semantic_dim(config))
     batches = LatentBatches(config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim)
+    # which tokenizer made the latents, for generation; checked before anything is written
+    tokenizer = dataset_tokenizer(batches.reader, config.tokenizer) if rank == 0 else None
     model = build_dit(
         dit_config, config.text_encoder, config.text_encoder_path, config.freeze_text_encoder
     ).to(device)
@@ -211,7 +213,6 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
     metrics = MetricsLog(config.log_dir or config.out_dir, rank == 0, step)
-    tokenizer = dataset_tokenizer(batches.reader, config.tokenizer) if rank == 0 else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16(config, device))
 
     def generator_at(
