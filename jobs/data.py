@@ -1,13 +1,18 @@
 """Training batches from latent datasets: rank-balanced, frame-budgeted, normalised, never short.
 
-DDP hangs when one rank runs out of batches before the others. Here every rank computes, from
-the shared index alone, the same epoch length N (the smallest number of full batches any rank
-can fill), then yields exactly N batches from an endless shuffled stream over its own shards.
-A corrupt shard or sample is counted, warned about and skipped; the stream simply moves on.
+An epoch visits every sample of a rank's share once, and a batch never holds a sample twice.
+DDP hangs when one rank runs out of batches before the others, so the batches are planned from
+the shared index alone (keys and frame counts, no communication): each rank plans every rank's
+epoch (shuffled shard order, length bucketing within a shuffle buffer, the frame budget), takes
+the largest count N, and splits its own biggest batches until it has exactly N. Reading then
+follows the plan, streaming each shard once and holding only the samples of the buffer.
+A corrupt shard or sample is counted, warned about and skipped; its batch goes out without it.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import logging
 import random
 from collections.abc import Iterator, Mapping
@@ -19,7 +24,8 @@ import torch
 
 from schemas.errors import SchemaError
 from schemas.fields import SEMANTIC_GROUP
-from schemas.index import ShardInfo, assign_shards
+from schemas.index import assign_shards
+from schemas.layout import shard_number
 from schemas.reader import DatasetReader, open_dataset
 from schemas.sample import LatentSample, decode_sample
 from schemas.versioning import SCHEMA_VERSION, parse_version
@@ -57,7 +63,12 @@ class Batch:
 
 def open_checked(config: LoaderConfig, latent_dim: int, semantic_dim: int | None = None) -> DatasetReader:
     """Open the dataset and refuse, saying both sides, one this model cannot train on."""
-    reader = open_dataset(config.path, config.storage_options)  # refuses newer schema majors itself
+    try:
+        reader = open_dataset(config.path, config.storage_options)  # refuses newer schema majors itself
+    except FileNotFoundError:
+        raise DatasetMismatchError(
+            f"data.path={config.path}: no latent dataset there (no card.json); losatok-tokenize makes one"
+        ) from None
     card = reader.card
     found_major = parse_version(card.schema_version)[0]
     if found_major != parse_version(SCHEMA_VERSION)[0]:
@@ -86,26 +97,102 @@ def open_checked(config: LoaderConfig, latent_dim: int, semantic_dim: int | None
     return reader
 
 
-def epoch_batches(shards: list[ShardInfo], max_frames: int, batch_frames: int, world_size: int) -> int:
-    """Batches per epoch for every rank: the fewest full batches any rank's shards can fill.
+@dataclass(frozen=True)
+class PlannedBatch:
+    """Keys of one batch, and the stream position (in the planned order) of its last sample."""
 
-    Uses per-shard frame totals, with every sample counted as at most `max_frames` (its crop).
-    Computed from the index alone, so every rank agrees without communicating.
+    keys: tuple[str, ...]
+    upto: int
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """One reader's epoch: its shards in read order and its batches in yield order."""
+
+    shards: tuple[int, ...]
+    batches: tuple[PlannedBatch, ...]
+
+
+def plan_stream(
+    rows: Mapping[int, list[tuple[str, int]]],
+    shards: list[int],
+    rng: random.Random,
+    shuffle_buffer: int,
+    batch_frames: int,
+) -> StreamPlan:
+    """Batches over `shards` read once in a shuffled order: length bucketing within the buffer.
+
+    `rows[shard]` lists that shard's (key, cropped length in frames) in written order. A random
+    sample of the buffer opens each batch; the buffer's samples closest to it in length fill it
+    while B x T_max <= batch_frames (at least one item), so padding stays small and order random.
     """
-    per_rank = assign_shards(shards, world_size)
-    counts = []
-    for rank_shards in per_rank:
-        frames = sum(min(s.frames, max_frames * s.samples) for s in rank_shards)
-        counts.append(frames // batch_frames)
-    return max(1, min(counts))
+    order = list(shards)
+    rng.shuffle(order)
+    sequence = [(key, length) for number in order for key, length in rows.get(number, [])]
+    # the buffer kept sorted by (length, position): the samples closest in length to the opening
+    # one are its neighbours, taken outward from it, so a batch costs O(buffer), not a sort
+    pool: list[tuple[int, int, str]] = []  # (length, position, key)
+    batches, next_position = [], 0
+    while True:
+        while len(pool) < max(1, shuffle_buffer) and next_position < len(sequence):
+            key, length = sequence[next_position]
+            bisect.insort(pool, (length, next_position, key))
+            next_position += 1
+        if not pool:
+            return StreamPlan(tuple(order), tuple(batches))
+        first = rng.randrange(len(pool))
+        target = longest = pool[first][0]
+        low, high = first, first + 1  # pool[low:high] is the batch
+        while True:
+            left = target - pool[low - 1][0] if low > 0 else None
+            right = pool[high][0] - target if high < len(pool) else None
+            if left is None and right is None:
+                break
+            take_left = right is None or (left is not None and left <= right)
+            length = max(longest, pool[low - 1][0] if take_left else pool[high][0])
+            if length * (high - low + 1) > batch_frames:
+                break
+            low, high = (low - 1, high) if take_left else (low, high + 1)
+            longest = length
+        chosen = pool[low:high]
+        del pool[low:high]
+        batches.append(PlannedBatch(tuple(c[2] for c in chosen), max(c[1] for c in chosen)))
+
+
+def split_to(plans: list[StreamPlan], count: int) -> list[list[PlannedBatch | None]]:
+    """The streams' batches, the biggest ones split into nearly equal parts until there are
+    `count` in all; `None` marks a repeat of the batch before it, needed only when a rank has
+    fewer samples than `count`. Deterministic: ties go to the earlier stream and batch."""
+    pieces = {(s, i): 1 for s, plan in enumerate(plans) for i in range(len(plan.batches))}
+    heap = [(-len(b.keys), s, i) for s, plan in enumerate(plans) for i, b in enumerate(plan.batches)]
+    heapq.heapify(heap)
+    missing = count - len(pieces)
+    while missing > 0 and heap and -heap[0][0] > 1:
+        _, s, i = heapq.heappop(heap)
+        pieces[s, i] += 1
+        missing -= 1
+        size = len(plans[s].batches[i].keys)
+        heapq.heappush(heap, ((-size) // pieces[s, i], s, i))  # minus its largest part after the split
+    out: list[list[PlannedBatch | None]] = []
+    for s, plan in enumerate(plans):
+        batches: list[PlannedBatch | None] = []
+        for i, batch in enumerate(plan.batches):
+            parts = pieces[s, i]
+            bounds = [round(j * len(batch.keys) / parts) for j in range(parts + 1)]
+            batches += [PlannedBatch(batch.keys[a:b], batch.upto) for a, b in zip(bounds, bounds[1:])]
+        out.append(batches)
+    for index in range(max(0, missing)):  # fewer samples than batches: repeat, round robin
+        out[index % len(out)].append(None)
+    return out
 
 
 class LatentBatches(torch.utils.data.IterableDataset):
-    """Iterable of exactly `len(self)` batches per epoch for one rank.
+    """Iterable of exactly `len(self)` batches per epoch for one rank (the same count on every rank).
 
     Inside a torch DataLoader with k workers, worker w reads every k-th of the rank's shards and
-    yields its share of the epoch's batches; the DataLoader's round-robin hands them out in a
-    fixed order, so the epoch still has exactly `len(self)` batches and is reproducible.
+    yields its planned batches; the DataLoader's round-robin hands them out in a fixed order, so
+    the epoch still has exactly `len(self)` batches and is reproducible. `epoch` picks the
+    shuffle; each iteration advances it.
     """
 
     def __init__(
@@ -124,9 +211,13 @@ class LatentBatches(torch.utils.data.IterableDataset):
         if not shards:
             raise DatasetMismatchError(f"{config.path} has no samples")
         self.all_shards = [s.number for s in shards]
-        self.rank_shards = [s.number for s in assign_shards(shards, world_size)[rank]]
-        self.batches_per_epoch = epoch_batches(shards, config.max_frames, config.batch_frames, world_size)
+        self.shards_of_rank = [[s.number for s in r] for r in assign_shards(shards, world_size)]
+        self.rank_shards = self.shards_of_rank[rank]
         self.rank, self.world_size = rank, world_size
+        index = self.reader.index().select(["shard", "key", "frame_count"]).to_pydict()
+        self.rows: dict[int, list[tuple[str, int]]] = {}  # shard -> (key, cropped length), written order
+        for shard, key, frames in zip(index["shard"], index["key"], index["frame_count"], strict=True):
+            self.rows.setdefault(shard_number(shard), []).append((key, min(frames, config.max_frames)))
         stats = self.reader.card.latent_stats
         self.mean = np.asarray(stats.mean, np.float32) if config.normalize else None
         self.std = np.asarray(stats.std, np.float32).clip(min=1e-5) if config.normalize else None
@@ -134,22 +225,62 @@ class LatentBatches(torch.utils.data.IterableDataset):
         self.skipped_samples = 0
         self.skipped_shards = 0
         self.epoch = 0
+        self._plans: dict[int, list[tuple[tuple[int, ...], list[PlannedBatch | None]]]] = {}
 
     def _semantic_group(self) -> str | None:
         name = self.config.semantic_field
         return self.reader.card.fields[name].group if name else None
 
     def __len__(self) -> int:
-        return self.batches_per_epoch
+        """Batches in the epoch `self.epoch` (the same on every rank)."""
+        return sum(len(batches) for _, batches in self.plan(self.epoch))
 
-    # --- sample stream -----------------------------------------------------------------------
-    def samples(self, rng: random.Random, shards: list[int]) -> Iterator[LatentSample]:
-        """Endless stream over `shards`, reshuffled each pass, corrupt parts skipped."""
-        while True:
-            order = list(shards)
-            rng.shuffle(order)
-            for number in order:
-                yield from self._shard_samples(number)
+    # --- the epoch's plan, from the index alone ------------------------------------------------
+    def _streams(self, rank: int) -> list[list[int]]:
+        """The rank's shards split among its loader workers (one stream without workers)."""
+        shards = self.shards_of_rank[rank] or self.all_shards  # more ranks than shards: share them all
+        count = max(1, min(self.config.workers, len(shards)))
+        return [shards[w::count] for w in range(count)]
+
+    def _plan_streams(self, rank: int, epoch: int) -> list[StreamPlan]:
+        c = self.config
+        return [
+            plan_stream(
+                self.rows,
+                shards,
+                random.Random(f"{c.seed}-{rank}-{epoch}-{w}"),
+                c.shuffle_buffer,
+                c.batch_frames,
+            )
+            for w, shards in enumerate(self._streams(rank))
+        ]
+
+    def plan(self, epoch: int) -> list[tuple[tuple[int, ...], list[PlannedBatch | None]]]:
+        """(shards in read order, batches) of `epoch` per loader worker of this rank, padded by
+        splits to the largest rank's count. Every rank plans every rank, so all agree unasked."""
+        if epoch not in self._plans:
+            own = self._plan_streams(self.rank, epoch)
+            count = max(
+                sum(len(p.batches) for p in (own if r == self.rank else self._plan_streams(r, epoch)))
+                for r in range(self.world_size)
+            )
+            split = split_to(own, count)
+            self._plans = {epoch: [(p.shards, b) for p, b in zip(own, split, strict=True)]}  # this epoch only
+        return self._plans[epoch]
+
+    # --- reading ---------------------------------------------------------------------------------
+    def _positioned(self, shards: tuple[int, ...]) -> Iterator[tuple[int, LatentSample | None]]:
+        """(planned position, sample) along `shards`; after each shard (last position, None), so a
+        sample lost to corruption never holds its batch back."""
+        position = 0
+        for number in shards:
+            keys = self.rows.get(number, [])
+            where = {key: position + i for i, (key, _) in enumerate(keys)}
+            for sample in self._shard_samples(number):
+                if sample.key in where:
+                    yield where[sample.key], sample
+            position += len(keys)
+            yield position - 1, None
 
     def _shard_samples(self, number: int) -> Iterator[LatentSample]:
         """One shard's samples; a bad sample is skipped, an unreadable tar ends the shard early."""
@@ -168,49 +299,44 @@ class LatentBatches(torch.utils.data.IterableDataset):
             self.skipped_shards += 1
             log.warning("skipping the rest of shard %06d of %s: %s", number, self.config.path, err)
 
-    # --- batches -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        shards = self.rank_shards or self.all_shards
-        worker = torch.utils.data.get_worker_info()
-        index, workers = (worker.id, min(worker.num_workers, len(shards))) if worker else (0, 1)
-        if index >= workers:  # more loader workers than shards: the extra ones have nothing to do
-            return
-        share = self.batches_per_epoch // workers + (index < self.batches_per_epoch % workers)
-        rng = random.Random(f"{self.config.seed}-{self.rank}-{self.epoch}-{index}")
+        epoch = self.epoch
         self.epoch += 1
-        stream = self.samples(rng, shards[index::workers])
-        pool: list[LatentSample] = []  # shuffle buffer, also the pool that batches bucket from
-        for _ in range(share):
-            yield self._next_batch(stream, rng, pool)
-
-    def _next_batch(
-        self, stream: Iterator[LatentSample], rng: random.Random, pool: list[LatentSample]
-    ) -> Batch:
-        """Length bucketing within the frame budget (B x T_max <= batch_frames, at least one item).
-
-        A random sample of the pool opens the batch; the pool's samples closest to it in
-        (cropped) length fill it, so padding stays small while the order stays random.
-        """
-        while len(pool) < max(1, self.config.shuffle_buffer):
-            pool.append(next(stream))
-        first = pool.pop(rng.randrange(len(pool)))
-        target = self._length(first)
-        chosen, longest = [first], target
-        for index in sorted(range(len(pool)), key=lambda i: (abs(self._length(pool[i]) - target), i)):
-            length = max(longest, self._length(pool[index]))
-            if length * (len(chosen) + 1) > self.config.batch_frames:
-                break
-            chosen.append(pool[index])
-            longest = length
-            pool[index] = None  # type: ignore[call-overload]  # taken; removed below
-        pool[:] = [s for s in pool if s is not None]
-        items = [(s, rng.randrange(s.frame_count - self._length(s) + 1)) for s in chosen]
-        return self._collate(items, longest)
+        worker = torch.utils.data.get_worker_info()
+        index = worker.id if worker else 0
+        plans = self.plan(epoch)
+        if index >= len(plans):  # more loader workers than shards: the extra ones have nothing to do
+            return
+        shards, batches = plans[index]
+        rng = random.Random(f"{self.config.seed}-{self.rank}-{epoch}-{index}-crops")
+        stream = self._positioned(shards)
+        arrived: dict[str, LatentSample] = {}
+        reached, previous, owed = -1, None, 0
+        for planned in batches:
+            if planned is None:  # a repeat that keeps the ranks' batch counts equal
+                items = previous
+            else:
+                for position, sample in stream if reached < planned.upto else ():
+                    if sample is not None:
+                        arrived[sample.key] = sample
+                    reached = max(reached, position)
+                    if reached >= planned.upto:
+                        break
+                items = [arrived.pop(k) for k in planned.keys if k in arrived] or previous
+            if items is None:  # nothing readable yet: yield the next good batch in its place
+                owed += 1
+                continue
+            for _ in range(1 + owed):
+                yield self._collate([(s, rng.randrange(s.frame_count - self._length(s) + 1)) for s in items])
+            previous, owed = items, 0
+        if owed:
+            raise DatasetMismatchError(f"{self.config.path}: no readable sample in shards {list(shards)}")
 
     def _length(self, sample: LatentSample) -> int:
         return min(sample.frame_count, self.config.max_frames)
 
-    def _collate(self, items: list[tuple[LatentSample, int]], longest: int) -> Batch:
+    def _collate(self, items: list[tuple[LatentSample, int]]) -> Batch:
+        longest = max(self._length(sample) for sample, _ in items)
         count, width = len(items), self.reader.card.fields["latent"].frame_shape[0]
         latents = np.zeros((count, longest, width), np.float32)
         mask = np.zeros((count, longest), bool)

@@ -1,6 +1,10 @@
 """`losatok-eval-tokenizer`: reconstruction quality of a tokenizer on held-out audio.
 
-    losatok-eval-tokenizer /data/heldout --checkpoint ckpts/losatok_kl1e-3.pth --out eval.json
+    losatok-eval-tokenizer /data/heldout --checkpoint out/tokenizer/losatok.pth --out eval.json
+    losatok-eval-tokenizer /data/heldout --checkpoint ckpts/losatok_kl1e-3.pth --preset official
+
+Our checkpoints (losatok-train-tokenizer's export included) carry their config; --preset is
+the config of a published file, which carries none.
 
 Encodes and decodes every audio file under the folder (or the first --max-files of them) and
 reports mel distance, multi-resolution STFT distance, SI-SDR, and the semantic preservation of
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,10 +23,19 @@ import torch
 
 from losatok import AudioError, CheckpointError, load_audio, load_model, preset
 from losatok.audio import probe_audio
+from losatok.cli.usage import Parser, existing_path, fail
+from losatok.config import PRESETS
 from losatok.metrics import mel_distance, semantic_preservation, si_sdr, stft_distance
 from schemas.audio_shards import SkippedFiles, audio_skip_reason
 
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "semantic_preservation")
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
 
 
 @torch.inference_mode()
@@ -53,34 +67,43 @@ def audio_files(folder: Path) -> tuple[list[Path], SkippedFiles]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="losatok-eval-tokenizer",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", help="folder of held-out audio files")
-    p.add_argument("--checkpoint", help="tokenizer checkpoint (ours or published); none: untrained --preset")
-    p.add_argument("--semantic-encoder", help="a semantic_encoder.pth loaded over the encoder")
+    p.add_argument("data", type=existing_path, help="folder of held-out audio files")
     p.add_argument(
-        "--preset", default="official", help="official with no --checkpoint: the published weights"
+        "--checkpoint",
+        type=existing_path,
+        help="tokenizer checkpoint: ours (config inside) or published (config: --preset); none: untrained",
+    )
+    p.add_argument(
+        "--semantic-encoder", type=existing_path, help="a semantic_encoder.pth loaded over the encoder"
+    )
+    p.add_argument(
+        "--preset",
+        default="official",
+        choices=sorted(PRESETS),
+        help="config of a published or no checkpoint; official with none: the published weights",
     )
     p.add_argument("--variant", default="kl1e-3", help="published weights to fetch: kl1e-3 or kl1e-2")
     p.add_argument("--revision", help="Hugging Face Hub branch, tag or commit of the published weights")
-    p.add_argument("--max-files", type=int, default=0)
+    p.add_argument("--max-files", type=non_negative_int, default=0, help="0: all")
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        fail(f"--out {args.out}: its folder does not exist")
 
     files, unlisted = audio_files(Path(args.data))
     files = files[: args.max_files] if args.max_files else files
     if unlisted.total:
         print(unlisted.describe(), file=sys.stderr)
     if not files:
-        print(
-            f"error: no audio files under {args.data} (FFmpeg's audio extensions, other files probed); "
-            f"{unlisted.describe()}",
-            file=sys.stderr,
+        fail(
+            f"no audio files under {args.data} (FFmpeg's audio extensions, other files probed); "
+            f"{unlisted.describe()}"
         )
-        return 2
     try:
         model = load_model(
             args.checkpoint,
@@ -90,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
         )
     except (CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        fail(str(err))
+    if args.checkpoint is None and args.preset != "official":  # official: the published weights
+        print(f"WARNING: no --checkpoint: this {args.preset} model is UNTRAINED", file=sys.stderr)
     rows, skipped = {}, {}
     for path in files:
         try:
@@ -100,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped[str(path)] = str(err)
     if not rows:
         print(f"error: none of the {len(files)} files could be evaluated", file=sys.stderr)
-        return 2
+        return 1  # the inputs failed, not the usage
     mean = {m: sum(r[m] for r in rows.values()) / len(rows) for m in METRICS}
     print(f"{'file':<40}" + "".join(f"{m:>24}" for m in METRICS))
     for path, row in rows.items():

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch.distributed as dist
+
+from losatok.cli.usage import UsageError, fail
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -88,19 +91,83 @@ def config_from_hydra(schema: type, cfg: Any) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
 
 
-def cli(run: Callable[[Any], list[dict[str, Any]]], config: Any) -> None:
-    """Entry-point body: run, print the first worker's result as JSON; a bad dataset or config
-    exits 2 with one line naming it instead of a traceback."""
+def require(ok: bool, key: str, value: Any, need: str) -> None:
+    """Refuse a config value with one line naming it: `max_steps=0: must be at least 1`."""
+    if not ok:
+        raise UsageError(f"{key}={value}: {need}")
+
+
+def require_positive(config: Any, *keys: str) -> None:
+    """Every dotted `key` of `config` (e.g. "data.batch_frames") must be a number > 0."""
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        require(value > 0, key, value, "must be greater than 0")
+
+
+def cli(
+    run: Callable[[Any], list[dict[str, Any]]], config: Any, epilogue: Callable[[Any], str] | None = None
+) -> None:
+    """Entry-point body: run, print the first worker's result as JSON (stdout) and `epilogue(config)`
+    (stderr); a bad dataset or config exits 2 with one line naming it instead of a traceback."""
     import logging
-    import sys
 
     from jobs.data import DatasetMismatchError
+    from losatok.checkpoint import CheckpointError
     from schemas.errors import SchemaError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         results = run(config)
-    except (FileNotFoundError, DatasetMismatchError, SchemaError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except (FileNotFoundError, DatasetMismatchError, SchemaError, CheckpointError, ValueError) as err:
+        fail(str(err))
     print(json.dumps(results[0], default=str))
+    if epilogue is not None:
+        print(epilogue(config), file=sys.stderr)
+
+
+def entry(
+    config_name: str,
+    schema: type,
+    run: Callable[[Any], list[dict[str, Any]]],
+    hydra_main: Callable[[], Any],
+    validate: Callable[[Any], None] | None = None,
+    epilogue: Callable[[Any], str] | None = None,
+) -> None:
+    """Console entry of a trainer: compose `jobs/conf/<config_name>.yaml` with the command line's
+    overrides, validate, run. Hydra reports a bad override in several lines and exits 1; here it
+    is one line and exit 2. Hydra's own flags (--help, --cfg job, -m) go to `hydra_main`."""
+    argv = sys.argv[1:]
+    if any(arg.startswith("-") for arg in argv):
+        hydra_main()
+        return
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module("jobs.conf", version_base=None):
+            cfg = compose(config_name, overrides=argv)
+        config = config_from_hydra(schema, cfg)
+    except Exception as err:  # noqa: BLE001  # override syntax, unknown key, wrong type, missing value
+        fail(one_line(err))
+    try:
+        if validate is not None:
+            validate(config)
+    except ValueError as err:
+        fail(str(err))
+    cli(run, config, epilogue)
+
+
+def one_line(err: BaseException | None) -> str:
+    """Hydra/OmegaConf's multi-line messages, with their causes, as one line without detail lines:
+    `Error merging override max_steps=abc: Value 'abc' of type 'str' could not be converted to Integer`."""
+    detail = ("full_key", "object_type", "reference_type", "See https", "To append", "provider=")
+    parts = []
+    while err is not None:
+        text = str(err).split("Config search path:")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        line = " ".join(line for line in lines if not line.startswith(detail)).rstrip(".")
+        if line and line not in parts:
+            parts.append(line)
+        err = err.__cause__
+    return ": ".join(parts) or "bad command line"

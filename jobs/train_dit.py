@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import os
-import sys
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,10 +29,22 @@ from tqdm import tqdm
 
 from jobs import checkpointing, parallel
 from jobs.data import LatentBatches, LoaderConfig, make_loader
-from jobs.launch import cli, config_from_hydra, run_workers, write_worker_result
+from jobs.launch import (
+    cli,
+    config_from_hydra,
+    entry,
+    require,
+    require_positive,
+    run_workers,
+    write_worker_result,
+)
+from jobs.tokenizer_ref import TokenizerSource, dataset_tokenizer
+from losatok.cli.usage import check_exists, check_output_dir
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
+from schemas.reader import open_dataset
+from schemas.storage import url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +91,9 @@ class TrainDiTConfig:
     text_encoder: str | None = None
     text_encoder_path: str | None = None
     freeze_text_encoder: bool = True
+    # the tokenizer file that made the dataset, when it was made from one (the card keeps only its
+    # sha256): recorded in the checkpoints so that losatok-generate decodes with it unasked
+    tokenizer: TokenizerSource = field(default_factory=TokenizerSource)
 
 
 def model_config(config: TrainDiTConfig, semantic_dim: int | None) -> DiTConfig:
@@ -99,9 +114,13 @@ def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
 
 
 class MetricsLog:
-    """metrics.jsonl (appended, survives restarts) and TensorBoard, written by rank 0 only."""
+    """metrics.jsonl (appended, survives restarts) and TensorBoard, written by rank 0 only.
 
-    def __init__(self, out_dir: str, enabled: bool) -> None:
+    A run resumed from the checkpoint of step `resumed_step` replays the steps after it, so
+    their rows (written before the kill) are dropped first: every step appears once.
+    """
+
+    def __init__(self, out_dir: str, enabled: bool, resumed_step: int = 0) -> None:
         self.enabled = enabled and "://" not in out_dir
         if enabled and not self.enabled:
             log.warning(
@@ -111,8 +130,13 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             os.makedirs(out_dir, exist_ok=True)
-            self.jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a")  # noqa: SIM115
-            self.board = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+            path = os.path.join(out_dir, "metrics.jsonl")
+            drop_rows_after(path, resumed_step)
+            self.jsonl = open(path, "a")  # noqa: SIM115
+            # TensorBoard's own resume rule: events from purge_step on are discarded
+            self.board = SummaryWriter(
+                os.path.join(out_dir, "tensorboard"), purge_step=resumed_step + 1 if resumed_step else None
+            )
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -126,6 +150,25 @@ class MetricsLog:
         if self.enabled:
             self.jsonl.close()
             self.board.close()
+
+
+def drop_rows_after(path: str, step: int) -> None:
+    """Rewrite the metrics file at `path` (atomically) without rows past `step` or torn lines."""
+    if not os.path.exists(path):
+        return
+    kept, dropped = [], 0
+    with open(path) as handle:
+        for line in handle:
+            try:
+                keep = json.loads(line)["step"] <= step
+            except (ValueError, KeyError, TypeError):  # the torn last line of a killed run
+                keep = False
+            kept += [line] if keep else []
+            dropped += not keep
+    if dropped:
+        with open(path + ".tmp", "w") as handle:
+            handle.writelines(kept)
+        os.replace(path + ".tmp", path)
 
 
 def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
@@ -142,6 +185,8 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------
     dit_config = model_config(config, _semantic_dim(config))
     batches = LatentBatches(config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim)
+    # which tokenizer made the latents, for generation; checked before anything is written
+    tokenizer = dataset_tokenizer(batches.reader, config.tokenizer) if rank == 0 else None
     model = build_dit(
         dit_config, config.text_encoder, config.text_encoder_path, config.freeze_text_encoder
     ).to(device)
@@ -167,7 +212,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
         step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
-    metrics = MetricsLog(config.log_dir or config.out_dir, rank == 0)
+    metrics = MetricsLog(config.log_dir or config.out_dir, rank == 0, step)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16(config, device))
 
     def generator_at(
@@ -184,6 +229,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     loader = make_loader(batches)
     while step < config.max_steps:
         batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
+        count = len(batches)  # this epoch's batches (iterating advances batches.epoch)
         for index, batch in enumerate(loader):
             if index < skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
                 continue
@@ -240,8 +286,8 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
             if step % config.ckpt_every == 0 or step == config.max_steps:
                 state = parallel.gather_state(model, ema, optimizer, sharded)  # collective under FSDP
                 if rank == 0:
-                    position = (epoch, index + 1) if index + 1 < len(batches) else (epoch + 1, 0)
-                    _save(config, step, position, state, scheduler, dit_config, batches)
+                    position = (epoch, index + 1) if index + 1 < count else (epoch + 1, 0)
+                    _save(config, step, position, state, scheduler, dit_config, batches, tokenizer)
             if distributed and (step % config.ckpt_every == 0):
                 dist.barrier()
         else:
@@ -276,8 +322,6 @@ def build_dit(config: DiTConfig, factory: str | None, path: str | None, freeze: 
 def _semantic_dim(config: TrainDiTConfig) -> int | None:
     if not config.data.semantic_field:
         return None
-    from schemas.reader import open_dataset
-
     card = open_dataset(config.data.path, config.data.storage_options).card
     return card.fields[config.data.semantic_field].frame_shape[0]
 
@@ -290,7 +334,7 @@ def _ckpt_dir(config: TrainDiTConfig) -> str:
     return f"{config.out_dir.rstrip('/')}/checkpoints"
 
 
-def _save(config, step, position, state, scheduler, dit_config, batches) -> None:
+def _save(config, step, position, state, scheduler, dit_config, batches, tokenizer) -> None:
     payload = {
         "format": "losatok-dit-checkpoint",
         "step": step,
@@ -301,6 +345,7 @@ def _save(config, step, position, state, scheduler, dit_config, batches) -> None
         "rng": checkpointing.rng_state(),
         "dit_config": dit_config.to_dict(),
         "text_encoder": {"factory": config.text_encoder, "path": config.text_encoder_path},
+        "tokenizer": tokenizer,  # which tokenizer made the latents (jobs.tokenizer_ref): generation decodes with it
         "train_config": json.dumps(asdict(config), default=str),
         # generation needs these to map samples back to the tokenizer's latent space
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
@@ -317,6 +362,45 @@ def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
     )
 
 
+def validate(config: TrainDiTConfig) -> None:
+    """Refuse, before any work, values that cannot run (one line naming the key; exit 2 in the CLI)."""
+    require(config.data.path not in ("", "???"), "data.path", config.data.path, "name a latent dataset")
+    check_exists(config.data.path, "data.path")
+    require_positive(
+        config, "max_steps", "log_every", "ckpt_every", "optim.lr", "trainer.num_workers",
+        "data.batch_frames", "data.max_frames", "data.shuffle_buffer",
+    )  # fmt: skip
+    require(config.data.workers >= 0, "data.workers", config.data.workers, "must be 0 or more")
+    require(0 <= config.cond_dropout < 1, "cond_dropout", config.cond_dropout, "must be in [0, 1)")
+    require(config.semantic_weight >= 0, "semantic_weight", config.semantic_weight, "must be 0 or more")
+    require(
+        config.trainer.strategy in ("ddp", "fsdp"), "trainer.strategy", config.trainer.strategy, "ddp or fsdp"
+    )
+    check_exists(config.text_encoder_path, "text_encoder_path")
+    check_exists(config.tokenizer.checkpoint, "tokenizer.checkpoint")
+    check_exists(config.tokenizer.semantic_encoder, "tokenizer.semantic_encoder")
+    check_output_dir(config.out_dir, "out_dir")
+    if config.log_dir:
+        check_output_dir(config.log_dir, "log_dir")
+
+
+def next_steps(config: TrainDiTConfig) -> str:
+    """Where the checkpoints are and the command that generates audio from them."""
+    directory = _ckpt_dir(config)
+    fs, root = url_to_fs(directory, config.storage_options)
+    latest = f"{root}/{checkpointing.LATEST}"
+    name = fs.cat_file(latest).decode().strip() if fs.exists(latest) else "none yet"
+    command = f"losatok-generate --dit {shlex.quote(config.out_dir)}"
+    if config.tokenizer.checkpoint is None:
+        card = open_dataset(config.data.path, config.data.storage_options).card.tokenizer
+        if card.checkpoint_sha256:  # made from a file the run was not told about: generation needs it
+            command += " --tokenizer PATH/TO/THE/TOKENIZER.pth"
+    return (
+        f"checkpoints: {directory} (latest: {name})\n"
+        f'generate:    {command} --text "Hello there." --out out/samples'
+    )
+
+
 def build_config(cfg: DictConfig | dict[str, Any]) -> TrainDiTConfig:
     """Hydra config -> TrainDiTConfig through OmegaConf's structured schema (unknown keys fail)."""
     return config_from_hydra(TrainDiTConfig, cfg)
@@ -328,9 +412,15 @@ ConfigStore.instance().store(name="train_dit_schema", node=TrainDiTConfig)
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="train_dit")
-def main(cfg: DictConfig) -> None:
-    cli(run, config_from_hydra(TrainDiTConfig, cfg))
+def hydra_main(cfg: DictConfig) -> None:
+    config = config_from_hydra(TrainDiTConfig, cfg)
+    validate(config)
+    cli(run, config, next_steps)
+
+
+def main() -> None:
+    entry("train_dit", TrainDiTConfig, run, hydra_main, validate, next_steps)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,12 +31,18 @@ from jobs.launch import (
     barrier,
     cli,
     config_from_hydra,
+    entry,
     rank_and_world,
+    require,
+    require_positive,
     run_workers,
     write_worker_result,
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
 from losatok import load_model, preset
+from losatok.checkpoint import SEMANTIC_FORMAT
+from losatok.cli.usage import check_exists, check_output_dir
+from losatok.config import PRESETS
 from losatok.losses import sembo_loss
 from losatok.semantic import SemanticBottleneck
 from schemas.reader import DatasetReader, open_dataset
@@ -134,7 +139,7 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
         optimizer.load_state_dict(resumed["optimizer"])
         step = resumed["step"]
         checkpointing.restore_rng(resumed["rng"])
-    metrics = MetricsLog(config.out_dir, rank == 0)
+    metrics = MetricsLog(config.out_dir, rank == 0, step)
     while step < config.max_steps:
         for batch in batches:
             if step >= config.max_steps:
@@ -156,6 +161,7 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
                     step,
                     {
                         "step": step,
+                        "config": model_config.to_dict(),  # the widths of the bottleneck
                         "bottleneck": bottleneck.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "rng": checkpointing.rng_state(),
@@ -185,14 +191,17 @@ def run(config: TrainSemboConfig) -> list[dict[str, Any]]:
 
 
 def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottleneck) -> str:
-    """Write `<out_dir>/semantic_encoder.pth` in the published layout: encoder.* and bottleneck.*."""
+    """Write `<out_dir>/semantic_encoder.pth` in the published layout (encoder.* and bottleneck.*
+    under "state_dict"), with the tokenizer's config beside it."""
     torch.manual_seed(config.tokenizer.seed)
     tokenizer = load_model(config.tokenizer.checkpoint, preset(config.preset))
     state = {f"encoder.{k}": v for k, v in tokenizer.semantic_encoder.encoder.state_dict().items()}
     state |= {f"bottleneck.{k}": v.detach().cpu().clone() for k, v in bottleneck.state_dict().items()}
     path = os.path.join(config.out_dir, "semantic_encoder.pth")
     os.makedirs(config.out_dir, exist_ok=True)
-    torch.save({"state_dict": state}, path + ".tmp")
+    # the config of the tokenizer this encoder belongs to rides along (ignored by published loaders)
+    payload = {"format": SEMANTIC_FORMAT, "config": tokenizer.config.to_dict(), "state_dict": state}
+    torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
     return path
 
@@ -200,10 +209,29 @@ def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottle
 ConfigStore.instance().store(name="train_sembo_schema", node=TrainSemboConfig)
 
 
+def validate(config: TrainSemboConfig) -> None:
+    """Refuse, before any work, values that cannot run (one line naming the key; exit 2 in the CLI)."""
+    require(config.data.path not in ("", "???"), "data.path", config.data.path, "name a feature dataset")
+    check_exists(config.data.path, "data.path")
+    require(config.preset in PRESETS, "preset", config.preset, f"one of {sorted(PRESETS)}")
+    require_positive(
+        config, "max_steps", "log_every", "eval_every", "holdout_shards", "lr", "trainer.num_workers",
+        "data.batch_frames", "data.max_frames", "data.shuffle_buffer",
+    )  # fmt: skip
+    check_exists(config.tokenizer.checkpoint, "tokenizer.checkpoint")
+    check_output_dir(config.out_dir, "out_dir")
+
+
 @hydra.main(version_base=None, config_path="conf", config_name="train_sembo")
-def main(cfg: DictConfig) -> None:
-    cli(run, config_from_hydra(TrainSemboConfig, cfg))
+def hydra_main(cfg: DictConfig) -> None:
+    config = config_from_hydra(TrainSemboConfig, cfg)
+    validate(config)
+    cli(run, config)
+
+
+def main() -> None:
+    entry("train_sembo", TrainSemboConfig, run, hydra_main, validate)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,15 +8,17 @@ exports, or a seeded untrained one); the acoustic branch, fusion/VAE head and de
 random crops of audio with: multi-resolution mel L1, least-squares adversarial losses from
 multi-period and multi-resolution discriminators plus feature matching (from `disc_start_step`
 on), the KL with a floor, and dual-level semantic supervision (both / high_only / low_only),
-each weighted and logged on its own. The result is exported in the published whole-model
-layout (`{"state_dict": ...}`), so the pipeline loads it like a downloaded checkpoint.
+each weighted and logged on its own. The result, `<out_dir>/losatok.pth`, keeps the published
+whole-model layout (`{"state_dict": ...}` with the published key names) and carries its config
+beside it (`losatok.save_checkpoint`): eval, generation, reconstruction and the pipeline read the
+config from the file, so no `preset=` is needed to use it, and strict published-layout loaders
+still load it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +34,19 @@ from jobs.launch import (
     barrier,
     cli,
     config_from_hydra,
+    entry,
     rank_and_world,
+    require,
+    require_positive,
     run_workers,
     write_worker_result,
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
-from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset
+from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset, save_checkpoint
 from losatok.audio import probe_audio, save_audio
+from losatok.checkpoint import checkpoint_config
+from losatok.cli.usage import check_exists, check_output_dir
+from losatok.config import PRESETS
 from losatok.discriminators import (
     DiscriminatorConfig,
     Discriminators,
@@ -83,7 +91,9 @@ class LossWeights:
 class TrainTokenizerConfig:
     data: AudioDataConfig = field(default_factory=AudioDataConfig)
     preset: str = "tiny"
-    semantic_encoder: str | None = None  # frozen encoder + SemBo (published layout); None: seeded untrained
+    # frozen encoder + SemBo (published layout; one from SemBo training carries its config, which
+    # then wins over `preset`); None: seeded untrained
+    semantic_encoder: str | None = None
     seed: int = 0
     semantic_mode: str = "both"  # dual-level supervision: both, high_only, low_only
     kl_floor: float = 1e-3
@@ -189,7 +199,9 @@ class AudioCrops:
 
 def build_tokenizer(config: TrainTokenizerConfig) -> LoSATok:
     torch.manual_seed(config.seed)
-    model = LoSATok(preset(config.preset))
+    # a semantic_encoder.pth from SemBo training carries its tokenizer's config: it wins over `preset`
+    stored = checkpoint_config(config.semantic_encoder) if config.semantic_encoder else None
+    model = LoSATok(stored or preset(config.preset))
     if config.semantic_encoder:
         load_semantic_encoder(model, config.semantic_encoder)
     return model.train()
@@ -201,7 +213,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
     bf16 = use_cuda if config.trainer.bf16 is None else config.trainer.bf16
     model = build_tokenizer(config).to(device)
     discriminators = Discriminators(
-        tiny_discriminators() if config.preset == "tiny" else DiscriminatorConfig()
+        tiny_discriminators() if model.config.preset == "tiny" else DiscriminatorConfig()
     ).to(device)
     data = AudioCrops(config.data, model.config.sample_rate, model.config.samples_per_token)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -219,7 +231,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d", step)
     rank, world = rank_and_world()
-    metrics = MetricsLog(config.out_dir, rank == 0)
+    metrics = MetricsLog(config.out_dir, rank == 0, step)
     first = last = None
     w = config.weights
     while step < config.max_steps:
@@ -286,6 +298,7 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
                 step,
                 {
                     "step": step,
+                    "config": model.config.to_dict(),
                     "model": model.state_dict(),
                     "discriminators": discriminators.state_dict(),
                     "opt_g": opt_g.state_dict(),
@@ -295,9 +308,9 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
             )
     metrics.close()
     export = os.path.join(config.out_dir, "losatok.pth")
-    if rank == 0:
-        torch.save({"state_dict": model.state_dict()}, export + ".tmp")
-        os.replace(export + ".tmp", export)
+    if rank == 0:  # config inside: every command rebuilds this model from the file alone
+        extra = {"trained_by": "losatok-train-tokenizer", "step": step, "seed": config.seed}
+        save_checkpoint(model, export, extra | {"semantic_encoder": config.semantic_encoder})
     checksum = float(sum(p.detach().double().sum() for p in trainable))
     result = {
         "step": step,
@@ -320,10 +333,36 @@ def run(config: TrainTokenizerConfig) -> list[dict[str, Any]]:
 ConfigStore.instance().store(name="train_tokenizer_schema", node=TrainTokenizerConfig)
 
 
+def validate(config: TrainTokenizerConfig) -> None:
+    """Refuse, before any work, values that cannot run (one line naming the key; exit 2 in the CLI)."""
+    require(config.data.path not in ("", "???"), "data.path", config.data.path, "name the training audio")
+    check_exists(config.data.path, "data.path")
+    require(config.preset in PRESETS, "preset", config.preset, f"one of {sorted(PRESETS)}")
+    require(
+        config.semantic_mode in ("both", "high_only", "low_only"),
+        "semantic_mode",
+        config.semantic_mode,
+        "both, high_only or low_only",
+    )
+    require_positive(
+        config, "max_steps", "log_every", "ckpt_every", "examples_every", "lr", "trainer.num_workers",
+        "data.crop_seconds", "data.batch_size",
+    )  # fmt: skip
+    require(config.disc_start_step >= 0, "disc_start_step", config.disc_start_step, "must be 0 or more")
+    check_exists(config.semantic_encoder, "semantic_encoder")
+    check_output_dir(config.out_dir, "out_dir")
+
+
 @hydra.main(version_base=None, config_path="conf", config_name="train_tokenizer")
-def main(cfg: DictConfig) -> None:
-    cli(run, config_from_hydra(TrainTokenizerConfig, cfg))
+def hydra_main(cfg: DictConfig) -> None:
+    config = config_from_hydra(TrainTokenizerConfig, cfg)
+    validate(config)
+    cli(run, config)
+
+
+def main() -> None:
+    entry("train_tokenizer", TrainTokenizerConfig, run, hydra_main, validate)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

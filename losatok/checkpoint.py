@@ -30,6 +30,9 @@ from losatok.model import LoSATok
 
 FORMAT = "losatok-checkpoint"
 FORMAT_VERSION = 1
+# a semantic_encoder.pth written by SemBo training: the published layout plus the config of the
+# tokenizer whose encoder it holds (a key the published loader ignores)
+SEMANTIC_FORMAT = "losatok-semantic-encoder"
 
 
 class CheckpointError(RuntimeError):
@@ -261,13 +264,13 @@ def load_checkpoint(path: str | os.PathLike, strict: bool = True, payload: objec
 
 
 def checkpoint_config(path: str | os.PathLike) -> LoSATokConfig | None:
-    """The config stored in one of our checkpoints, read without loading its tensors (memory-
-    mapped); None for a published file, which carries no config."""
+    """The config stored in one of our checkpoints (or semantic-encoder files), read without
+    loading its tensors (memory-mapped); None for a published file, which carries no config."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         payload = read_payload(path)  # not a zip-format file: read it whole (raises a clear error)
-    if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
+    if isinstance(payload, Mapping) and payload.get("format") in (FORMAT, SEMANTIC_FORMAT):
         return LoSATokConfig.from_dict(payload["config"])
     return None
 

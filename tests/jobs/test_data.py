@@ -127,3 +127,73 @@ def test_loader_workers_keep_the_epoch_length_and_order(tmp_path):
     assert len(epochs[0]) == len(batches) and epochs[0] == epochs[1]
     shards_seen = {k.split("-")[0] for keys in epochs[0] for k in keys}
     assert len(shards_seen) >= 2  # both workers contributed
+
+
+def epoch_keys(batches: LatentBatches) -> list[list[str]]:
+    return [list(b.keys) for b in batches]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_epoch_visits_each_sample_of_a_ranks_share_once_with_equal_batch_counts(tmp_path, workers):
+    # the reported case: 24 samples, batch_frames=5000 (the default 20 s crops and 64-sample buffer)
+    fake = write_fake_dataset(
+        str(tmp_path / "ds"), n_shards=6, samples_per_shard=4, min_frames=100, max_frames=500
+    )
+    from jobs.data import make_loader
+
+    for world in (1, 2, 3):
+        counts, shares = [], []
+        for rank in range(world):
+            batches = LatentBatches(
+                LoaderConfig(path=fake.url, batch_frames=5000, workers=workers), 16, rank, world
+            )
+            share = {key for n in batches.rank_shards for key, _ in batches.rows[n]}
+            for epoch in range(2):
+                batches.epoch = epoch
+                expected = len(batches)
+                keys = [list(b.keys) for b in make_loader(batches)]
+                flat = [k for batch in keys for k in batch]
+                assert all(len(set(batch)) == len(batch) for batch in keys), (
+                    keys
+                )  # no sample twice in a batch
+                assert sorted(flat) == sorted(share), (world, rank, epoch)  # every sample of the share, once
+                assert len(keys) == expected
+            counts.append(len(keys))
+            shares.append(share)
+        assert len(set(counts)) == 1, f"world {world}: ranks got {counts} batches"
+        assert set().union(*shares) == set(fake.samples) and sum(map(len, shares)) == 24  # disjoint shares
+
+
+def test_a_rank_needing_fewer_batches_splits_its_own_to_keep_the_count(tmp_path):
+    fake = write_fake_dataset(
+        str(tmp_path / "ds"), n_shards=2, samples_per_shard=8, min_frames=10, max_frames=100, seed=1
+    )
+    config = loader(fake.url, batch_frames=200, max_frames=100)
+    ranks = [LatentBatches(config, 16, rank, 2) for rank in (0, 1)]
+    own = [sum(len(p.batches) for p in b._plan_streams(b.rank, 0)) for b in ranks]
+    assert own[0] != own[1], own  # left alone, the ranks would disagree and DDP would hang
+    for batches in ranks:
+        keys = epoch_keys(batches)
+        flat = [k for batch in keys for k in batch]
+        assert len(keys) == max(own)
+        assert len(flat) == len(set(flat)) == 8  # each of the rank's 8 samples once, none repeated
+        lengths = {k: min(fake.samples[k].frame_count, 100) for k in flat}
+        assert all(len(b) == 1 or max(lengths[k] for k in b) * len(b) <= 200 for b in keys)
+
+
+def test_batches_are_planned_within_the_frame_budget_and_split_evenly():
+    import random
+
+    from jobs.data import plan_stream, split_to
+
+    rows = {0: [(f"a{i}", 40) for i in range(10)], 1: [(f"b{i}", 10) for i in range(10)]}
+    plan = plan_stream(rows, [0, 1], random.Random(0), shuffle_buffer=20, batch_frames=100)
+    keys = [k for b in plan.batches for k in b.keys]
+    assert sorted(keys) == sorted(k for r in rows.values() for k, _ in r)
+    length = {k: n for r in rows.values() for k, n in r}
+    assert all(max(length[k] for k in b.keys) * len(b.keys) <= 100 for b in plan.batches)
+    (split,) = split_to([plan], len(plan.batches) + 3)
+    assert len(split) == len(plan.batches) + 3
+    assert sorted(k for b in split for k in b.keys) == sorted(keys)  # splits lose and repeat nothing
+    (padded,) = split_to([plan], len(keys) + 2)  # more batches than samples: single items, then repeats
+    assert padded[-2:] == [None, None] and all(len(b.keys) == 1 for b in padded[:-2])

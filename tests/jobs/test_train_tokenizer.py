@@ -173,3 +173,33 @@ def test_a_folder_without_audio_names_what_was_skipped(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match=r"no readable recording .* 1 not audio \(\.txt\)"):
         AudioCrops(AudioDataConfig(path=str(tmp_path), crop_seconds=1.0, batch_size=2), 16_000, 640)
+
+
+@pytest.mark.slow  # two CLIs in subprocesses
+def test_the_export_carries_its_config_so_every_command_needs_no_preset(small_corpus, tmp_path):
+    import subprocess
+    import sys
+
+    from jobs.tokenizer_ref import build_tokenizer
+    from losatok.checkpoint import checkpoint_config
+
+    config = config_for(small_corpus, tmp_path / "tok", max_steps=2, disc_start_step=100, examples_every=100)
+    export = train(config)["export"]
+    assert checkpoint_config(export) == tiny()  # what the pipeline reads (model.checkpoint=)
+    torch.manual_seed(1)
+    published = load_published(export, tiny())  # still the published layout, loaded strictly
+    generation, trained = build_tokenizer(None, export)  # losatok-generate --tokenizer, no --preset
+    assert trained and generation.config == tiny()
+    for name, value in published.state_dict().items():
+        torch.testing.assert_close(generation.state_dict()[name], value)
+
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "a.wav").write_bytes((small_corpus / "speech_00.wav").read_bytes())
+    commands = [  # the default --preset is official: the file's own config must win
+        ["jobs.eval_tokenizer", str(tmp_path / "heldout"), "--checkpoint", export],
+        ["losatok.cli.reconstruct", str(small_corpus / "speech_01.wav"), str(tmp_path / "r.wav"), "--checkpoint", export],
+    ]  # fmt: skip
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "UNTRAINED" not in done.stderr and "missing key" not in done.stderr

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from losatok import LoSATok, load_audio, save_checkpoint, tiny
@@ -37,3 +38,23 @@ def test_reconstruct_names_a_bad_input(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"nope" * 100)
     done = _run(str(tmp_path / "bad.wav"), str(tmp_path / "out.wav"), "--preset", "tiny")
     assert done.returncode == 2 and "bad.wav: cannot decode as audio" in done.stderr
+
+
+@pytest.mark.slow  # a subprocess per case
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["/nonexistent/in.wav", "{tmp}/out.wav"], "/nonexistent/in.wav does not exist"),
+        (["{speech}", "{tmp}/no/such/folder/out.wav"], "is not a writable folder"),
+        (["{speech}", "{tmp}/out.wav", "--checkpoint", "/nope/ckpt.pth"], "/nope/ckpt.pth does not exist"),
+        (["{speech}", "{tmp}/out.wav", "--device", "toaster"], "'toaster' is not a device"),
+        (["{speech}", "{tmp}/out.wav", "--preset", "huge"], "argument --preset: invalid choice"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(audio_dir, tmp_path, args, culprit):
+    names = {"tmp": tmp_path, "speech": audio_dir / "speech.mp3"}
+    done = _run(*(a.format(**names) for a in args))
+    assert done.returncode == 2, done.stderr
+    assert culprit in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out.wav").exists()
