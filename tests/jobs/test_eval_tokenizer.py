@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from losatok import LoSATok, save_checkpoint, tiny
@@ -40,7 +41,9 @@ def test_eval_of_the_published_model_from_the_hub_cache(audio_dir, tmp_path, mon
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "speech.mp3").write_bytes((audio_dir / "speech.mp3").read_bytes())
 
-    assert main([str(tmp_path / "data")]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path / "data")])
+    assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "losatok_kl1e-3.pth" in err and "wxzyd123/LoSATok" in err
 

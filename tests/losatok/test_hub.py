@@ -122,7 +122,9 @@ def test_reconstruct_preset_official_uses_the_published_weights(
 
     monkeypatch.setitem(PRESETS, "official", lambda: TINY_OFFICIAL)
     args = [str(audio_dir / "speech.mp3"), str(tmp_path / "out.wav"), "--preset", "official"]
-    assert main([*args, "--variant", "kl1e-2"]) == 2  # nothing cached yet
+    with pytest.raises(SystemExit) as exited:  # nothing cached yet
+        main([*args, "--variant", "kl1e-2"])
+    assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error: cannot get losatok_kl1e-2.pth" in err and str(hub) in err
 
