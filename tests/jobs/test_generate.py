@@ -82,6 +82,7 @@ def test_a_tokenizer_file_other_than_the_datasets_is_refused_at_training(pipelin
     config = replace(config, tokenizer=TokenizerSource(checkpoint=str(tmp_path / "other.pt")))
     with pytest.raises(ValueError, match=r"tokenizer.checkpoint=.*other.pt has sha256"):
         train_loop(config)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_dit_is_read_from_a_run_folder_its_checkpoints_or_one_file(dit_run):
