@@ -10,7 +10,6 @@ tars are streamed member by member.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -24,12 +23,11 @@ from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
 from schemas.audio_shards import audio_extension, iter_tar_samples, sidecar_metadata
 from schemas.ledger import FailureRecord
+from schemas.retry import RetryPolicy, call, is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# errors that say "this input is bad", as opposed to "storage hiccupped, try again"
-PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
 
 # Remote reads: FFmpeg asks for small pieces (tens of kB); each miss fetches this much more
 # ahead. 1 MiB keeps a request's latency small against its transfer on S3, and the bytes
@@ -40,22 +38,10 @@ Result = list[Segment] | FailureRecord
 
 
 def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5) -> tuple[T, int]:
-    """Run `action`, retrying transient errors with exponential backoff; returns (value, attempts)."""
-    for attempt in range(1, retries + 1):
-        try:
-            return action(), attempt
-        except PERMANENT_ERRORS:
-            raise
-        except (OSError, TimeoutError, ConnectionError) as err:
-            if attempt == retries:
-                err.attempts = attempt  # type: ignore[attr-defined]
-                raise
-            delay = base_delay * 2 ** (attempt - 1)
-            log.warning(
-                "transient error (%s), attempt %d of %d; retrying in %.1f s", err, attempt, retries, delay
-            )
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """Run `action`, retrying transient storage errors (classified by kind: `schemas.retry`) with
+    bounded exponential backoff and jitter; returns (value, attempts). A permanent error is
+    raised at once; an outage past `retries` attempts raises TransientStorageError."""
+    return call(action, "storage read", RetryPolicy(attempts=retries, base_delay=base_delay))
 
 
 def is_remote(location: str) -> bool:
@@ -174,7 +160,7 @@ def decode_spans_once(source: Any, location: str, items: Sequence[InputItem], sa
 
 
 def _transient(error: Exception | None) -> bool:
-    return error is not None and not isinstance(error, PERMANENT_ERRORS)
+    return error is not None and is_transient(error)
 
 
 def _failure(item: InputItem, stage: str, err: Exception, attempts: int) -> FailureRecord:
@@ -255,10 +241,7 @@ def decode_tar(
                         yield result
             return
         except Exception as err:
-            transient = isinstance(err, (OSError, TimeoutError, ConnectionError)) and not isinstance(
-                err, PERMANENT_ERRORS
-            )
-            if transient and attempt < retries:
+            if is_transient(err) and attempt < retries:
                 log.warning("reading %s failed (%s); reopening it", item.location, err)
                 continue
             yield FailureRecord(

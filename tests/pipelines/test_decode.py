@@ -157,7 +157,7 @@ def test_transient_read_error_part_way_is_retried(long_wav, s3_endpoint, s3_buck
             self.handle.close()
 
     monkeypatch.setattr(decode, "open_remote", lambda *a, **k: Flaky(real_open(*a, **k)))
-    monkeypatch.setattr(decode.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # the retry backoff
     url = f"s3://{s3_bucket}/long.wav"
     segments, failures = decode_items([InputItem("all", url, end=60.0)], SegmentConfig(), 16_000, options, 3)
     assert failed and not failures  # the drop happened, and the reopened read is whole
