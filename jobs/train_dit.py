@@ -44,6 +44,7 @@ from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
 from schemas.reader import open_dataset
+from schemas.secrets import redact
 from schemas.storage import url_to_fs
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,7 @@ def _save(config, step, position, state, scheduler, dit_config, batches, tokeniz
         "dit_config": dit_config.to_dict(),
         "text_encoder": {"factory": config.text_encoder, "path": config.text_encoder_path},
         "tokenizer": tokenizer,  # which tokenizer made the latents (jobs.tokenizer_ref): generation decodes with it
-        "train_config": json.dumps(asdict(config), default=str),
+        "train_config": json.dumps(redact(asdict(config)), default=str),  # no credentials in checkpoints
         # generation needs these to map samples back to the tokenizer's latent space
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
         "latent_std": torch.from_numpy(batches.std) if batches.std is not None else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import s3fs
 import torch
 
 from jobs import checkpointing
@@ -180,7 +181,8 @@ def test_a_bad_text_encoder_factory_is_named():
 
 
 def test_checkpoints_on_s3_resume(pipeline_dataset, tmp_path, s3_endpoint, s3_bucket):
-    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    planted = "planted-SECRET-4242"  # the loopback server accepts any credentials
+    options = {"key": "testing", "secret": planted, "client_kwargs": {"endpoint_url": s3_endpoint}}
     out = f"s3://{s3_bucket}/runs/dit"
     config = tiny_config(pipeline_dataset, tmp_path, max_steps=10, ckpt_every=5)
     config = replace(config, out_dir=out, storage_options=options, log_dir=str(tmp_path / "logs"))
@@ -190,3 +192,9 @@ def test_checkpoints_on_s3_resume(pipeline_dataset, tmp_path, s3_endpoint, s3_bu
     assert again["step"] == 15
     steps = [row["step"] for row in logged(tmp_path / "logs")]
     assert steps == sorted(steps) and steps[-1] == 15 and 10 in steps  # one curve across the restart
+
+    # the secret is in no output: checkpoints (train_config), metrics, TensorBoard files
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    stored = [fs.cat(path) for path in fs.find(f"{s3_bucket}/runs/dit")]
+    stored += [path.read_bytes() for path in (tmp_path / "logs").rglob("*") if path.is_file()]
+    assert len(stored) > 3 and not any(planted.encode() in blob for blob in stored)
