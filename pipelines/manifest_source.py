@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pipelines.config import SourceConfig
 from pipelines.sources import InputItem, input_key
 from schemas.manifest import iter_manifest
@@ -15,21 +17,23 @@ def resolve(location: str, manifest_url: str) -> str:
 
 
 def list_manifest(config: SourceConfig) -> list[InputItem]:
-    """One item per manifest row, in manifest order; metadata carried through to the samples.
+    """One item per manifest row, in manifest order (see iter_manifest_items)."""
+    return list(iter_manifest_items(config))
+
+
+def iter_manifest_items(config: SourceConfig) -> Iterator[InputItem]:
+    """One item per manifest row, in manifest order, streamed (parquet: a row group at a time);
+    metadata carried through to the samples.
 
     File sizes are not looked up (a HEAD request per row costs more than it balances), so
     units of a manifest source split by input count alone.
     """
-    items = []
     for row in iter_manifest(config.path, config.storage_options):
         location = resolve(row.location, config.path)
-        items.append(
-            InputItem(
-                key=input_key(location, row.start, row.end, given_id=row.id),
-                location=location,
-                start=row.start,
-                end=row.end,
-                metadata=row.metadata(),
-            )
+        yield InputItem(
+            key=input_key(location, row.start, row.end, given_id=row.id),
+            location=location,
+            start=row.start,
+            end=row.end,
+            metadata=row.metadata(),
         )
-    return items

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,19 +44,31 @@ def input_key(
 
 
 def list_directory(config: SourceConfig) -> list[InputItem]:
-    """Every file under `config.path` whose extension is an audio one, sorted by location."""
+    """Every file under `config.path` whose extension is an audio one (see iter_directory)."""
+    return list(iter_directory(config))
+
+
+def iter_directory(config: SourceConfig) -> Iterator[InputItem]:
+    """Audio files under `config.path`, streamed one folder listing at a time.
+
+    Folders are walked in name order and each folder's files in name order, so the order is
+    the same on every run; the driver holds one folder's listing, never the whole tree's.
+    """
     fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"source directory {config.path} does not exist")
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
     wanted = {e.lower().lstrip(".") for e in config.extensions}
-    items = []
-    for path, info in sorted(fs.find(root, detail=True).items()):
-        if info.get("type") == "directory" or path.rsplit(".", 1)[-1].lower() not in wanted:
-            continue
-        location = protocol + path if protocol else path
-        items.append(InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0)))
-    return items
+    for _, folders, files in fs.walk(root, detail=True):
+        ordered = sorted(folders.items())  # walk recurses into `folders` in its order: make it sorted
+        folders.clear()
+        folders.update(ordered)
+        for _, info in sorted(files.items()):
+            path = info["name"]
+            if info.get("type") == "directory" or path.rsplit(".", 1)[-1].lower() not in wanted:
+                continue
+            location = protocol + path if protocol else path
+            yield InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0))
 
 
 def list_tar_shards(config: SourceConfig) -> list[InputItem]:
@@ -75,19 +88,23 @@ def list_tar_shards(config: SourceConfig) -> list[InputItem]:
 
 def list_inputs(config: SourceConfig) -> list[InputItem]:
     """Input items of a source, in a deterministic order; keys are unique (checked)."""
-    if config.kind == "dir":
-        items = list_directory(config)
-    elif config.kind == "manifest":
-        from pipelines.manifest_source import list_manifest
-
-        items = list_manifest(config)
-    elif config.kind == "wds":
-        items = list_tar_shards(config)
-    else:
-        raise ValueError(f"unknown source kind {config.kind!r}; expected 'dir', 'manifest' or 'wds'")
+    items = list(iter_inputs(config))
     seen: dict[str, str] = {}
     for item in items:
         if item.key in seen:
             raise ValueError(f"inputs {seen[item.key]} and {item.location} share the key {item.key}")
         seen[item.key] = item.location
     return items
+
+
+def iter_inputs(config: SourceConfig) -> Iterator[InputItem]:
+    """Input items of a source, streamed in a deterministic order (the plan checks key uniqueness)."""
+    if config.kind == "dir":
+        return iter_directory(config)
+    if config.kind == "manifest":
+        from pipelines.manifest_source import iter_manifest_items
+
+        return iter_manifest_items(config)
+    if config.kind == "wds":
+        return iter(list_tar_shards(config))
+    raise ValueError(f"unknown source kind {config.kind!r}; expected 'dir', 'manifest' or 'wds'")

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import pyarrow.parquet as pq
 
 from schemas.errors import ManifestError
-from schemas.storage import read_parquet_file, url_to_fs
+from schemas.storage import url_to_fs
 
 FORMATS = ("parquet", "jsonl", "csv")
 _ALIASES = {"path": "location", "transcript": "text"}
@@ -133,12 +134,22 @@ def iter_manifest(
     source = url.rsplit("/", 1)[-1]
     fs, path = url_to_fs(url, storage_options)
     if format == "parquet":
-        yield from _parse_rows(iter(read_parquet_file(fs, path).to_pylist()), source, format)
+        yield from _parse_rows(_parquet_rows(fs, path), source, format)
         return
     newline = "" if format == "csv" else None  # the csv module handles line ends inside quotes
     with fs.open(path, "rb") as f, io.TextIOWrapper(f, encoding="utf-8", newline=newline) as text:
         rows = _jsonl_rows(text, source) if format == "jsonl" else csv.DictReader(text)
         yield from _parse_rows(rows, source, format)
+
+
+def _parquet_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[Mapping[str, Any]]:
+    """Rows of a parquet manifest, streamed: one row group in arrow memory, 64k rows as Python.
+
+    Single-threaded for the reason given in `schemas.storage.read_parquet_file`.
+    """
+    with fs.open(path, "rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536, use_threads=False):
+            yield from batch.to_pylist()
 
 
 def _parse_rows(rows: Iterator[Mapping[str, Any]], source: str, format: str) -> Iterator[ManifestRow]:
