@@ -127,3 +127,22 @@ def test_loader_workers_keep_the_epoch_length_and_order(tmp_path):
     assert len(epochs[0]) == len(batches) and epochs[0] == epochs[1]
     shards_seen = {k.split("-")[0] for keys in epochs[0] for k in keys}
     assert len(shards_seen) >= 2  # both workers contributed
+
+
+def test_the_loader_sees_the_whole_dataset_or_a_pinned_generation(tmp_path):
+    from dataclasses import replace
+
+    from schemas.card import GenerationInfo, write_card
+
+    fake = simple_dataset(tmp_path)  # shards 0..3; say 0-1 came first and 2-3 were appended
+    generations = (
+        GenerationInfo(1, "2026-11-01T00:00:00+00:00", "run-1", "/corpus", first_shard=0, shards=2),
+        GenerationInfo(2, "2026-11-08T00:00:00+00:00", "run-2", "/corpus", first_shard=2, shards=2),
+    )
+    write_card(fake.layout, replace(fake.card, generations=generations))
+    assert LatentBatches(loader(fake.url), latent_dim=16).all_shards == [0, 1, 2, 3]
+    pinned = LatentBatches(loader(fake.url, generation=1), latent_dim=16)
+    assert pinned.all_shards == [0, 1]
+    keys = {k for batch in pinned for k in batch.keys}
+    assert keys and keys <= set(pinned.reader.index().column("key").to_pylist())
+    assert len(pinned.reader.index()) == 10  # 2 shards x 5 samples
