@@ -15,7 +15,7 @@ from pipelines.config import TokenizeConfig
 from pipelines.flow import encode_actor_count, init_ray, run_units
 from pipelines.lease import Lease, new_run_id
 from pipelines.plan import AppendReport, Generation, PlanStore, RunIdentity, UnitRef
-from pipelines.sources import iter_inputs
+from pipelines.sources import iter_inputs, source_label
 from pipelines.write import DatasetSink, resolve_url
 from schemas.card import TokenizerIdentity, read_card, sha256_file
 from schemas.layout import DatasetLayout
@@ -192,7 +192,7 @@ def append(store: PlanStore, config: TokenizeConfig, run_id: str, dry_run: bool 
     """List the source afresh against the stored plan (see PlanStore.append)."""
     return store.append(
         iter_inputs(config.source),
-        source=config.source.path,
+        source=source_label(config.source),
         source_kind=config.source.kind,
         run_id=run_id,
         inputs_per_shard=config.sink.inputs_per_shard,

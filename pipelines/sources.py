@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 
 from pipelines.config import SourceConfig
 
@@ -49,26 +51,48 @@ def list_directory(config: SourceConfig) -> list[InputItem]:
 
 
 def iter_directory(config: SourceConfig) -> Iterator[InputItem]:
-    """Audio files under `config.path`, streamed one folder listing at a time.
+    """Audio files under `config.path`, streamed: the driver never holds the whole listing.
 
-    Folders are walked in name order and each folder's files in name order, so the order is
-    the same on every run; the driver holds one folder's listing, never the whole tree's.
+    On S3 the objects come page by page (1000 keys a request) in key order; elsewhere the tree
+    is walked one folder listing at a time, folders and files in name order. Either way the
+    order is the same on every run.
     """
     fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"source directory {config.path} does not exist")
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
     wanted = {e.lower().lstrip(".") for e in config.extensions}
+    for info in _iter_files(fs, root):
+        path = info["name"]
+        if info.get("type") == "directory" or path.rsplit(".", 1)[-1].lower() not in wanted:
+            continue
+        location = protocol + path if protocol else path
+        yield InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0))
+
+
+def _iter_files(fs: fsspec.AbstractFileSystem, root: str, page: int = 1000) -> Iterator[dict[str, Any]]:
+    """Info dicts of the files under `root`, streamed (see iter_directory)."""
+    if hasattr(fs, "_iterdir") and hasattr(fs, "split_path"):  # s3fs: list_objects_v2 pages, flat
+        bucket, prefix, _ = fs.split_path(root)
+        pages = fs._iterdir(bucket, delimiter="", prefix=f"{prefix.rstrip('/')}/" if prefix else "")
+
+        async def take() -> list[dict[str, Any]]:
+            out = []
+            async for info in pages:  # resumes where the last call stopped
+                out.append(info)
+                if len(out) == page:
+                    break
+            return out
+
+        while batch := fsspec.asyn.sync(fs.loop, take):
+            yield from batch
+        return
     for _, folders, files in fs.walk(root, detail=True):
         ordered = sorted(folders.items())  # walk recurses into `folders` in its order: make it sorted
         folders.clear()
         folders.update(ordered)
         for _, info in sorted(files.items()):
-            path = info["name"]
-            if info.get("type") == "directory" or path.rsplit(".", 1)[-1].lower() not in wanted:
-                continue
-            location = protocol + path if protocol else path
-            yield InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0))
+            yield info
 
 
 def list_tar_shards(config: SourceConfig) -> list[InputItem]:
@@ -84,6 +108,18 @@ def list_tar_shards(config: SourceConfig) -> list[InputItem]:
         )
         for path in paths
     ]
+
+
+def source_label(config: SourceConfig) -> str:
+    """The source as the dataset records it: an absolute local path, or the URL; no trailing '/'.
+
+    Two spellings of one folder (`corpus`, `./corpus/`) are one source, so what left it is
+    reported as missing rather than the whole folder read as a new source.
+    """
+    path = config.path
+    if "://" in path and not path.startswith("file://"):
+        return path.rstrip("/")
+    return os.path.abspath(path.removeprefix("file://")).rstrip("/") or "/"
 
 
 def list_inputs(config: SourceConfig) -> list[InputItem]:
