@@ -16,19 +16,21 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.config import FieldsConfig, SinkConfig
-from pipelines.plan import Generation, PlanStore, RunIdentity, Unit, read_identity, write_identity
+from pipelines.plan import Generation, PlanStore, RunIdentity, Unit, key_hashes, read_identity, write_identity
 from pipelines.records import EncodedSegment, EncodeFailure, Segment
 from schemas.card import DatasetCard, GenerationInfo, TokenizerIdentity, Totals, read_card, write_card
 from schemas.fields import FieldSet, default_fields
-from schemas.index import read_index, shard_summaries
+from schemas.index import ShardInfo, shard_summaries
 from schemas.layout import DatasetLayout, shard_name
 from schemas.ledger import FailureRecord, failure_counts, read_failures, write_failures
 from schemas.sample import LatentSample, SampleMetadata
@@ -163,8 +165,7 @@ class DatasetSink:
     def finalize(self, identity: RunIdentity, generations: Sequence[Generation] = ()) -> DatasetCard:
         """Write `card.json` from what is committed: totals, merged latent stats, failures, and
         one entry per generation (its source, counts, run id)."""
-        index = read_index(self.layout)
-        shards = shard_summaries(index)
+        shards = self._shard_summaries()
         committed = self.layout.committed_shards()
         by_number = {s.number: s for s in shards}
         infos = []
@@ -199,7 +200,7 @@ class DatasetSink:
             sample_rate=self.sample_rate,
             frame_rate=self.frame_rate,
             totals=Totals(
-                samples=index.num_rows,
+                samples=sum(s.samples for s in shards),
                 frames=sum(s.frames for s in shards),
                 hours=sum(s.seconds for s in shards) / 3600,
                 shards=len(committed),
@@ -216,10 +217,32 @@ class DatasetSink:
         return card
 
     def input_counts(self) -> tuple[int, int]:
-        """(inputs with samples, failed inputs) over the whole dataset, by distinct location."""
-        sources = set(read_index(self.layout).column("source").to_pylist())
-        failed = set(read_failures(self.layout).column("location").to_pylist())
-        return len(sources), len(failed - sources)
+        """(inputs with samples, failed inputs) over the whole dataset, by distinct location.
+
+        Streams the index's `source` column a fragment at a time and keeps 16-byte hashes of
+        the locations, not Python strings: ~16 bytes per input in the driver.
+        """
+        sources = np.unique(
+            np.concatenate([np.empty(0, "S16"), *map(key_hashes, self._index_column("source"))])
+        )
+        failed = np.unique(key_hashes(read_failures(self.layout).column("location").to_pylist()))
+        return len(sources), int((~np.isin(failed, sources)).sum())
+
+    def _index_column(self, *columns: str) -> Iterator[list]:
+        """Values of index columns, one committed shard's fragment at a time (one list per column
+        when one column is asked for, else lists of rows)."""
+        for path in self.layout.committed_shards().values():
+            table = pq.read_table(
+                pa.BufferReader(self.layout.fs.cat_file(path)), columns=list(columns), use_threads=False
+            )
+            yield table.column(0).to_pylist() if len(columns) == 1 else table
+
+    def _shard_summaries(self) -> list[ShardInfo]:
+        """Per-shard samples, frames and seconds, read a fragment at a time (bounded memory)."""
+        out = []
+        for table in self._index_column("shard", "frame_count", "duration"):
+            out += shard_summaries(table.append_column("key", table.column("shard")))
+        return out
 
     def write_run_log(self, record: dict[str, Any]) -> str:
         """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""
