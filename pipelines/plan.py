@@ -223,6 +223,19 @@ def _digests(array: pa.FixedSizeBinaryArray) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype="S16", count=len(array), offset=array.offset * 16).copy()
 
 
+def _with_flag(digests: np.ndarray, flag: bool) -> np.ndarray:
+    """A copy of (N,) S16 hashes with the lowest bit of the last byte set to `flag`.
+
+    That bit carries "planned from this run's source" inside the 16 bytes, so the sorted hash
+    array needs no companion array and no argsort; 127 bits stay for comparing keys.
+    """
+    out = np.array(digests, dtype="S16", copy=True)
+    last = out.view(np.uint8).reshape(-1, 16)[:, 15]
+    last &= 0xFE
+    last |= int(flag)
+    return out
+
+
 def generation_name(number: int) -> str:
     return f"gen-{number:06d}"
 
@@ -275,9 +288,11 @@ class PlanStore:
                 ]
         return refs
 
-    def existing_hashes(self, generations: Sequence[Generation]) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted key hashes (N,) S16, generation number of each (N,) int32) over the plan."""
-        hashes, owners = [], []
+    def existing_hashes(self, generations: Sequence[Generation], source: str) -> np.ndarray:
+        """(N,) S16, sorted: the key hash of every planned input, with its last bit replaced by
+        "planned from `source`" (see _with_flag). 16 bytes per input, no index array."""
+        known = np.empty(sum(p.rows for g in generations for p in g.partitions), "S16")
+        at = 0
         for generation in generations:
             for part in generation.partitions:
                 with self.fs.open(self.path(part.path), "rb") as handle:
@@ -289,13 +304,15 @@ class PlanStore:
                     else:  # a legacy plan: hash its keys here
                         keys = pq.read_table(handle, columns=["key"], use_threads=False).column(0)
                         digests = key_hashes(keys.to_pylist())
-                hashes.append(digests)
-                owners.append(np.full(len(digests), generation.number, np.int32))
-        if not hashes:
-            return np.empty(0, "S16"), np.empty(0, np.int32)
-        all_hashes, all_owners = np.concatenate(hashes), np.concatenate(owners)
-        order = np.argsort(all_hashes, kind="stable")
-        return all_hashes[order], all_owners[order]
+                if at + len(digests) > len(known):
+                    raise ValueError(
+                        f"plan partition {part.path} holds more rows than its generation records"
+                    )
+                known[at : at + len(digests)] = _with_flag(digests, generation.source == source)
+                at += len(digests)
+        known = known[:at]
+        known.sort()  # in place: the flag is the lowest bit, so a key's two flagged forms sort together
+        return known
 
     # --- appending -------------------------------------------------------------------------
     def append(
@@ -311,13 +328,12 @@ class PlanStore:
     ) -> AppendReport:
         """List `items` against the plan; store the new ones as a new generation (unless `dry_run`).
 
-        Memory: 16 bytes per planned and per new input, plus one partition of items.
+        Memory: 17 bytes per planned input and 16 per new one, plus one partition of items.
         The generation's record is written last: a run killed before it leaves partitions
         that `remove_uncommitted` deletes, and the next run plans those inputs again.
         """
         generations = self.generations()
-        known, owner = self.existing_hashes(generations)
-        same_source = np.isin(owner, [g.number for g in generations if g.source == source])
+        known = self.existing_hashes(generations, source)
         seen = np.zeros(len(known), np.uint8)
         number = len(generations) + 1
         report = AppendReport(generation=None)
@@ -329,8 +345,9 @@ class PlanStore:
                 digests = key_hashes([item.key for item in batch])
                 report.inputs_listed += len(batch)
                 if len(known):
-                    pos = np.minimum(np.searchsorted(known, digests), len(known) - 1)
-                    found = known[pos] == digests
+                    unflagged = _with_flag(digests, False)
+                    pos = np.minimum(np.searchsorted(known, unflagged), len(known) - 1)
+                    found = _with_flag(known[pos], False) == unflagged
                     np.add.at(seen, pos[found], 1)
                     twice = found & (seen[pos] > 1)
                     if twice.any():
@@ -370,10 +387,13 @@ class PlanStore:
             if not dry_run and self.fs.exists(self.path(folder)):
                 self.fs.rm(self.path(folder), recursive=True)
             raise
+        same_source = known.view(np.uint8).reshape(-1, 16)[:, 15] & 1 == 1
         missing = same_source & (seen == 0)
         report.inputs_missing = int(missing.sum())
         if report.inputs_missing:
-            report.missing_examples = self._locations_of(known[missing], generations, source)
+            report.missing_examples = self._locations_of(
+                _with_flag(known[missing], False), generations, source
+            )
         if report.inputs_new and not dry_run:
             report.generation = Generation(
                 number=number,
@@ -392,7 +412,13 @@ class PlanStore:
         return report
 
     def _refuse_duplicates(self, new_hashes: list[np.ndarray], folder: str, dry_run: bool) -> None:
-        digests = np.sort(np.concatenate(new_hashes)) if new_hashes else np.empty(0, "S16")
+        digests = np.empty(sum(len(c) for c in new_hashes), "S16")
+        at = 0
+        while new_hashes:  # copied chunk by chunk, each freed as it goes: 16 bytes per new input at peak
+            chunk = new_hashes.pop(0)
+            digests[at : at + len(chunk)] = chunk
+            at += len(chunk)
+        digests.sort()
         repeated = digests[1:][digests[1:] == digests[:-1]]
         if not len(repeated):
             return
@@ -421,7 +447,7 @@ class PlanStore:
                 with self.fs.open(self.path(part.path), "rb") as handle:
                     table = pq.read_table(handle, columns=["key", "location"], use_threads=False)
                 keys = table.column("key").to_pylist()
-                mine = key_hashes(keys)
+                mine = _with_flag(key_hashes(keys), False)
                 pos = np.minimum(np.searchsorted(digests, mine), len(digests) - 1)
                 for location, hit in zip(table.column("location").to_pylist(), digests[pos] == mine):
                     if hit:
