@@ -19,32 +19,43 @@ from pipelines.lease import LEASE_FILE, Holder, Lease, LeaseHeldError, LeaseLost
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# a process that takes the lease at a given moment, reports, and holds it until killed or done
+# a process that takes the lease once `go` exists, reports, and holds it until told (stdin) or killed
 RACER = """
-import sys, time, fsspec
+import os, sys, time, fsspec
 from pipelines.lease import Lease, LeaseHeldError
-url, run_id, start, hold = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-options = {"client_kwargs": {"endpoint_url": sys.argv[5]}} if len(sys.argv) > 5 else {}
+url, run_id, go = sys.argv[1], sys.argv[2], sys.argv[3]
+options = {"client_kwargs": {"endpoint_url": sys.argv[4]}} if len(sys.argv) > 4 else {}
 fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
 lease = Lease(fs, root, run_id, ttl=30.0)
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.001)
 try:
     lease.acquire()
 except LeaseHeldError as err:
     print("refused", err, flush=True)
     sys.exit(2)
 print("holding", flush=True)
-time.sleep(hold)
+sys.stdin.readline()
 lease.release()
 """
 
 
-def racer(url: str, run_id: str, start: float, hold: float, endpoint: str | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-c", RACER, url, run_id, str(start), str(hold)] + (
-        [endpoint] if endpoint else []
-    )
+def racer(url: str, run_id: str, go: Path, endpoint: str | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-c", RACER, url, run_id, str(go)] + ([endpoint] if endpoint else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def started_holder(url: str, run_id: str, tmp_path: Path, endpoint: str | None = None) -> subprocess.Popen:
+    (tmp_path / "go").touch()
+    holder = racer(url, run_id, tmp_path / "go", endpoint)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
 
 
 def local(tmp_path: Path) -> tuple:
@@ -67,8 +78,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
 
 def test_the_lease_of_a_killed_run_is_taken_over_with_a_log_line(tmp_path, caplog):
     fs, root = local(tmp_path)
-    holder = racer(root, "killed", time.time(), 60.0)
-    assert holder.stdout.readline().strip() == "holding"
+    holder = started_holder(root, "killed", tmp_path)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert json.loads(Path(root, LEASE_FILE).read_text())["run_id"] == "killed"
@@ -113,13 +123,12 @@ def s3_fs(endpoint: str) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
 
 
-def test_s3_lease_is_created_conditionally_refused_and_taken_over(s3_bucket, s3_endpoint, caplog):
+def test_s3_lease_is_created_conditionally_refused_and_taken_over(s3_bucket, s3_endpoint, caplog, tmp_path):
     fs, root = s3_fs(s3_endpoint), f"{s3_bucket}/ds"
     with Lease(fs, root, "first").held(), pytest.raises(LeaseHeldError, match="run first"):
         Lease(fs, root, "second").acquire()
     assert not fs.exists(f"{root}/{LEASE_FILE}")
-    holder = racer(f"s3://{root}", "killed", time.time(), 60.0, s3_endpoint)
-    assert holder.stdout.readline().strip() == "holding"
+    holder = started_holder(f"s3://{root}", "killed", tmp_path, s3_endpoint)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     with caplog.at_level(logging.WARNING, logger="pipelines.lease"), Lease(fs, root, "next").held():
@@ -149,10 +158,12 @@ def test_runs_started_at_the_same_moment_get_exactly_one_lease(store, tmp_path, 
         url = f"s3://{request.getfixturevalue('s3_bucket')}/ds"
     else:
         url = str(tmp_path / "ds")
-    start = time.time() + 3.0  # every racer has imported and waits for this moment
-    racers = [racer(url, f"racer-{i}", start, 1.0, endpoint) for i in range(4)]
-    outputs = [p.communicate(timeout=60)[0] for p in racers]
-    codes = [p.returncode for p in racers]
-    assert sorted(codes) == [0, 2, 2, 2], outputs
-    winner = codes.index(0)
-    assert all(f"run racer-{winner}" in out for out, code in zip(outputs, codes) if code == 2), outputs
+    go = tmp_path / "go"
+    racers = [racer(url, f"racer-{i}", go, endpoint) for i in range(4)]  # each has imported and waits
+    go.touch()  # all four try at once
+    first = [p.stdout.readline() for p in racers]
+    assert sorted(line.split()[0] for line in first) == ["holding", "refused", "refused", "refused"], first
+    winner = next(i for i, line in enumerate(first) if line.startswith("holding"))
+    assert all(f"run racer-{winner} " in line for line in first if line.startswith("refused")), first
+    racers[winner].communicate("release\n", timeout=60)
+    assert sorted(p.wait(timeout=60) for p in racers) == [0, 2, 2, 2]
