@@ -31,6 +31,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import fsspec  # noqa: E402
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
@@ -40,7 +41,7 @@ from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfi
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import frames_of  # noqa: E402
 from pipelines.flow import decode_stage, init_ray, run_units  # noqa: E402
-from pipelines.plan import make_units  # noqa: E402
+from pipelines.plan import UnitRef, make_units, write_partition  # noqa: E402
 from pipelines.records import EncodedSegment, pack_payload, unpack_payload  # noqa: E402
 from pipelines.run import run_identity  # noqa: E402
 from pipelines.sources import list_inputs  # noqa: E402
@@ -134,7 +135,9 @@ def main() -> None:
     stage_rate = audio / (time.perf_counter() - start)
 
     init_ray(config.cluster)
-    rows = [{"unit": u.index, "items": pickle.dumps(u.items, protocol=5)} for u in units]
+    plan_path = str(work / "plan-part.parquet")  # units reach decode tasks as plan references
+    write_partition(fsspec.filesystem("file"), plan_path, units)
+    rows = [{"unit": u.index, "plan": plan_path} for u in units]
 
     def decode_alone(rows: list[dict]) -> None:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
@@ -157,8 +160,10 @@ def main() -> None:
     for attempt in range(2):  # the second run finds Ray's workers warm; each starts its own actor
         sink_config = replace(config.sink, path=f"{config.sink.path}-{attempt}")
         sink = DatasetSink.open(sink_config, config.fields, tokenizer, run_identity(config, tokenizer))
+        write_partition(sink.layout.fs, sink.layout.path("plan", "feed.parquet"), units)
+        refs = [UnitRef(u.index, "plan/feed.parquet") for u in units]
         start = time.perf_counter()
-        summaries = list(run_units(config, units, sink, 16_000, encode_stage=NullEncodeStage))
+        summaries = list(run_units(config, refs, sink, 16_000, encode_stage=NullEncodeStage))
         pipeline_rates.append(sum(s["audio_seconds"] for s in summaries) / (time.perf_counter() - start))
         moved = sum(s["audio_seconds"] for s in summaries)
         busy = {"decode task-s": sum(s["decode_seconds"] for s in summaries)}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback
 
+import fsspec  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
@@ -40,7 +41,7 @@ from pipelines.config import (  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import SegmentEncoder  # noqa: E402
 from pipelines.flow import decode_stage, init_ray  # noqa: E402
-from pipelines.plan import make_units  # noqa: E402
+from pipelines.plan import make_units, write_partition  # noqa: E402
 from pipelines.records import EncodeFailure  # noqa: E402
 from pipelines.run import run_identity, tokenize  # noqa: E402
 from pipelines.sources import list_inputs  # noqa: E402
@@ -123,7 +124,9 @@ def main() -> None:
     units = make_units(list_inputs(config.source), args.per_shard, 1 << 40)
 
     # decode alone: the same Ray tasks the pipeline runs, and nothing after them
-    rows = [{"unit": u.index, "items": __import__("pickle").dumps(u.items)} for u in units]
+    plan_path = str(work / "plan-part.parquet")  # units reach decode tasks as plan references
+    write_partition(fsspec.filesystem("file"), plan_path, units)
+    rows = [{"unit": u.index, "plan": plan_path} for u in units]
     start = time.perf_counter()
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         decode_stage, fn_kwargs={"config": config, "sample_rate": 16_000}, batch_size=1, num_cpus=1

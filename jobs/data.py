@@ -49,6 +49,7 @@ class LoaderConfig:
     normalize: bool = True  # per-channel (x - mean) / std from the dataset card
     workers: int = 0  # data-loader processes reading shards in parallel (0: read in the training process)
     shards: list[int] | None = None  # only these shard numbers (e.g. a held-out split); None: all
+    generation: int | None = None  # pin the dataset as of this generation (see its card); None: all of it
     seed: int = 0
 
 
@@ -64,7 +65,7 @@ class Batch:
 def open_checked(config: LoaderConfig, latent_dim: int, semantic_dim: int | None = None) -> DatasetReader:
     """Open the dataset and refuse, saying both sides, one this model cannot train on."""
     try:
-        reader = open_dataset(config.path, config.storage_options)  # refuses newer schema majors itself
+        reader = open_dataset(config.path, config.storage_options, config.generation)  # refuses newer majors
     except FileNotFoundError:
         raise DatasetMismatchError(
             f"data.path={config.path}: no latent dataset there (no card.json); losatok-tokenize makes one"

@@ -83,13 +83,16 @@ def build_tokenize_config(cfg: DictConfig | dict[str, Any]) -> TokenizeConfig:
             raise ValueError(f"missing required config value(s): {missing} (e.g. source.path=/data/corpus)")
         cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    dry_run = cfg.pop("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ValueError(f"dry_run must be true or false, got {dry_run!r}")
     parts = {"source": SourceConfig, "sink": SinkConfig, "model": ModelConfig, "segment": SegmentConfig}
     parts |= {"fields": FieldsConfig, "cluster": ClusterConfig}
     unknown = sorted(set(cfg) - set(parts))
     if unknown:
-        raise ValueError(f"unknown top-level config group(s): {unknown}; known: {sorted(parts)}")
+        raise ValueError(f"unknown top-level config group(s): {unknown}; known: {sorted(parts)} and dry_run")
     built = {name: build(cls, cfg.get(name), name) for name, cls in parts.items()}
-    config = TokenizeConfig(**built)
+    config = TokenizeConfig(**built, dry_run=dry_run)
     check(config)
     return config
 
@@ -105,6 +108,8 @@ def check(config: TokenizeConfig) -> None:
         raise ValueError("segment.max_seconds must not be below segment.min_seconds")
     if config.fields.dtype not in ("float16", "float32"):
         raise ValueError(f"fields.dtype must be float16 or float32, got {config.fields.dtype!r}")
+    if config.sink.lease_seconds <= 0:
+        raise ValueError("sink.lease_seconds must be positive")
     if not 0.0 <= config.cluster.max_failure_fraction <= 1.0:
         raise ValueError("cluster.max_failure_fraction must lie in [0, 1]")
     positive = {

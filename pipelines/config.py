@@ -58,6 +58,9 @@ class SinkConfig:
     inputs_per_shard: int = 256  # a shard is one unit of work: its inputs commit together
     shard_input_mb: float = 512.0  # ... or fewer inputs when their files add up to this many MB
     force_new_version: bool = False  # a different tokenizer writes <path>-vN instead of refusing
+    # one writer per dataset: the lease is renewed every lease_seconds / 4; a holder on another
+    # host that has not renewed it for lease_seconds is taken for dead (same host: its pid is checked)
+    lease_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,4 @@ class TokenizeConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    dry_run: bool = False  # list the source against the dataset, print what a run would do, write nothing

@@ -23,7 +23,7 @@ from pipelines.config import ClusterConfig, TokenizeConfig
 from pipelines.console import quiet_ray_loggers
 from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
-from pipelines.plan import Unit
+from pipelines.plan import UnitRef, load_unit
 from pipelines.reaper import watch_this_process
 from pipelines.records import pack_payload, unpack_payload
 from pipelines.write import DatasetSink, commit_stage
@@ -77,10 +77,10 @@ def _node() -> str:
 
 
 def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_rate: int) -> dict[str, list]:
-    """Ray task body: decode and segment each unit of the batch."""
+    """Ray task body: decode and segment each unit of the batch (read from its plan partition)."""
     payloads = []
-    for index, blob in zip(batch["unit"], batch["items"], strict=True):
-        unit = Unit(int(index), pickle.loads(blob))
+    for index, partition in zip(batch["unit"], batch["plan"], strict=True):
+        unit = load_unit(str(partition), config.sink.storage_options, int(index))
         started = time.perf_counter()
         segments, failures = decode_items(
             unit.items, config.segment, sample_rate, config.source.storage_options, config.cluster.retries
@@ -116,20 +116,23 @@ class EncodeStage:
 
 def run_units(
     config: TokenizeConfig,
-    units: list[Unit],
+    units: list[UnitRef],
     sink: DatasetSink,
     sample_rate: int,
     encode_stage: type = EncodeStage,
 ) -> Iterator[dict[str, Any]]:
     """Stream `units` through the three stages; yields one summary dict per committed unit.
 
-    `encode_stage`: the encode actor's class (bench/pipeline_feed.py swaps in one that does no
-    work, to measure what the rest of the dataflow can feed).
+    A unit travels as a reference (its number and plan partition); the decode task reads its
+    inputs, so the driver never holds or pickles item lists. `encode_stage`: the encode actor's
+    class (bench/pipeline_feed.py swaps in one that does no work, to measure what the rest of
+    the dataflow can feed).
     """
     if not units:
         return
     actors, actor_args = encode_actor_count(config.cluster)
-    rows = [{"unit": u.index, "items": pickle.dumps(u.items, protocol=5)} for u in units]
+    layout = sink.layout
+    rows = [{"unit": u.index, "plan": layout.url_of(layout.path(u.partition))} for u in units]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*is deprecated")
     ds = ds.map_batches(

@@ -3,6 +3,8 @@ or NeMo's (`audio_filepath`, `offset`, `duration`, `text`: the same reader, othe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pipelines.config import SourceConfig
 from pipelines.sources import InputItem, input_key
 from schemas.manifest import iter_manifest
@@ -13,6 +15,12 @@ def resolve(location: str, manifest_url: str) -> str:
     if "://" in location or location.startswith("/"):
         return location
     return f"{manifest_url.rsplit('/', 1)[0]}/{location}" if "/" in manifest_url else location
+
+
+# Spans of one file are brought together within windows of this many manifest rows: enough for
+# the usual layout (a recording's utterances listed together or near each other) while the
+# driver holds at most one window of items (bounded memory at any manifest size).
+GROUP_WINDOW_ROWS = 65_536
 
 
 def group_by_file(items: list[InputItem]) -> list[InputItem]:
@@ -28,18 +36,24 @@ def group_by_file(items: list[InputItem]) -> list[InputItem]:
 
 
 def list_manifest(config: SourceConfig) -> list[InputItem]:
-    """One item per manifest row, spans of one file together (`group_by_file`); metadata carried
-    through to the samples.
+    """One item per manifest row (see iter_manifest_items)."""
+    return list(iter_manifest_items(config))
+
+
+def iter_manifest_items(config: SourceConfig, window: int = GROUP_WINDOW_ROWS) -> Iterator[InputItem]:
+    """One item per manifest row, streamed (parquet: a row group at a time), spans of one file
+    together within each window of `window` rows (`group_by_file`); metadata carried through to
+    the samples. The order is the same on every run.
 
     File sizes are not looked up (a HEAD request per row costs more than it balances), so
     units of a manifest source split by input count alone. A NeMo manifest (`kind="nemo"`) is
     JSON lines whatever its suffix; its other keys are carried as metadata (`extra`).
     """
     format = "jsonl" if config.kind == "nemo" else None
-    items = []
+    pending: list[InputItem] = []
     for row in iter_manifest(config.path, config.storage_options, format, config.columns):
         location = resolve(row.location, config.path)
-        items.append(
+        pending.append(
             InputItem(
                 key=input_key(location, row.start, row.end, given_id=row.id),
                 location=location,
@@ -48,4 +62,7 @@ def list_manifest(config: SourceConfig) -> list[InputItem]:
                 metadata=row.metadata(),
             )
         )
-    return group_by_file(items)
+        if len(pending) == window:
+            yield from group_by_file(pending)
+            pending = []
+    yield from group_by_file(pending)

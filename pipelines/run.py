@@ -1,4 +1,4 @@
-"""The driver of a tokenization run: identity check, plan, resume, progress, card, verdict."""
+"""The driver of a tokenization run: identity check, lease, plan (append), resume, progress, card, verdict."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from losatok.hub import OfficialFiles, fetch_official
 from pipelines.config import TokenizeConfig
 from pipelines.console import drop_benign_stderr
 from pipelines.flow import encode_actor_count, init_ray, run_units
-from pipelines.plan import RunIdentity, make_units
+from pipelines.lease import Lease, new_run_id
+from pipelines.plan import AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
-from pipelines.sources import list_inputs
-from pipelines.write import DatasetSink
+from pipelines.sources import EmptySourceError, iter_inputs, nothing_found, source_label
+from pipelines.write import DatasetSink, resolve_url
 from schemas.audio_shards import SkippedFiles
-from schemas.card import TokenizerIdentity, sha256_file
+from schemas.card import TokenizerIdentity, read_card, sha256_file
+from schemas.layout import DatasetLayout
 from schemas.secrets import redact_text
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunSummary:
     root: str
+    run_id: str = ""
+    dry_run: bool = False  # nothing was written
+    generation: int | None = None  # the generation this run added; None: the source held nothing new
+    inputs_listed: int = 0  # inputs the source holds now
+    inputs_new: int = 0  # of them, not yet in the dataset (planned by this run)
+    inputs_missing: int = 0  # planned earlier from this source, no longer listed (kept in the dataset)
+    missing_examples: list[str] = field(default_factory=list)
     units: int = 0
     units_resumed: int = 0  # committed by an earlier run and skipped
     inputs: int = 0
@@ -46,10 +55,28 @@ class RunSummary:
     skipped: dict = field(default_factory=dict)  # files the listing left out: SkippedFiles.to_dict()
     ok: bool = True
 
+    def describe_plan(self) -> str:
+        verb = "would be" if self.dry_run else "planned"
+        added = f"{verb} as generation {self.generation}" if self.generation else "(no new generation)"
+        line = (
+            f"source: {self.inputs_listed} inputs listed, {self.inputs_new} new {added}, "
+            f"{self.inputs_missing} no longer listed (kept)"
+        )
+        if self.missing_examples:
+            line += f", e.g. {', '.join(self.missing_examples[:3])}"
+        return line
+
     def describe(self) -> str:
+        if self.dry_run:
+            return (
+                f"dry run, nothing written: {self.describe_plan()}; dataset {self.root}: "
+                f"{self.units} shards planned, {self.units_resumed} committed, "
+                f"{self.units - self.units_resumed} to do"
+            )
         rate = self.audio_seconds / max(self.wall_seconds, 1e-9)
         busy = self.encode_busy_seconds / max(self.wall_seconds * max(self.encode_actors, 1), 1e-9)
         return (
+            f"{self.describe_plan()}\n"
             f"dataset {redact_text(self.root)}: {self.units} shards ({self.units_resumed} resumed), {self.inputs} inputs, "
             f"{self.samples} new samples, {self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
             f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %); "
@@ -139,7 +166,10 @@ class Progress:
 
 
 def tokenize(config: TokenizeConfig) -> RunSummary:
-    """Run (or resume) the pipeline into `config.sink.path`; see README for the guarantees."""
+    """Run (append to, or resume) the dataset at `config.sink.path`; see README for the guarantees.
+
+    Raises LeaseHeldError at once when another live run writes the dataset.
+    """
     started = time.perf_counter()
     check_paths(config)  # before anything is written: a bad path leaves no trace
     hub = published_files(config)
@@ -147,49 +177,107 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         config = replace(config, model=replace(config.model, revision=hub.model.revision))
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
-    # Listed before the sink is touched: a source without audio (EmptySourceError) leaves nothing.
+    run_id = new_run_id()
+    # a source without audio is refused before the sink is touched (a peek: the listing streams)
     skipped = SkippedFiles()
-    items = list_inputs(config.source, skipped)
-    if skipped.total:
-        log.warning("%s", skipped.describe())
-    sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
-    summary = RunSummary(root=sink.root_uri, skipped=skipped.to_dict())
+    if next(iter_inputs(config.source, skipped), None) is None:
+        raise EmptySourceError(nothing_found(config.source, skipped))
+    if config.dry_run:
+        return plan_only(config, identity, run_id)
+    url = resolve_url(config.sink, identity)
+    layout = DatasetLayout(url, config.sink.storage_options)
+    with Lease(layout.fs, layout.root, run_id, config.sink.lease_seconds).held() as lease:
+        sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
+        summary = RunSummary(root=sink.root_uri, run_id=run_id)
+        sink.remove_uncommitted()
+        store = sink.plan()
+        skipped = SkippedFiles()
+        report = append(store, config, run_id, skipped=skipped)
+        summary.skipped = skipped.to_dict()
+        if skipped.total:
+            log.warning("%s", skipped.describe())
+        generations = store.generations()
+        pending = store.pending(sink.committed_units(), generations)
+        record_plan(summary, report, generations, pending)
+        log.info("%s", summary.describe_plan())
+        log.info(
+            "%d shards planned, %d already committed, %d to do",
+            summary.units,
+            summary.units_resumed,
+            len(pending),
+        )
 
-    def plan():
-        return make_units(items, config.sink.inputs_per_shard, int(config.sink.shard_input_mb * 2**20))
+        if pending:
+            init_ray(config.cluster)
+            summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+            actors, _ = encode_actor_count(config.cluster)
+            summary.encode_actors = actors
+            progress = Progress(len(pending), actors)
+            with drop_benign_stderr():  # Ray's expected C++ error line about actor restarts
+                for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
+                    lease.check()
+                    progress.update(unit_summary)
+                    summary.samples += unit_summary["samples"]
+                    summary.audio_seconds += unit_summary["audio_seconds"]
+                    summary.decode_nodes.add(unit_summary["decode_node"])
+                    summary.encode_nodes.add(unit_summary["encode_node"])
+                    summary.decode_busy_seconds += unit_summary["decode_seconds"]
+                    summary.encode_busy_seconds += unit_summary["encode_seconds"]
 
-    units = sink.load_or_write_plan(plan)
-    sink.remove_uncommitted()
-    committed = sink.committed_units()
-    pending = [u for u in units if u.index not in committed]
-    summary.units, summary.units_resumed = len(units), len(units) - len(pending)
-    log.info(
-        "%d shards planned, %d already committed, %d to do", len(units), summary.units_resumed, len(pending)
+        lease.check()
+        sink.finalize(identity, generations)
+        # counted from what the dataset holds: exact for every source kind, resumed shards included
+        # (a WebDataset shard is one planned item but many inputs)
+        good, summary.failures = sink.input_counts()
+        summary.inputs = good + summary.failures
+        summary.failure_fraction = summary.failures / max(summary.inputs, 1)
+        summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction
+        summary.wall_seconds = time.perf_counter() - started
+        sink.write_run_log(asdict(summary))
+    return summary
+
+
+def append(
+    store: PlanStore,
+    config: TokenizeConfig,
+    run_id: str,
+    dry_run: bool = False,
+    skipped: SkippedFiles | None = None,
+) -> AppendReport:
+    """List the source afresh against the stored plan (see PlanStore.append); files the listing
+    leaves out are counted in `skipped`."""
+    return store.append(
+        iter_inputs(config.source, skipped),
+        source=source_label(config.source),
+        source_kind=config.source.kind,
+        run_id=run_id,
+        inputs_per_shard=config.sink.inputs_per_shard,
+        shard_input_bytes=int(config.sink.shard_input_mb * 2**20),
+        dry_run=dry_run,
     )
 
-    if pending:
-        init_ray(config.cluster)
-        summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-        actors, _ = encode_actor_count(config.cluster)
-        summary.encode_actors = actors
-        progress = Progress(len(pending), actors)
-        with drop_benign_stderr():  # Ray's expected C++ error line about actor restarts
-            for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
-                progress.update(unit_summary)
-                summary.samples += unit_summary["samples"]
-                summary.audio_seconds += unit_summary["audio_seconds"]
-                summary.decode_nodes.add(unit_summary["decode_node"])
-                summary.encode_nodes.add(unit_summary["encode_node"])
-                summary.decode_busy_seconds += unit_summary["decode_seconds"]
-                summary.encode_busy_seconds += unit_summary["encode_seconds"]
 
-    sink.finalize(identity, source=config.source.path)
-    # counted from what the dataset holds: exact for every source kind, resumed shards included
-    # (a WebDataset shard is one planned item but many inputs)
-    good, summary.failures = sink.input_counts()
-    summary.inputs = good + summary.failures
-    summary.failure_fraction = summary.failures / max(summary.inputs, 1)
-    summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction
-    summary.wall_seconds = time.perf_counter() - started
-    sink.write_run_log(asdict(summary))
+def record_plan(
+    summary: RunSummary, report: AppendReport, generations: list[Generation], pending: list[UnitRef]
+) -> None:
+    summary.generation = report.generation.number if report.generation else None
+    summary.inputs_listed, summary.inputs_new = report.inputs_listed, report.inputs_new
+    summary.inputs_missing, summary.missing_examples = report.inputs_missing, report.missing_examples
+    summary.units = sum(g.units for g in generations)
+    summary.units_resumed = summary.units - len(pending)
+
+
+def plan_only(config: TokenizeConfig, identity: RunIdentity, run_id: str) -> RunSummary:
+    """What a run would do (new inputs, missing ones, shards to do), reading only: nothing is written."""
+    url = resolve_url(config.sink, identity)
+    layout = DatasetLayout(url, config.sink.storage_options)
+    legacy_source = read_card(layout).source if layout.fs.exists(layout.card_path) else None
+    store = PlanStore(layout.fs, layout.root, legacy_source)
+    generations = store.generations()
+    report = append(store, config, run_id, dry_run=True)
+    committed = set(layout.committed_shards())
+    summary = RunSummary(root=layout.url, run_id=run_id, dry_run=True)
+    record_plan(summary, report, generations, store.pending(committed, generations))
+    summary.units += report.units_new  # the units this run would add
+    summary.generation = len(generations) + 1 if report.inputs_new else None
     return summary

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 
 from pipelines.config import SourceConfig
 from schemas.audio_shards import AUDIO_EXTENSIONS, SkippedFiles, audio_skip_reason
@@ -45,19 +48,26 @@ def input_key(
 
 
 def list_directory(config: SourceConfig, skipped: SkippedFiles | None = None) -> list[InputItem]:
-    """Every audio file under `config.path`, sorted by location.
+    """Every audio file under `config.path` (see iter_directory)."""
+    return list(iter_directory(config, skipped))
 
-    What counts as audio is `schemas.audio_shards.audio_skip_reason`: `config.extensions`
-    without opening the file, plainly non-audio extensions never, any other file when FFmpeg
-    finds an audio stream in its header (`config.probe`). Each file left out is counted in
-    `skipped` by reason.
+
+def iter_directory(config: SourceConfig, skipped: SkippedFiles | None = None) -> Iterator[InputItem]:
+    """Audio files under `config.path`, streamed: the driver never holds the whole listing.
+
+    On S3 the objects come page by page (1000 keys a request) in key order; elsewhere the tree
+    is walked one folder listing at a time, folders and files in name order. Either way the
+    order is the same on every run. What counts as audio is
+    `schemas.audio_shards.audio_skip_reason`: `config.extensions` without opening the file,
+    plainly non-audio extensions never, any other file when FFmpeg finds an audio stream in its
+    header (`config.probe`). Each file left out is counted in `skipped` by reason.
     """
     fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"source directory {config.path} does not exist")
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
-    items = []
-    for path, info in sorted(fs.find(root, detail=True).items()):
+    for info in _iter_files(fs, root):
+        path = info["name"]
         if info.get("type") == "directory":
             continue
         location = protocol + path if protocol else path
@@ -70,8 +80,32 @@ def list_directory(config: SourceConfig, skipped: SkippedFiles | None = None) ->
             if skipped is not None:
                 skipped.add(reason, location)
             continue
-        items.append(InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0)))
-    return items
+        yield InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0))
+
+
+def _iter_files(fs: fsspec.AbstractFileSystem, root: str, page: int = 1000) -> Iterator[dict[str, Any]]:
+    """Info dicts of the files under `root`, streamed (see iter_directory)."""
+    if hasattr(fs, "_iterdir") and hasattr(fs, "split_path"):  # s3fs: list_objects_v2 pages, flat
+        bucket, prefix, _ = fs.split_path(root)
+        pages = fs._iterdir(bucket, delimiter="", prefix=f"{prefix.rstrip('/')}/" if prefix else "")
+
+        async def take() -> list[dict[str, Any]]:
+            out = []
+            async for info in pages:  # resumes where the last call stopped
+                out.append(info)
+                if len(out) == page:
+                    break
+            return out
+
+        while batch := fsspec.asyn.sync(fs.loop, take):
+            yield from batch
+        return
+    for _, folders, files in fs.walk(root, detail=True):
+        ordered = sorted(folders.items())  # walk recurses into `folders` in its order: make it sorted
+        folders.clear()
+        folders.update(ordered)
+        for _, info in sorted(files.items()):
+            yield info
 
 
 def _probe(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
@@ -103,35 +137,25 @@ def list_tar_shards(config: SourceConfig) -> list[InputItem]:
     ]
 
 
-def list_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> list[InputItem]:
-    """Input items of a source, in a deterministic order; keys are unique (checked).
+def source_label(config: SourceConfig) -> str:
+    """The source as the dataset records it: an absolute local path, or the URL; no trailing '/'.
 
-    Files a "dir" listing leaves out are counted in `skipped`. A source without any input
-    raises EmptySourceError, before anything is written anywhere.
+    Two spellings of one folder (`corpus`, `./corpus/`) are one source, so what left it is
+    reported as missing rather than the whole folder read as a new source.
     """
+    path = config.path
+    if "://" in path and not path.startswith("file://"):
+        return path.rstrip("/")
+    return os.path.abspath(path.removeprefix("file://")).rstrip("/") or "/"
+
+
+def list_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> list[InputItem]:
+    """Input items of a source, in a deterministic order; keys are unique (checked). Holds the
+    whole list: for tests and small sources; runs stream `iter_inputs` into the plan."""
     skipped = skipped if skipped is not None else SkippedFiles()
-    if config.kind == "dir":
-        items = list_directory(config, skipped)
-    elif config.kind in ("manifest", "nemo"):
-        from pipelines.manifest_source import list_manifest
-
-        items = list_manifest(config)
-    elif config.kind == "hf_parquet":
-        from pipelines.hf_parquet_source import list_row_groups
-
-        items = list_row_groups(config)
-    elif config.kind == "lhotse":
-        from pipelines.lhotse_source import list_cuts
-
-        items = list_cuts(config)
-    elif config.kind == "wds":
-        items = list_tar_shards(config)
-    else:
-        raise ValueError(
-            f"unknown source kind {config.kind!r}; expected 'dir', 'manifest', 'nemo', 'lhotse', 'wds' or 'hf_parquet'"
-        )
+    items = list(iter_inputs(config, skipped))
     if not items:
-        raise EmptySourceError(_nothing_found(config, skipped))
+        raise EmptySourceError(nothing_found(config, skipped))
     seen: dict[str, str] = {}
     for item in items:
         if item.key in seen:
@@ -140,7 +164,7 @@ def list_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> li
     return items
 
 
-def _nothing_found(config: SourceConfig, skipped: SkippedFiles) -> str:
+def nothing_found(config: SourceConfig, skipped: SkippedFiles) -> str:
     """One line: where the listing looked, for what, and what it left out."""
     if config.kind == "wds":
         return f"no audio source: no WebDataset shards (*.tar) under {config.path}"
@@ -155,4 +179,30 @@ def _nothing_found(config: SourceConfig, skipped: SkippedFiles) -> str:
     return (
         f"no audio source: found no audio file under {config.path} (looked for {shown}{probed}); "
         f"{skipped.describe()}"
+    )
+
+
+def iter_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> Iterator[InputItem]:
+    """Input items of a source, streamed in a deterministic order (the plan checks key uniqueness).
+
+    Files a "dir" listing leaves out are counted in `skipped`.
+    """
+    if config.kind == "dir":
+        return iter_directory(config, skipped)
+    if config.kind in ("manifest", "nemo"):
+        from pipelines.manifest_source import iter_manifest_items
+
+        return iter_manifest_items(config)
+    if config.kind == "hf_parquet":
+        from pipelines.hf_parquet_source import list_row_groups
+
+        return iter(list_row_groups(config))
+    if config.kind == "lhotse":
+        from pipelines.lhotse_source import list_cuts
+
+        return iter(list_cuts(config))
+    if config.kind == "wds":
+        return iter(list_tar_shards(config))
+    raise ValueError(
+        f"unknown source kind {config.kind!r}; expected 'dir', 'manifest', 'nemo', 'lhotse', 'wds' or 'hf_parquet'"
     )

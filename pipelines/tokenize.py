@@ -4,9 +4,11 @@
     losatok-tokenize model=official model.checkpoint=ckpts/losatok_kl1e-3.pth cluster=auto \
         source.path=s3://corpus/audio sink.path=s3://latents/v1 fields=all
 
-Rerunning the same command resumes: committed shards are kept, the rest is redone. The exit
-status is 0 on success, 1 when failed inputs exceed `cluster.max_failure_fraction`, 2 when the
-run cannot start (bad config, another tokenizer's dataset at the sink).
+Rerunning the same command appends and resumes: the source is listed afresh, inputs not yet in
+the dataset become a new generation, committed shards are kept, the rest is done. `dry_run=true`
+prints what a run would do and writes nothing. The exit status is 0 on success, 1 when failed
+inputs exceed `cluster.max_failure_fraction`, 2 when the run cannot start (bad config, another
+tokenizer's dataset at the sink, another run writing the dataset now).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def _main(cfg: DictConfig) -> None:
     global _started
     _started = True
     from losatok.checkpoint import CheckpointError
+    from pipelines.lease import LeaseHeldError
     from pipelines.run import tokenize
     from pipelines.write import SinkMismatchError
 
@@ -49,7 +52,7 @@ def _main(cfg: DictConfig) -> None:
     try:
         config = build_tokenize_config(cfg)
         summary = tokenize(config)
-    except (ValueError, FileNotFoundError, SinkMismatchError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, SinkMismatchError, CheckpointError, LeaseHeldError) as err:
         # usage errors: one line (the first of the message), exit 2, nothing written
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -2,11 +2,13 @@
 
 Beyond the `schemas` layout (which includes `stats/shard-*.json`, per-shard latent
 statistics merged into the card) the pipeline keeps small files of its own at the root:
-`run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan.parquet` (which
-inputs make which shard) and `runs/run-*.json` (one log per run: counts, nodes, speed). A
-unit commits in this order: its failure-ledger fragment, its tars and stats, its index
-fragment (the commit point). Whatever a killed run left past the last commit point is
-removed by `remove_uncommitted` before a rerun writes anything.
+`run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan/` and
+`generations/` (which inputs make which shard, one generation per append; see
+`pipelines.plan`), `lease.json` (the one run writing now; see `pipelines.lease`) and
+`runs/run-*.json` (one log per run: counts, nodes, speed). A unit commits in this order: its
+failure-ledger fragment, its tars and stats, its index fragment (the commit point). Whatever a
+killed run left past the last commit point is removed by `remove_uncommitted` before a rerun
+writes anything.
 """
 
 from __future__ import annotations
@@ -14,19 +16,29 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.config import FieldsConfig, SinkConfig
-from pipelines.plan import RunIdentity, Unit, read_identity, read_plan, write_identity, write_plan
+from pipelines.plan import Generation, PlanStore, RunIdentity, Unit, key_hashes, read_identity, write_identity
 from pipelines.records import EncodedSegment, EncodeFailure, Segment
-from schemas.card import DatasetCard, TokenizerIdentity, Totals, read_card, utc_now, write_card
+from schemas.card import (
+    DatasetCard,
+    GenerationInfo,
+    TokenizerIdentity,
+    Totals,
+    read_card,
+    utc_now,
+    write_card,
+)
 from schemas.fields import FieldSet, default_fields
-from schemas.index import read_index, shard_summaries
+from schemas.index import ShardInfo, shard_summaries
 from schemas.layout import DatasetLayout, shard_name
 from schemas.ledger import FailureRecord, failure_counts, read_failures, write_failures
 from schemas.reader import DatasetReader
@@ -75,42 +87,27 @@ class DatasetSink:
     def open(
         cls, sink: SinkConfig, fields: FieldsConfig, model: LoSATokConfig, identity: RunIdentity
     ) -> DatasetSink:
-        """Open the sink for this run: new, resumable (same identity), or refused.
+        """Open the sink at `resolve_url(sink, identity)`, writing `run.json` if it is new.
 
-        A dataset written with another identity is refused, naming every difference, unless
-        `sink.force_new_version` is set: then the run goes to the first `<path>-vN` that is
-        free or written with this identity.
+        Call it while holding the dataset's lease: the identity is checked again here.
         """
-        url, version = sink.path.rstrip("/"), 1
-        while True:
-            layout = DatasetLayout(url, sink.storage_options)
-            existing = read_identity(layout.fs, layout.root)
-            if existing is None or existing == identity:
-                break
-            if not sink.force_new_version:
-                differences = "\n  ".join(existing.differences(identity))
-                raise SinkMismatchError(
-                    f"{url} was written by a different run configuration:\n  {differences}\n"
-                    "Use the same model, fields and segmentation to resume it, another sink.path, "
-                    "or sink.force_new_version=true to write a new version beside it."
-                )
-            version += 1
-            url = f"{sink.path.rstrip('/')}-v{version}"
-        if version > 1:
-            log.warning("%s holds another tokenizer's dataset; writing the new version to %s", sink.path, url)
+        url = resolve_url(sink, identity)
+        layout = DatasetLayout(url, sink.storage_options)
+        existing = read_identity(layout.fs, layout.root)
+        if existing is not None and existing != identity:  # written by a run that held the lease before us
+            raise SinkMismatchError(_mismatch(url, existing, identity))
         layout.fs.makedirs(layout.root, exist_ok=True)
         if existing is None:
             write_identity(layout.fs, layout.root, identity)
         return cls(layout, field_set(fields, model), model.sample_rate, model.frame_rate)
 
     # --- plan and resume -------------------------------------------------------------------
-    def load_or_write_plan(self, make: Callable[[], list[Unit]]) -> list[Unit]:
-        """The stored plan, or a new one (made by `make`) stored before any shard is written."""
-        units = read_plan(self.layout.fs, self.layout.root)
-        if units is None:
-            units = make()
-            write_plan(self.layout.fs, self.layout.root, units)
-        return units
+    def plan(self) -> PlanStore:
+        """The stored plan (its generations); a legacy plan is attributed to the card's source."""
+        legacy_source = None
+        if self.layout.fs.exists(self.layout.card_path):
+            legacy_source = read_card(self.layout).source
+        return PlanStore(self.layout.fs, self.layout.root, legacy_source)
 
     def committed_units(self) -> set[int]:
         return set(self.layout.committed_shards())
@@ -132,6 +129,7 @@ class DatasetSink:
                 doomed.append(path)
         for path in doomed:
             self.layout.fs.rm(path)
+        doomed += self.plan().remove_uncommitted()
         if doomed:
             log.info("removed %d leftovers of an interrupted run", len(doomed))
         return doomed
@@ -173,11 +171,31 @@ class DatasetSink:
         return LatentSample(segment.key, metadata, result.arrays)
 
     # --- the card --------------------------------------------------------------------------
-    def finalize(self, identity: RunIdentity, source: str | None = None) -> DatasetCard:
-        """Write `card.json` from what is committed: totals, merged latent stats, failures."""
-        index = read_index(self.layout)
-        shards = shard_summaries(index)
+    def finalize(self, identity: RunIdentity, generations: Sequence[Generation] = ()) -> DatasetCard:
+        """Write `card.json` from what is committed: totals, merged latent stats, failures, and
+        one entry per generation (its source, counts, run id)."""
+        shards = self._shard_summaries()
         committed = self.layout.committed_shards()
+        by_number = {s.number: s for s in shards}
+        infos = []
+        for g in generations:
+            mine = [by_number[n] for n in range(g.first_unit, g.first_unit + g.units) if n in by_number]
+            infos.append(
+                GenerationInfo(
+                    number=g.number,
+                    created_at=g.created_at,
+                    run_id=g.run_id,
+                    source=redact_text(g.source),
+                    inputs_listed=g.inputs_listed,
+                    inputs_new=g.inputs_new,
+                    inputs_missing=g.inputs_missing,
+                    first_shard=g.first_unit,
+                    shards=g.units,
+                    shards_committed=sum(g.first_unit <= n < g.first_unit + g.units for n in committed),
+                    samples=sum(s.samples for s in mine),
+                    hours=sum(s.seconds for s in mine) / 3600,
+                )
+            )
         bytes_by_group = {
             group: sum(self.layout.fs.size(p) for n, p in self.layout.tars(group).items() if n in committed)
             for group in self.fields.groups()
@@ -198,7 +216,7 @@ class DatasetSink:
             sample_rate=self.sample_rate,
             frame_rate=self.frame_rate,
             totals=Totals(
-                samples=index.num_rows,
+                samples=sum(s.samples for s in shards),
                 frames=sum(s.frames for s in shards),
                 hours=sum(s.seconds for s in shards) / 3600,
                 shards=len(committed),
@@ -207,24 +225,57 @@ class DatasetSink:
             ),
             latent_stats=merged,
             failures=failure_counts(ledger),
-            source=redact_text(source) if source else source,  # a URL may carry credentials
+            # where it began, credentials redacted from a URL; every source: `generations`
+            source=redact_text(generations[0].source) if generations else None,
             description=f"written by losatok-tokenize; run identity: {json.dumps(asdict(identity), sort_keys=True)}",
+            generations=tuple(infos),
         )
         write_card(self.layout, card)
         return card
 
     def input_counts(self) -> tuple[int, int]:
         """(inputs with samples, failed inputs) over the whole dataset, by input key (many spans
-        of one recording are many inputs; a sample key is its input's key plus `_<segment>`)."""
-        good = {key.rsplit("_", 1)[0] for key in read_index(self.layout).column("key").to_pylist()}
-        ledger = read_failures(self.layout)
-        failed = {
-            key or location
-            for key, location in zip(
-                ledger.column("key").to_pylist(), ledger.column("location").to_pylist(), strict=True
+        of one recording are many inputs; a sample key is its input's key plus `_<segment>`).
+
+        Streams the index's `key` column a fragment at a time and keeps 16-byte hashes of the
+        input keys, not Python strings: ~16 bytes per input in the driver.
+        """
+        good = np.unique(
+            np.concatenate(
+                [
+                    np.empty(0, "S16"),
+                    *(key_hashes([k.rsplit("_", 1)[0] for k in keys]) for keys in self._index_column("key")),
+                ]
             )
-        }
-        return len(good), len(failed - good)
+        )
+        ledger = read_failures(self.layout)
+        failed = np.unique(
+            key_hashes(
+                [
+                    key or location
+                    for key, location in zip(
+                        ledger.column("key").to_pylist(), ledger.column("location").to_pylist(), strict=True
+                    )
+                ]
+            )
+        )
+        return len(good), int((~np.isin(failed, good)).sum())
+
+    def _index_column(self, *columns: str) -> Iterator[list]:
+        """Values of index columns, one committed shard's fragment at a time (one list per column
+        when one column is asked for, else lists of rows)."""
+        for path in self.layout.committed_shards().values():
+            table = pq.read_table(
+                pa.BufferReader(self.layout.fs.cat_file(path)), columns=list(columns), use_threads=False
+            )
+            yield table.column(0).to_pylist() if len(columns) == 1 else table
+
+    def _shard_summaries(self) -> list[ShardInfo]:
+        """Per-shard samples, frames and seconds, read a fragment at a time (bounded memory)."""
+        out = []
+        for table in self._index_column("shard", "frame_count", "duration"):
+            out += shard_summaries(table.append_column("key", table.column("shard")))
+        return out
 
     def write_run_log(self, record: dict[str, Any]) -> str:
         """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""
@@ -280,6 +331,37 @@ class DatasetSink:
             sample_rate=self.sample_rate,
             frame_rate=self.frame_rate,
         )
+
+
+def resolve_url(sink: SinkConfig, identity: RunIdentity) -> str:
+    """Where this run writes: `sink.path`, new or written with this identity; else refused.
+
+    A dataset written with another identity is refused, naming every difference, unless
+    `sink.force_new_version` is set: then the first `<path>-vN` that is free or written with
+    this identity. Reads only.
+    """
+    url, version = sink.path.rstrip("/"), 1
+    while True:
+        layout = DatasetLayout(url, sink.storage_options)
+        existing = read_identity(layout.fs, layout.root)
+        if existing is None or existing == identity:
+            break
+        if not sink.force_new_version:
+            raise SinkMismatchError(_mismatch(url, existing, identity))
+        version += 1
+        url = f"{sink.path.rstrip('/')}-v{version}"
+    if version > 1:
+        log.warning("%s holds another tokenizer's dataset; writing the new version to %s", sink.path, url)
+    return url
+
+
+def _mismatch(url: str, existing: RunIdentity, identity: RunIdentity) -> str:
+    differences = "\n  ".join(existing.differences(identity))
+    return (
+        f"{url} was written by a different run configuration:\n  {differences}\n"
+        "Use the same model, fields and segmentation to resume it, another sink.path, "
+        "or sink.force_new_version=true to write a new version beside it."
+    )
 
 
 def _shard_of(path: str) -> int | None:

@@ -54,6 +54,33 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class GenerationInfo:
+    """One generation of a growing dataset: the inputs one run found new in its source.
+
+    Shards `first_shard .. first_shard + shards - 1` belong to it; a reader pinned to generation
+    k sees the shards of generations 1..k (the dataset as it stood when k was complete).
+    """
+
+    number: int  # 1, 2, ...
+    created_at: str  # UTC, ISO 8601, when its plan was stored
+    run_id: str  # the run that planned it
+    source: str  # the source path or URI it was listed from
+    inputs_listed: int = 0  # inputs the source held at that run
+    inputs_new: int = 0  # of them, not yet in the dataset: planned in this generation
+    inputs_missing: int = 0  # inputs of earlier generations from this source no longer listed (kept)
+    first_shard: int = 0
+    shards: int = 0  # planned
+    shards_committed: int = 0  # committed when the card was written
+    samples: int = 0  # in its committed shards
+    hours: float = 0.0  # of audio in its committed shards
+
+    @property
+    def end_shard(self) -> int:
+        """One past its last shard number."""
+        return self.first_shard + self.shards
+
+
+@dataclass(frozen=True)
 class DatasetCard:
     """Contents of `card.json`. Rates in Hz; totals per `Totals`."""
 
@@ -67,9 +94,10 @@ class DatasetCard:
     created_at: str = field(default_factory=lambda: utc_now())  # when the dataset was first written
     updated_at: str | None = None  # when a run last changed it (None: never since creation)
     software_version: str = field(default_factory=lambda: software_version())
-    source: str | None = None  # the corpus it was made from
+    source: str | None = None  # the corpus it was first made from (every source: `generations`)
     description: str | None = None
     schema_version: str = SCHEMA_VERSION
+    generations: tuple[GenerationInfo, ...] = ()  # every append, in order; () for a card without them
 
     @property
     def failed_inputs(self) -> int:
@@ -91,6 +119,7 @@ class DatasetCard:
             "software_version": self.software_version,
             "source": self.source,
             "description": self.description,
+            "generations": [dataclasses.asdict(g) for g in self.generations],
         }
 
     def to_json(self) -> str:
@@ -128,6 +157,10 @@ class DatasetCard:
                 software_version=data.get("software_version", "unknown"),
                 source=data.get("source"),
                 description=data.get("description"),
+                generations=tuple(
+                    GenerationInfo(**{k: v for k, v in g.items() if k in _names(GenerationInfo)})
+                    for g in data.get("generations") or ()
+                ),
             )
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, SchemaError):

@@ -7,7 +7,12 @@ for sample in ds.iter_shard(0):            # latent group only: semantic tars ne
     sample.latent                          # (T, latent_dim) float16
 for sample in ds.iter_shard(0, groups=("latent", "semantic")):
     sample.semantic                        # (T, semantic_dim), joined by key
+old = open_dataset(url, generation=1)      # pinned: the shards of generations 1..1 only
 ```
+
+A dataset grows by generations (appends, listed in the card). A reader sees every committed
+shard by default; pinned to generation k it sees the shards of generations 1..k, the same
+set on every read however much was appended since.
 """
 
 from __future__ import annotations
@@ -32,26 +37,37 @@ from schemas.tario import iter_tar_samples
 class DatasetReader:
     """Read access to one dataset. Only committed shards (with an index fragment) are seen."""
 
-    def __init__(self, layout: DatasetLayout, card: DatasetCard) -> None:
+    def __init__(self, layout: DatasetLayout, card: DatasetCard, generation: int | None = None) -> None:
         self.layout = layout
         self.card = card
+        self.generation = generation  # None: the whole dataset
+        self._end: int | None = None  # one past the last shard number seen when pinned
+        if generation is not None:
+            numbers = [g.number for g in card.generations]
+            if generation not in numbers:
+                raise SchemaError(
+                    f"{layout.url} has no generation {generation}; its card lists {numbers or 'none'}"
+                )
+            self._end = max(g.end_shard for g in card.generations if g.number <= generation)
         self._index: pa.Table | None = None
 
+    def committed(self) -> list[int]:
+        """Numbers of the committed shards this reader sees (all, or those of the pinned generations)."""
+        numbers = list(self.layout.committed_shards())
+        return numbers if self._end is None else [n for n in numbers if n < self._end]
+
     def index(self) -> pa.Table:
-        """The whole index (one row per sample of every committed shard), cached."""
+        """The index (one row per sample of every shard this reader sees), cached."""
         if self._index is None:
-            self._index = read_index(self.layout)
+            self._index = read_index(self.layout, None if self._end is None else self.committed())
         return self._index
 
     def shards(self) -> list[ShardInfo]:
-        """Committed shards with per-shard samples, frames and seconds, in shard order.
-
-        A committed shard with no samples is listed with zero counts.
+        """Committed shards (of the pinned generations) with per-shard samples, frames and
+        seconds, in shard order. A committed shard with no samples is listed with zero counts.
         """
         summaries = {s.number: s for s in shard_summaries(self.index())}
-        return [
-            summaries.get(n, ShardInfo(n, shard_name(n), 0, 0, 0.0)) for n in self.layout.committed_shards()
-        ]
+        return [summaries.get(n, ShardInfo(n, shard_name(n), 0, 0, 0.0)) for n in self.committed()]
 
     def iter_raw(self, number: int, group: str = LATENT_GROUP) -> Iterator[dict[str, Any]]:
         """Undecoded members `{"__key__", ext: bytes}` of one group's tar of one shard."""
@@ -120,7 +136,7 @@ class DatasetReader:
     def measured_totals(self) -> Totals:
         """Totals measured from the index and the committed shards' tar sizes (for the card)."""
         table = self.index()
-        committed = list(self.layout.committed_shards())
+        committed = self.committed()
         by_group: dict[str, int] = {}
         for group in self.card.fields.groups():
             tars = self.layout.tars(group)
@@ -136,13 +152,17 @@ class DatasetReader:
         )
 
 
-def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None) -> DatasetReader:
+def open_dataset(
+    url: str, storage_options: Mapping[str, Any] | None = None, generation: int | None = None
+) -> DatasetReader:
     """Open the dataset at `url` (local path or s3:// prefix), reading and checking its card.
 
-    Raises FileNotFoundError without a card and SchemaVersionError for an unreadable version.
+    `generation`: see only the shards of generations 1..generation (None: every committed shard).
+    Raises FileNotFoundError without a card, SchemaVersionError for an unreadable version and
+    SchemaError for a generation the card does not list.
     """
     layout = DatasetLayout(url, dict(storage_options or {}))
-    return DatasetReader(layout, read_card(layout))
+    return DatasetReader(layout, read_card(layout), generation)
 
 
 def _lockstep(streams: list[Iterator[dict]], groups: list[str], shard: str) -> Iterator[list[dict]]:

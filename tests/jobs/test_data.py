@@ -197,3 +197,22 @@ def test_batches_are_planned_within_the_frame_budget_and_split_evenly():
     assert sorted(k for b in split for k in b.keys) == sorted(keys)  # splits lose and repeat nothing
     (padded,) = split_to([plan], len(keys) + 2)  # more batches than samples: single items, then repeats
     assert padded[-2:] == [None, None] and all(len(b.keys) == 1 for b in padded[:-2])
+
+
+def test_the_loader_sees_the_whole_dataset_or_a_pinned_generation(tmp_path):
+    from dataclasses import replace
+
+    from schemas.card import GenerationInfo, write_card
+
+    fake = simple_dataset(tmp_path)  # shards 0..3; say 0-1 came first and 2-3 were appended
+    generations = (
+        GenerationInfo(1, "2026-11-01T00:00:00+00:00", "run-1", "/corpus", first_shard=0, shards=2),
+        GenerationInfo(2, "2026-11-08T00:00:00+00:00", "run-2", "/corpus", first_shard=2, shards=2),
+    )
+    write_card(fake.layout, replace(fake.card, generations=generations))
+    assert LatentBatches(loader(fake.url), latent_dim=16).all_shards == [0, 1, 2, 3]
+    pinned = LatentBatches(loader(fake.url, generation=1), latent_dim=16)
+    assert pinned.all_shards == [0, 1]
+    keys = {k for batch in pinned for k in batch.keys}
+    assert keys and keys <= set(pinned.reader.index().column("key").to_pylist())
+    assert len(pinned.reader.index()) == 10  # 2 shards x 5 samples

@@ -66,3 +66,23 @@ def test_sample_by_key_and_missing_dataset(dataset, tmp_path):
 
 def test_measured_totals_match_the_card(dataset):
     assert open_dataset(dataset.url).measured_totals() == dataset.card.totals
+
+
+def test_a_reader_pinned_to_a_generation_sees_its_shards_only(dataset, rng):
+    from schemas.card import GenerationInfo, write_card
+
+    layout = dataset.layout
+    write_shard(layout, 2, [fake_sample("appended", 10, dataset.card.fields, rng)], dataset.card.fields)
+    generations = (
+        GenerationInfo(1, "2026-11-01T00:00:00+00:00", "run-1", "/corpus", first_shard=0, shards=2),
+        GenerationInfo(2, "2026-11-08T00:00:00+00:00", "run-2", "/corpus", first_shard=2, shards=1),
+    )
+    write_card(layout, replace(dataset.card, generations=generations))
+    assert open_dataset(dataset.url).card.generations == generations  # round-trips through card.json
+    assert [s.number for s in open_dataset(dataset.url).shards()] == [0, 1, 2]  # whole dataset by default
+    pinned = open_dataset(dataset.url, generation=1)
+    assert [s.number for s in pinned.shards()] == [0, 1]
+    assert "appended" not in pinned.index().column("key").to_pylist()
+    assert [s.number for s in open_dataset(dataset.url, generation=2).shards()] == [0, 1, 2]
+    with pytest.raises(SchemaError, match="has no generation 3; its card lists \\[1, 2\\]"):
+        open_dataset(dataset.url, generation=3)

@@ -1,0 +1,152 @@
+"""The stored plan: generations appended from fresh listings, partitions, references, leftovers."""
+
+from __future__ import annotations
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import plan as plan_module
+from pipelines.plan import PlanStore, load_unit, make_units, plan_table
+from pipelines.sources import InputItem, input_key
+
+
+def items(names: list[str], folder: str = "/corpus") -> list[InputItem]:
+    return [InputItem(input_key(f"{folder}/{n}.wav"), f"{folder}/{n}.wav", size_bytes=10) for n in names]
+
+
+def append(store: PlanStore, listing: list[InputItem], source: str = "/corpus", **kw):
+    return store.append(
+        iter(listing), source=source, source_kind="dir", run_id="run", inputs_per_shard=2,
+        shard_input_bytes=1 << 30, **kw,
+    )  # fmt: skip
+
+
+def planned(store: PlanStore) -> dict[int, list[str]]:
+    """unit -> locations, read back through the references a worker gets."""
+    fs, root = store.fs, store.root
+    return {
+        ref.index: [i.location for i in load_unit(f"{root}/{ref.partition}", {}, ref.index).items]
+        for ref in store.pending(set())
+        if fs.exists(f"{root}/{ref.partition}")
+    }
+
+
+@pytest.fixture
+def store(tmp_path) -> PlanStore:
+    return PlanStore(fsspec.filesystem("file"), str(tmp_path / "ds"))
+
+
+def test_appends_plan_only_new_inputs_numbered_after_every_earlier_unit(store):
+    first = append(store, items(["a", "b", "c"]))
+    assert first.generation.number == 1 and (first.inputs_new, first.units_new) == (3, 2)
+    again = append(store, items(["a", "b", "c"]))
+    assert again.generation is None and again.inputs_listed == 3 and again.inputs_new == 0
+    grown = append(store, items(["a", "b", "c", "d", "e", "f"]))
+    assert grown.generation.number == 2 and grown.generation.first_unit == 2 and grown.inputs_new == 3
+    assert planned(store) == {
+        0: ["/corpus/a.wav", "/corpus/b.wav"],
+        1: ["/corpus/c.wav"],
+        2: ["/corpus/d.wav", "/corpus/e.wav"],
+        3: ["/corpus/f.wav"],
+    }
+    assert [r.index for r in store.pending({0, 2})] == [1, 3]
+
+
+def test_inputs_gone_from_the_source_are_reported_and_kept(store):
+    append(store, items(["a", "b", "c", "d"]))
+    report = append(store, items(["a", "c", "e"]))
+    assert report.inputs_missing == 2 and report.missing_examples == ["/corpus/b.wav", "/corpus/d.wav"]
+    assert report.generation.inputs_missing == 2
+    assert sum(len(v) for v in planned(store).values()) == 5  # b and d are still planned (and kept)
+
+
+def test_another_source_is_an_append_from_it_not_a_relabel(store):
+    append(store, items(["a", "b"]))
+    report = append(store, items(["x"], folder="/elsewhere"), source="/elsewhere")
+    # the first source's inputs are not "missing": the new source never held them
+    assert report.inputs_missing == 0 and report.generation.source == "/elsewhere"
+    assert [(g.number, g.source) for g in store.generations()] == [(1, "/corpus"), (2, "/elsewhere")]
+
+
+def test_dry_run_counts_and_writes_nothing(store, tmp_path):
+    append(store, items(["a", "b"]))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    report = append(store, items(["a", "b", "c", "d", "e"]), dry_run=True)
+    assert (report.inputs_new, report.units_new, report.generation) == (3, 2, None)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_key_listed_twice_is_refused_and_nothing_is_stored(store, tmp_path):
+    twice = items(["a", "b"]) + items(["a"])
+    with pytest.raises(ValueError, match="share the key"):
+        append(store, twice)
+    assert store.generations() == [] and not list((tmp_path / "ds").rglob("*.parquet"))
+    append(store, items(["a"]))
+    with pytest.raises(ValueError, match="lists the input /corpus/a.wav"):
+        append(store, items(["a", "a"]))
+
+
+def test_partitions_hold_whole_units_and_workers_read_one_unit(store, monkeypatch):
+    monkeypatch.setattr(plan_module, "PARTITION_ROWS", 5)
+    monkeypatch.setattr(plan_module, "LISTING_BATCH", 3)
+    report = append(store, items([f"f{i:02d}" for i in range(23)]))
+    parts = report.generation.partitions
+    assert len(parts) == 4 and [p.rows for p in parts] == [6, 6, 6, 5]
+    assert all(p.rows % 2 == 0 or p is parts[-1] for p in parts)  # never a unit split across files
+    assert sum(len(v) for v in planned(store).values()) == 23
+    assert planned(store)[11] == ["/corpus/f22.wav"]
+
+
+def test_a_killed_plan_write_leaves_nothing_the_next_run_trusts(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_module, "PARTITION_ROWS", 2)
+
+    def dies():
+        yield from items(["a", "b", "c", "d"])
+        raise KeyboardInterrupt  # a listing cut short
+
+    with pytest.raises(KeyboardInterrupt):
+        append(store, dies())
+    assert store.generations() == [] and store.pending(set()) == []
+    # a partition written before a SIGKILL (no generation record) is removed and planned again
+    plan_module.write_partition(store.fs, f"{store.root}/plan/gen-000001/part-000000.parquet", [])
+    assert store.remove_uncommitted() and not (tmp_path / "ds" / "plan" / "gen-000001").exists()
+    assert append(store, items(["a", "b"])).generation.number == 1
+
+
+def test_a_plan_written_before_generations_reads_as_generation_one(store, tmp_path):
+    (tmp_path / "ds").mkdir()
+    table = plan_table(make_units(items(["a", "b", "c"]), 2, 1 << 30)).drop_columns(["key_hash"])
+    pq.write_table(table, tmp_path / "ds" / "plan.parquet")
+    legacy = PlanStore(store.fs, store.root, legacy_source="/corpus")
+    report = append(legacy, items(["a", "b", "c", "d"]))
+    assert report.inputs_new == 1 and report.generation.number == 2 and report.generation.first_unit == 2
+    assert [len(v) for v in planned(legacy).values()] == [2, 1, 1]
+
+
+def test_an_s3_folder_is_listed_page_by_page_in_key_order(s3_bucket, s3_endpoint, monkeypatch):
+    import s3fs
+
+    from pipelines import sources
+    from pipelines.config import SourceConfig
+
+    options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    names = ["c/b/2.wav", "c/a/1.wav", "c/a/0.flac", "c/z.txt", "c/b/x/3.wav", "cc/other.wav"]
+    for name in names:
+        fs.pipe_file(f"{s3_bucket}/{name}", b"RIFF")
+    pages = []
+    original = sources._iter_files
+
+    def paged(fs, root, page=1000):  # batches of 2: the async listing resumes where it stopped
+        for info in original(fs, root, page=2):
+            pages.append(info["name"])
+            yield info
+
+    monkeypatch.setattr(sources, "_iter_files", paged)
+    found = [
+        i.location
+        for i in sources.iter_directory(SourceConfig(path=f"s3://{s3_bucket}/c", storage_options=options))
+    ]
+    assert found == [f"s3://{s3_bucket}/{n}" for n in ["c/a/0.flac", "c/a/1.wav", "c/b/2.wav", "c/b/x/3.wav"]]
+    assert len(pages) == 5  # every object under c/ (the .txt filtered after), nothing of cc/
