@@ -26,7 +26,11 @@ def test_card_json_round_trip():
     assert back.failures == {"decode": 2} and back.failed_inputs == 2
     np.testing.assert_allclose(back.latent_stats.std, card.latent_stats.std)
     data = json.loads(card.to_json())
-    assert data["schema_version"] == SCHEMA_VERSION and data["sample_rate"] == 16000 and data["frame_rate"] == 25.0
+    assert (
+        data["schema_version"] == SCHEMA_VERSION
+        and data["sample_rate"] == 16000
+        and data["frame_rate"] == 25.0
+    )
     assert data["fields"][3] == {
         "name": "semantic",
         "dtype": "float16",
