@@ -23,7 +23,7 @@ def test_finalize_rebuilds_a_missing_stats_fragment_from_the_shard(tmp_path):
 
     sink = DatasetSink(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
     identity = RunIdentity(tokenizer={**tiny_tokenizer().__dict__}, seed=0, fields={}, segment={})
-    card = sink.finalize(identity, source="/corpus")
+    card = sink.finalize(identity)
 
     assert card.latent_stats.count == whole.count == ds.card.totals.frames  # not 2/3 of the frames
     np.testing.assert_allclose(card.latent_stats.mean, whole.mean, rtol=1e-12)
