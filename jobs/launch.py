@@ -6,18 +6,80 @@ exists (Ray Train sets one up per worker: gloo on CPU, NCCL on GPU), as one DDP 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
 import os
-from collections.abc import Callable
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch.distributed as dist
+
+progress_log = logging.getLogger("jobs.progress")
 
 
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def absolute_paths(
+    config: Any, fields: Sequence[str], must_exist: Sequence[str] = (), if_present: Sequence[str] = ()
+) -> Any:
+    """A copy of dataclass `config` whose dotted `fields` hold absolute local paths.
+
+    Ray Train runs workers in a folder of its own, so a relative path means something else
+    there; the driver resolves every path against the folder the user started in. URLs
+    (s3://...) and unset values are kept. A local path in `must_exist` that is missing raises
+    FileNotFoundError here, before any worker starts; one in `if_present` is made absolute
+    only when it exists (else it may be a name that a factory resolves).
+    """
+    for dotted in (*fields, *must_exist, *if_present):
+        value = _get(config, dotted)
+        if not value or "://" in str(value):
+            continue
+        absolute = os.path.abspath(os.path.expanduser(str(value)))
+        if dotted in must_exist and not os.path.exists(absolute):
+            raise FileNotFoundError(f"{dotted}={value}: no such file or folder ({absolute})")
+        if dotted in if_present and not os.path.exists(absolute):
+            continue
+        config = _replace(config, dotted, absolute)
+    return config
+
+
+def _get(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _replace(config: Any, dotted: str, value: Any) -> Any:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: _replace(getattr(config, head), rest, value)})
+
+
+def train_storage(out_dir: str, storage_options: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train's own state: `<out_dir>/ray_train`.
+
+    Under the run's own out_dir, so runs with different out_dirs never see each other's state;
+    an s3:// out_dir goes through the same fsspec options as the checkpoints.
+    """
+    if "://" not in out_dir:
+        return os.path.join(os.path.abspath(out_dir), "ray_train"), None
+    import pyarrow.fs
+
+    from schemas.storage import url_to_fs
+
+    fs, root = url_to_fs(out_dir, storage_options)
+    return f"{root.rstrip('/')}/ray_train", pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
 def run_workers(
@@ -28,8 +90,16 @@ def run_workers(
     address: str | None,
     out_dir: str,
     name: str,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """`loop(config)` here when `num_workers <= 1`, else on that many Ray Train workers (DDP)."""
+    """`loop(config)` here when `num_workers <= 1`, else on that many Ray Train workers (DDP).
+
+    Returns every worker's result, by rank. Rank 0's log lines (progress included) and every
+    rank's warnings are relayed to this process and logged here, so a multi-worker run reads
+    like a single-worker one on the console and in `ray job logs`. Ray Train keeps its state
+    under `<out_dir>/ray_train/<name>-<time>-<id>`: unique per run, never resumed by another.
+    `address` ("auto" or host:port) joins a running cluster; None starts a Ray of this machine.
+    """
     if num_workers <= 1:
         return [loop(config)]
     import ray
@@ -37,17 +107,165 @@ def run_workers(
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=address or "local", log_to_driver=False)
+        if address:
+            from pipelines.cluster import connect
+
+            flag = "trainer.address=auto" if address == "auto" else f"trainer.address={address}"
+            connect(address, flag, log_to_driver=False)
+        else:
+            ray.init(address="local", log_to_driver=False)
+
+    relay = WorkerRelay()
+    forward = relay.forwarder()
 
     def per_worker(_: dict) -> None:
-        ray.train.report(loop(config))
+        rank = ray.train.get_context().get_world_rank()
+        with forward.installed(rank):
+            result = loop(config)
+        forward.result(rank, result)
 
+    storage_path, filesystem = train_storage(out_dir, storage_options)
+    run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TorchTrainer(
         per_worker,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name=name, storage_path=os.path.abspath(os.path.join(out_dir, "ray_train"))),
+        run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=filesystem),
     )
-    return [trainer.fit().metrics]
+    with relay.pumping():
+        trainer.fit()
+    return relay.results(num_workers)
+
+
+class WorkerRelay:
+    """Log lines and results from Ray Train workers to the driver, through a Ray queue.
+
+    Ray Train's workers do not log to the driver (and `log_to_driver` would bring every Ray
+    process's chatter along); this carries only our loggers' records: rank 0 from INFO, other
+    ranks from WARNING. The driver logs each under its own logger name, as a single-worker run
+    would have, while `fit()` runs.
+    """
+
+    LOGGERS = ("jobs", "losatok", "schemas")
+
+    def __init__(self) -> None:
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})  # must not take a CPU the workers need
+        self.collected: dict[int, dict[str, Any]] = {}
+
+    def forwarder(self) -> _Forwarder:
+        return _Forwarder(self.queue)
+
+    @contextlib.contextmanager
+    def pumping(self, every: float = 0.5) -> Iterator[None]:
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                self._drain(wait=every)
+            self._drain(wait=None)
+
+        thread = threading.Thread(target=pump, name="ray-train-relay", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.queue.shutdown()
+
+    def _drain(self, wait: float | None) -> None:
+        from ray.util.queue import Empty
+
+        try:
+            items = [self.queue.get(timeout=wait)] if wait else []
+            items += self.queue.get_nowait_batch(self.queue.qsize())
+        except Empty:
+            return
+        for kind, rank, *rest in items:
+            if kind == "result":
+                self.collected[rank] = rest[0]
+            else:
+                logger_name, level, message = rest
+                logging.getLogger(logger_name).log(
+                    level, message if rank == 0 else f"[rank {rank}] {message}"
+                )
+
+    def results(self, num_workers: int) -> list[dict[str, Any]]:
+        missing = sorted(set(range(num_workers)) - set(self.collected))
+        if missing:
+            raise RuntimeError(f"Ray Train finished without a result from rank(s) {missing}")
+        return [self.collected[r] for r in range(num_workers)]
+
+
+class _Forwarder(logging.Handler):
+    """The worker side of WorkerRelay: a logging handler plus the final result."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__()
+        self.queue, self.rank = queue, 0
+
+    def __getstate__(self) -> dict[str, Any]:  # handlers hold a lock, which does not pickle
+        return {"queue": self.queue}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["queue"])
+
+    @contextlib.contextmanager
+    def installed(self, rank: int) -> Iterator[None]:
+        self.rank = rank
+        self.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+        loggers = [logging.getLogger(n) for n in WorkerRelay.LOGGERS]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.addHandler(self)
+            lg.setLevel(min(lg.getEffectiveLevel(), self.level))
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.removeHandler(self)
+                lg.setLevel(level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(("log", self.rank, record.name, record.levelno, record.getMessage()))
+        except Exception:  # noqa: BLE001 - a lost log line must not stop training
+            self.handleError(record)
+
+    def result(self, rank: int, result: dict[str, Any]) -> None:
+        self.queue.put_nowait(("result", rank, result))
+
+
+class LineProgress:
+    """tqdm's `update` / `set_postfix` / `close`, as one log line per `set_postfix` (each log
+    interval): what a log file, `ray job logs` or a Ray worker can show, where a bar cannot."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
+        self.total, self.n, self.desc, self.enabled = total, initial, desc, enabled
+        self.started, self.first = time.perf_counter(), initial
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        if not self.enabled:
+            return
+        rate = (self.n - self.first) / max(time.perf_counter() - self.started, 1e-9)
+        shown = " ".join(f"{k}={v}" for k, v in values.items())
+        progress_log.info("%s %d/%d steps | %s | %.2f steps/s", self.desc, self.n, self.total, shown, rate)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str = "train") -> Any:
+    """A tqdm bar on a terminal; elsewhere (a file, a Ray worker) a LineProgress."""
+    if enabled and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, mininterval=1.0, desc=desc, unit="step")
+    return LineProgress(total, initial, desc, enabled)
 
 
 def write_worker_result(out_dir: str, result: dict[str, Any]) -> None:
@@ -91,16 +309,14 @@ def config_from_hydra(schema: type, cfg: Any) -> Any:
 def cli(run: Callable[[Any], list[dict[str, Any]]], config: Any) -> None:
     """Entry-point body: run, print the first worker's result as JSON; a bad dataset or config
     exits 2 with one line naming it instead of a traceback."""
-    import logging
-    import sys
-
     from jobs.data import DatasetMismatchError
+    from pipelines.cluster import ClusterError
     from schemas.errors import SchemaError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         results = run(config)
-    except (FileNotFoundError, DatasetMismatchError, SchemaError, ValueError) as err:
+    except (FileNotFoundError, DatasetMismatchError, SchemaError, ValueError, ClusterError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(results[0], default=str))

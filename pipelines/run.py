@@ -107,6 +107,8 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     started = time.perf_counter()
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
+    if config.cluster.address:  # a cluster that is not there fails before the sink is touched
+        init_ray(config.cluster)
     sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
     summary = RunSummary(root=sink.root_uri)
 

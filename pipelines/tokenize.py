@@ -6,7 +6,7 @@
 
 Rerunning the same command resumes: committed shards are kept, the rest is redone. The exit
 status is 0 on success, 1 when failed inputs exceed `cluster.max_failure_fraction`, 2 when the
-run cannot start (bad config, another tokenizer's dataset at the sink).
+run cannot start (bad config, another tokenizer's dataset at the sink, no cluster to join).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pipelines.builders import build_tokenize_config
 
 @hydra.main(version_base=None, config_path="conf", config_name="tokenize")
 def main(cfg: DictConfig) -> None:
+    from pipelines.cluster import ClusterError
     from pipelines.run import tokenize
     from pipelines.write import SinkMismatchError
 
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     try:
         config = build_tokenize_config(cfg)
         summary = tokenize(config)
-    except (ValueError, FileNotFoundError, SinkMismatchError) as err:
+    except (ValueError, FileNotFoundError, SinkMismatchError, ClusterError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(summary.describe())
