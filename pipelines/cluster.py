@@ -12,11 +12,14 @@ Both `pipelines` and `jobs` join clusters through `connect`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
+import sys
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -67,6 +70,20 @@ def _port_open(host_port: str, timeout: float = 3.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration (C++ writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _gcs_refuses_this_driver(host_port: str) -> str | None:
     """The GCS's authentication complaint about this driver, or None when it answers (or cannot be asked)."""
     try:
@@ -75,7 +92,8 @@ def _gcs_refuses_this_driver(host_port: str) -> str | None:
     except ImportError:
         return None
     try:
-        GcsClient(address=host_port).internal_kv_get(b"session_name", b"session", timeout=10)
+        with _stderr_silenced():  # Ray's C++ client logs the refusal itself; the caller says it better
+            GcsClient(address=host_port).internal_kv_get(b"session_name", b"session", timeout=10)
     except AuthenticationError as err:
         return str(err).split(".")[0]
     except Exception:  # noqa: BLE001 - any other answer is for ray.init to report
@@ -123,6 +141,7 @@ def connect(address: str, flag: str, **init_args: Any) -> None:
         )
     if complaint is not None:
         raise ClusterError(mismatch_message(driver, "token", host_port))
+    init_args.setdefault("logging_level", logging.WARNING)  # "joined Ray at ..." below says it in one line
     try:
         context = ray.init(address=host_port, **init_args)
     except ConnectionError as err:
