@@ -61,6 +61,19 @@ def resolve(address: str, flag: str) -> str:
     return resolved
 
 
+def _adopt_local_token() -> None:
+    """What `ray.init(address="auto")` does itself: with RAY_AUTH_MODE unset and a token on this
+    machine (~/.ray/auth_token), use token authentication. Done first here so the probe below asks
+    the cluster with the same credentials that ray.init will present."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def _port_open(host_port: str, timeout: float = 3.0) -> bool:
     host, _, port = host_port.rpartition(":")
     try:
@@ -132,6 +145,8 @@ def connect(address: str, flag: str, **init_args: Any) -> None:
     host_port = resolve(address, flag)
     if not _port_open(host_port):
         raise ClusterError(f"nothing answers at {host_port} ({flag}): {START_HINT.format(flag=flag)}")
+    if address == "auto":
+        _adopt_local_token()
     driver = auth_mode()
     complaint = _gcs_refuses_this_driver(host_port)
     if complaint is not None and driver == "token":
@@ -143,7 +158,7 @@ def connect(address: str, flag: str, **init_args: Any) -> None:
         raise ClusterError(mismatch_message(driver, "token", host_port))
     init_args.setdefault("logging_level", logging.WARNING)  # "joined Ray at ..." below says it in one line
     try:
-        context = ray.init(address=host_port, **init_args)
+        context = ray.init(address="auto" if address == "auto" else host_port, **init_args)
     except ConnectionError as err:
         raise ClusterError(f"cannot join Ray at {host_port} ({flag}): {err}") from None
     # a driver with a token joins a cluster without one, and then every actor it starts dies

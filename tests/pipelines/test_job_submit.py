@@ -31,9 +31,14 @@ REPO = Path(__file__).parents[2]
 
 # Runs as PID 1 of its namespace: start the head, wait for a line on stdin, `ray stop`, then
 # list what is left (everything but this script and the tools it uses to look).
+# Ray gives a node 30 s to register, which a busy machine can miss: then stop what started and retry.
 HEAD = r"""
-"$RAY" start --head --node-ip-address=127.0.0.2 --num-cpus=2 --disable-usage-stats \
-    --include-dashboard=true --dashboard-host=127.0.0.2 "$@" > "$LOG" 2>&1 || { tail -20 "$LOG"; exit 1; }
+for attempt in 1 2 3; do
+  "$RAY" start --head --node-ip-address=127.0.0.2 --num-cpus=2 --disable-usage-stats \
+      --include-dashboard=true --dashboard-host=127.0.0.2 "$@" >> "$LOG" 2>&1 && break
+  [ "$attempt" = 3 ] && { tail -20 "$LOG"; exit 1; }
+  "$RAY" stop --force >> "$LOG" 2>&1
+done
 echo READY
 read -r _
 "$RAY" stop >> "$LOG" 2>&1
