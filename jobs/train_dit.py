@@ -28,7 +28,8 @@ from omegaconf import DictConfig
 
 from jobs import checkpointing, parallel
 from jobs.data import LatentBatches, LoaderConfig, make_loader
-from jobs.launch import absolute_paths, cli, config_from_hydra, progress_bar, run_workers, write_worker_result
+from jobs.launch import absolute_paths, cli, config_from_hydra, run_workers, write_worker_result
+from jobs.relay import progress_bar
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from jobs.data import LoaderConfig
-from jobs.launch import LineProgress, absolute_paths, train_storage
+from jobs.launch import absolute_paths, train_storage
+from jobs.relay import LineProgress
 from jobs.train_dit import OptimConfig, TrainDiTConfig, TrainerConfig, run
 
 
