@@ -51,3 +51,32 @@ def test_entrypoint_is_a_command_our_cli_accepts(example):
 def test_a_wrong_key_in_an_entrypoint_would_be_caught():
     with initialize_config_module("jobs.conf", version_base=None), pytest.raises(Exception, match="trainr"):
         build_train_dit(compose("train_dit", overrides=["data.path=/x", "trainr.num_workers=2"]))
+
+
+def zipped_names(root: Path, out: Path) -> list[str]:
+    """What `ray job submit --working-dir root` uploads, packed by Ray's own packaging code."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import _zip_files
+
+    _zip_files(str(root), [], str(out), include_gitignore=True)
+    return zipfile.ZipFile(out).namelist()
+
+
+def test_the_uploaded_working_dir_holds_the_code_and_nothing_else(tmp_path):
+    root = tmp_path / "checkout"
+    for name in ("out/dit/ckpt.pt", "demo/dataset/card.json", "data/a.wav", ".venv/bin/python", "tests/t.py",
+                 "jobs/conf/x.yaml", "jobs/a.py", "pyproject.toml", "notes.txt"):  # fmt: skip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x")
+    for ignore in (".rayignore", ".gitignore"):
+        (root / ignore).write_text((ROOT / ignore).read_text())
+    assert sorted(zipped_names(root, tmp_path / "a.zip")) == [
+        "jobs/a.py",
+        "jobs/conf/x.yaml",
+        "pyproject.toml",
+    ]
+
+    names = zipped_names(ROOT, tmp_path / "repo.zip")  # this checkout, as the README's command sends it
+    assert {n.split("/")[0] for n in names} == {"losatok", "schemas", "pipelines", "jobs", "pyproject.toml"}
+    assert (tmp_path / "repo.zip").stat().st_size < 2 * 2**20
