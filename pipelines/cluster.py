@@ -126,6 +126,26 @@ def _cluster_auth_mode(dashboard_url: str | None) -> str | None:
         return None
 
 
+@ray.remote(num_cpus=0)
+class _Probe:
+    def ping(self) -> bool:
+        return True
+
+
+def _an_actor_starts(timeout: float = 120.0) -> bool:
+    """Whether an actor of this driver comes up: one of a token driver on a cluster without tokens
+    dies at once (its worker cannot call back into the driver). A slow start counts as a start."""
+    try:
+        probe = _Probe.remote()
+        ray.get(probe.ping.remote(), timeout=timeout)
+        ray.kill(probe)
+    except ray.exceptions.RayActorError:
+        return False
+    except ray.exceptions.GetTimeoutError:
+        pass
+    return True
+
+
 def mismatch_message(driver: str, cluster: str, address: str) -> str:
     if cluster == "token":
         fix = (
@@ -163,6 +183,8 @@ def connect(address: str, flag: str, **init_args: Any) -> None:
         raise ClusterError(f"cannot join Ray at {host_port} ({flag}): {err}") from None
     # a driver with a token joins a cluster without one, and then every actor it starts dies
     cluster = _cluster_auth_mode(getattr(context, "dashboard_url", None))
+    if cluster is None and driver == "token" and not _an_actor_starts():  # no dashboard to ask
+        cluster = "disabled"
     if cluster is not None and cluster != driver:
         ray.shutdown()
         raise ClusterError(mismatch_message(driver, cluster, host_port))
