@@ -44,10 +44,11 @@ def test_tokenize_with_cluster_auto_and_no_cluster_exits_2_and_writes_nothing(sm
 
 
 @pytest.mark.slow
-def test_train_dit_with_address_auto_and_no_cluster_exits_2(pipeline_dataset, tmp_path):
-    out = tmp_path / "out"
+def test_train_dit_with_address_auto_and_no_cluster_exits_2(tmp_path):
+    out, dataset = tmp_path / "out", tmp_path / "ds"
+    dataset.mkdir()  # the driver stops at the cluster, before it reads the dataset
     command = [
-        sys.executable, "-m", "jobs.train_dit", "experiment=tiny", f"data.path={pipeline_dataset}", f"out_dir={out}",
+        sys.executable, "-m", "jobs.train_dit", "experiment=tiny", f"data.path={dataset}", f"out_dir={out}",
         "trainer.num_workers=2", "trainer.address=auto",
     ]  # fmt: skip
     done = subprocess.run(
