@@ -5,7 +5,8 @@ whose token authentication differs from the cluster's either retries for a while
 with "Failed to connect", or (a driver with a token, a cluster without) connects and then
 loses every actor it starts ("actors died during initialization"). Here the address is
 resolved first, its port tried, the cluster's GCS asked once whether it accepts this driver,
-and after joining, the dashboard asked for the cluster's authentication mode.
+and after joining, the dashboard asked for the cluster's authentication mode (a token driver
+on a cluster without a dashboard starts one probe actor instead).
 
 Both `pipelines` and `jobs` join clusters through `connect`.
 """
