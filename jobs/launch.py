@@ -6,10 +6,14 @@ exists (Ray Train sets one up per worker: gloo on CPU, NCCL on GPU), as one DDP 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import sys
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.distributed as dist
@@ -23,6 +27,59 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def absolute_paths(
+    config: Any, fields: Sequence[str], must_exist: Sequence[str] = (), if_present: Sequence[str] = ()
+) -> Any:
+    """A copy of dataclass `config` whose dotted `fields` hold absolute local paths.
+
+    Ray Train runs workers in a folder of its own, so a relative path means something else
+    there; the driver resolves every path against the folder the user started in. URLs
+    (s3://...) and unset values are kept. A local path in `must_exist` that is missing raises
+    FileNotFoundError here, before any worker starts; one in `if_present` is made absolute
+    only when it exists (else it may be a name that a factory resolves).
+    """
+    for dotted in (*fields, *must_exist, *if_present):
+        value = _get(config, dotted)
+        if not value or "://" in str(value):
+            continue
+        absolute = os.path.abspath(os.path.expanduser(str(value)))
+        if dotted in must_exist and not os.path.exists(absolute):
+            raise FileNotFoundError(f"{dotted}={value}: no such file or folder ({absolute})")
+        if dotted in if_present and not os.path.exists(absolute):
+            continue
+        config = _replace(config, dotted, absolute)
+    return config
+
+
+def _get(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _replace(config: Any, dotted: str, value: Any) -> Any:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: _replace(getattr(config, head), rest, value)})
+
+
+def train_storage(out_dir: str, storage_options: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train's own state: `<out_dir>/ray_train`.
+
+    Under the run's own out_dir, so runs with different out_dirs never see each other's state;
+    an s3:// out_dir goes through the same fsspec options as the checkpoints.
+    """
+    if "://" not in out_dir:
+        return os.path.join(os.path.abspath(out_dir), "ray_train"), None
+    import pyarrow.fs
+
+    from schemas.storage import url_to_fs
+
+    fs, root = url_to_fs(out_dir, storage_options)
+    return f"{root.rstrip('/')}/ray_train", pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
 def run_workers(
     loop: Callable[[Any], dict[str, Any]],
     config: Any,
@@ -31,8 +88,16 @@ def run_workers(
     address: str | None,
     out_dir: str,
     name: str,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """`loop(config)` here when `num_workers <= 1`, else on that many Ray Train workers (DDP)."""
+    """`loop(config)` here when `num_workers <= 1`, else on that many Ray Train workers (DDP).
+
+    Returns every worker's result, by rank. Rank 0's log lines (progress included) and every
+    rank's warnings are relayed to this process and logged here, so a multi-worker run reads
+    like a single-worker one on the console and in `ray job logs`. Ray Train keeps its state
+    under `<out_dir>/ray_train/<name>-<time>-<id>`: unique per run, never resumed by another.
+    `address` ("auto" or host:port) joins a running cluster; None starts a Ray of this machine.
+    """
     if num_workers <= 1:
         return [loop(config)]
     import ray
@@ -40,17 +105,35 @@ def run_workers(
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=address or "local", log_to_driver=False)
+        if address:
+            from pipelines.cluster import connect
+
+            flag = "trainer.address=auto" if address == "auto" else f"trainer.address={address}"
+            connect(address, flag, log_to_driver=False)
+        else:
+            ray.init(address="local", log_to_driver=False)
+
+    from jobs.relay import WorkerRelay
+
+    relay = WorkerRelay()
+    forward = relay.forwarder()
 
     def per_worker(_: dict) -> None:
-        ray.train.report(loop(config))
+        rank = ray.train.get_context().get_world_rank()
+        with forward.installed(rank):
+            result = loop(config)
+        forward.result(rank, result)
 
+    storage_path, filesystem = train_storage(out_dir, storage_options)
+    run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TorchTrainer(
         per_worker,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name=name, storage_path=os.path.abspath(os.path.join(out_dir, "ray_train"))),
+        run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=filesystem),
     )
-    return [trainer.fit().metrics]
+    with relay.pumping():
+        trainer.fit()
+    return relay.results(num_workers)
 
 
 def write_worker_result(out_dir: str, result: dict[str, Any]) -> None:
@@ -111,16 +194,23 @@ def cli(
 ) -> None:
     """Entry-point body: run, print the first worker's result as JSON (stdout) and `epilogue(config)`
     (stderr); a bad dataset or config exits 2 with one line naming it instead of a traceback."""
-    import logging
 
     from jobs.data import DatasetMismatchError
     from losatok.checkpoint import CheckpointError
+    from pipelines.cluster import ClusterError
     from schemas.errors import SchemaError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         results = run(config)
-    except (FileNotFoundError, DatasetMismatchError, SchemaError, CheckpointError, ValueError) as err:
+    except (
+        FileNotFoundError,
+        DatasetMismatchError,
+        SchemaError,
+        CheckpointError,
+        ValueError,
+        ClusterError,
+    ) as err:
         fail(str(err))
     print(json.dumps(results[0], default=str))
     if epilogue is not None:

@@ -25,11 +25,11 @@ import torch
 import torch.distributed as dist
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from jobs import checkpointing, parallel
 from jobs.data import LatentBatches, LoaderConfig, make_loader
 from jobs.launch import (
+    absolute_paths,
     cli,
     config_from_hydra,
     entry,
@@ -38,6 +38,7 @@ from jobs.launch import (
     run_workers,
     write_worker_result,
 )
+from jobs.relay import progress_bar
 from jobs.tokenizer_ref import TokenizerSource, dataset_tokenizer
 from losatok.cli.usage import check_exists, check_output_dir
 from losatok.dit import DiT, DiTConfig, dit_preset
@@ -224,9 +225,8 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     # --- train -------------------------------------------------------------------------------
     first_loss = last_loss = None
     started, frames_seen, samples_seen = time.perf_counter(), 0, 0
-    progress = tqdm(
-        total=config.max_steps, initial=step, disable=rank != 0, mininterval=1.0, desc="train", unit="step"
-    )
+    # a bar on a terminal; elsewhere (a file, a Ray Train worker) one line per log_every
+    progress = progress_bar(config.max_steps, step, enabled=rank == 0)
     loader = make_loader(batches)
     while step < config.max_steps:
         batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
@@ -356,10 +356,24 @@ def _save(config, step, position, state, scheduler, dit_config, batches, tokeniz
 
 
 def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
-    """Train in this process, or on `trainer.num_workers` Ray Train workers; one result per worker."""
+    """Train in this process, or on `trainer.num_workers` Ray Train workers; one result per worker.
+
+    Paths are made absolute here, on the driver, so outputs land where the user started the run
+    whichever folder Ray Train runs its workers in.
+    """
+    config = absolute_paths(
+        config, ["out_dir", "log_dir"], must_exist=["data.path"], if_present=["text_encoder_path"]
+    )
     trainer = config.trainer
     return run_workers(
-        train_loop, config, trainer.num_workers, trainer.use_gpu, trainer.address, config.out_dir, "dit"
+        train_loop,
+        config,
+        trainer.num_workers,
+        trainer.use_gpu,
+        trainer.address,
+        config.out_dir,
+        "dit",
+        config.storage_options,
     )
 
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from jobs import checkpointing
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
 from jobs.launch import (
+    absolute_paths,
     average_gradients,
     barrier,
     cli,
@@ -186,6 +187,9 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
 
 
 def run(config: TrainSemboConfig) -> list[dict[str, Any]]:
+    config = absolute_paths(
+        config, ["out_dir"], must_exist=["data.path", "tokenizer.checkpoint"]
+    )  # Ray Train workers run elsewhere
     t = config.trainer
     return run_workers(train, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "sembo")
 

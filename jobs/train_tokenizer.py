@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from jobs import checkpointing
 from jobs.launch import (
+    absolute_paths,
     average_gradients,
     barrier,
     cli,
@@ -326,6 +327,9 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
 
 
 def run(config: TrainTokenizerConfig) -> list[dict[str, Any]]:
+    config = absolute_paths(
+        config, ["out_dir"], must_exist=["data.path", "semantic_encoder"]
+    )  # Ray Train workers run elsewhere
     t = config.trainer
     return run_workers(train, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "tokenizer")
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from pipelines.cluster import connect
 from pipelines.config import ClusterConfig, TokenizeConfig
 from pipelines.console import quiet_ray_loggers
 from pipelines.decode import decode_items
@@ -32,12 +33,17 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(cluster: ClusterConfig) -> None:
-    """Join the configured cluster, or start a local one on this machine (dashboard on loopback)."""
+    """Join the configured cluster, or start a local one on this machine (dashboard on loopback).
+
+    A cluster that is not there, or whose token authentication differs from this driver's,
+    raises `pipelines.cluster.ClusterError` (one line) before anything is written.
+    """
     quiet_ray_loggers()
     if not ray.is_initialized():
         if cluster.address:
-            ray.init(
-                address=cluster.address,
+            connect(
+                cluster.address,
+                f"cluster.address={cluster.address}" if cluster.address != "auto" else "cluster=auto",
                 _node_ip_address=cluster.node_ip_address,
                 log_to_driver=False,
                 logging_level=logging.WARNING,

@@ -184,6 +184,8 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         raise EmptySourceError(nothing_found(config.source, skipped))
     if config.dry_run:
         return plan_only(config, identity, run_id)
+    if config.cluster.address:  # a cluster that is not there fails before the sink is touched
+        init_ray(config.cluster)
     url = resolve_url(config.sink, identity)
     layout = DatasetLayout(url, config.sink.storage_options)
     with Lease(layout.fs, layout.root, run_id, config.sink.lease_seconds).held() as lease:

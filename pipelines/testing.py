@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,15 @@ def tiny_run(
         fields=fields or FieldsConfig(),
         cluster=ClusterConfig(max_failure_fraction=max_failure_fraction, **cluster),
     )
+
+
+def alone(command: list[str]) -> list[str]:
+    """`command` in a PID namespace of its own: it sees no other Ray on this machine, and `ray stop`
+    there stops only the Ray it started. When it exits, the kernel ends whatever it left behind.
+
+    Ray's `auto` address falls back to any gcs_server process it can see, and `ray stop` ends every
+    Ray process of the machine; on a machine shared with other work, tests run both this way.
+    As root the namespace is made directly; otherwise inside a user namespace mapped to root.
+    """
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *user, "--pid", "--fork", "--mount-proc", "--kill-child", *command]

@@ -8,7 +8,7 @@ Rerunning the same command appends and resumes: the source is listed afresh, inp
 the dataset become a new generation, committed shards are kept, the rest is done. `dry_run=true`
 prints what a run would do and writes nothing. The exit status is 0 on success, 1 when failed
 inputs exceed `cluster.max_failure_fraction`, 2 when the run cannot start (bad config, another
-tokenizer's dataset at the sink, another run writing the dataset now).
+tokenizer's dataset at the sink, another run writing the dataset now, no cluster to join).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def _main(cfg: DictConfig) -> None:
     global _started
     _started = True
     from losatok.checkpoint import CheckpointError
+    from pipelines.cluster import ClusterError
     from pipelines.lease import LeaseHeldError
     from pipelines.run import tokenize
     from pipelines.write import SinkMismatchError
@@ -52,7 +53,14 @@ def _main(cfg: DictConfig) -> None:
     try:
         config = build_tokenize_config(cfg)
         summary = tokenize(config)
-    except (ValueError, FileNotFoundError, SinkMismatchError, CheckpointError, LeaseHeldError) as err:
+    except (
+        ValueError,
+        FileNotFoundError,
+        SinkMismatchError,
+        CheckpointError,
+        LeaseHeldError,
+        ClusterError,
+    ) as err:
         # usage errors: one line (the first of the message), exit 2, nothing written
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

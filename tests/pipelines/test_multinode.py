@@ -89,3 +89,14 @@ def test_encode_runs_only_on_the_accelerator_node_and_decode_on_both(two_nodes, 
     assert len(nodes) == 2 and len(accelerator_nodes) == 1
     assert set(record["encode_nodes"]) == accelerator_nodes
     assert set(record["decode_nodes"]) == set(nodes)
+
+    # a driver with token authentication on this cluster without it: its actors would die at
+    # start ("actors died during initialization"); it is told so in one line, and writes nothing
+    token_env = env | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32, "HOME": str(tmp_path)}
+    other = tmp_path / "other"
+    command[command.index(f"sink.path={sink}")] = f"sink.path={other}"
+    done = subprocess.run(command, env=token_env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert f"Ray at {address} uses authentication mode 'disabled', this driver 'token'" in lines[0]
+    assert not other.exists()
