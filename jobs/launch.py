@@ -106,12 +106,18 @@ def run_workers(
 
     if not ray.is_initialized():
         if address:
-            from pipelines.cluster import connect
+            from raycluster.connect import connect
 
             flag = "trainer.address=auto" if address == "auto" else f"trainer.address={address}"
             connect(address, flag, log_to_driver=False)
         else:
-            ray.init(address="local", log_to_driver=False)
+            from raycluster.reaper import watch_this_process
+
+            watch_this_process()  # a SIGKILLed driver must not leave Ray's agents running
+            ray.init(address="local", log_to_driver=False, logging_level=logging.WARNING)
+        from raycluster.console import quiet_ray_loggers
+
+        quiet_ray_loggers()
 
     from jobs.relay import WorkerRelay
 
@@ -197,7 +203,7 @@ def cli(
 
     from jobs.data import DatasetMismatchError
     from losatok.checkpoint import CheckpointError
-    from pipelines.cluster import ClusterError
+    from raycluster.connect import ClusterError
     from schemas.errors import SchemaError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipelines.cluster import connect
 from pipelines.config import ClusterConfig, TokenizeConfig
-from pipelines.console import quiet_ray_loggers
 from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import UnitRef, load_unit
-from pipelines.reaper import watch_this_process
 from pipelines.records import pack_payload, unpack_payload
 from pipelines.write import DatasetSink, commit_stage
+from raycluster.connect import connect
+from raycluster.console import quiet_ray_loggers
+from raycluster.reaper import watch_this_process
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def init_ray(cluster: ClusterConfig) -> None:
     """Join the configured cluster, or start a local one on this machine (dashboard on loopback).
 
     A cluster that is not there, or whose token authentication differs from this driver's,
-    raises `pipelines.cluster.ClusterError` (one line) before anything is written.
+    raises `raycluster.connect.ClusterError` (one line) before anything is written.
     """
     quiet_ray_loggers()
     if not ray.is_initialized():

@@ -13,13 +13,13 @@ from losatok import LoSATokConfig, preset
 from losatok.checkpoint import checkpoint_config
 from losatok.hub import OfficialFiles, fetch_official
 from pipelines.config import TokenizeConfig
-from pipelines.console import drop_benign_stderr
 from pipelines.flow import encode_actor_count, init_ray, run_units
 from pipelines.lease import Lease, new_run_id
 from pipelines.plan import AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
 from pipelines.sources import EmptySourceError, iter_inputs, nothing_found, source_label
 from pipelines.write import DatasetSink, resolve_url
+from raycluster.console import drop_benign_stderr
 from schemas.audio_shards import SkippedFiles
 from schemas.card import TokenizerIdentity, read_card, sha256_file
 from schemas.layout import DatasetLayout

@@ -40,10 +40,10 @@ def _main(cfg: DictConfig) -> None:
     global _started
     _started = True
     from losatok.checkpoint import CheckpointError
-    from pipelines.cluster import ClusterError
     from pipelines.lease import LeaseHeldError
     from pipelines.run import tokenize
     from pipelines.write import SinkMismatchError
+    from raycluster.connect import ClusterError
 
     if not cfg.cluster.address:
         # a cluster of this machine alone listens on loopback, not on the host's network address;

@@ -7,7 +7,7 @@ only the driver has, notes the driver's descendants every second, and when the p
 end-of-file (the driver is gone, however it died) it terminates every noted descendant that
 still runs, then kills what ignores the request.
 
-    python -m pipelines.reaper DRIVER_PID FD   # started by `watch_this_process`, never by hand
+    python -m raycluster.reaper DRIVER_PID FD   # started by `watch_this_process`, never by hand
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def watch_this_process() -> None:
         return
     read_end, write_end = os.pipe()
     subprocess.Popen(
-        [sys.executable, "-m", "pipelines.reaper", str(os.getpid()), str(read_end)],
+        [sys.executable, "-m", "raycluster.reaper", str(os.getpid()), str(read_end)],
         pass_fds=(read_end,),
         start_new_session=True,  # a signal to the driver's process group does not reach it
         stdin=subprocess.DEVNULL,

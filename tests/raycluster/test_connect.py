@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pipelines.cluster import ClusterError, connect, mismatch_message
 from pipelines.testing import alone
+from raycluster.connect import ClusterError, connect, mismatch_message
 
 
 def no_ray_env(tmp_path) -> dict[str, str]:
