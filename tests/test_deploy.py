@@ -78,5 +78,12 @@ def test_the_uploaded_working_dir_holds_the_code_and_nothing_else(tmp_path):
     ]
 
     names = zipped_names(ROOT, tmp_path / "repo.zip")  # this checkout, as the README's command sends it
-    assert {n.split("/")[0] for n in names} == {"losatok", "schemas", "pipelines", "jobs", "pyproject.toml"}
+    assert {n.split("/")[0] for n in names} == {
+        "losatok",
+        "schemas",
+        "raycluster",
+        "pipelines",
+        "jobs",
+        "pyproject.toml",
+    }
     assert (tmp_path / "repo.zip").stat().st_size < 2 * 2**20

@@ -153,7 +153,9 @@ def test_submitted_tokenization_and_two_worker_training_succeed(token_cluster, s
     status, logs = submit(dashboard, env, train)
     assert status == "SUCCEEDED", status + logs[-3000:]
     assert "train 2/4 steps" in logs and "train 4/4 steps" in logs, logs[-3000:]  # progress, relayed
-    final = json.loads(logs.strip().splitlines()[-1])  # the final metrics, as a single worker prints them
+    lines = logs.strip().splitlines()
+    final = json.loads(next(line for line in reversed(lines) if line.startswith("{")))  # as one worker prints
+    assert any(line.startswith("generate:") for line in lines)  # the closing hint, after the metrics
     assert final["step"] == 4 and final["rank"] == 0
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-000000004.pt"
     assert [json.loads((out / f"final-rank{r}.json").read_text())["step"] for r in (0, 1)] == [4, 4]
