@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 
-from losatok import AudioError, CheckpointError, load_audio, load_model, preset
+from losatok import AudioError, load_audio
 from losatok.audio import probe_audio
-from losatok.cli.usage import Parser, existing_path, fail
-from losatok.config import PRESETS
+from losatok.cli.usage import Parser, add_tokenizer_arguments, existing_path, fail, load_tokenizer
 from losatok.metrics import mel_distance, semantic_preservation, si_sdr, stft_distance
 from schemas.audio_shards import SkippedFiles, audio_skip_reason
 
@@ -73,22 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data", type=existing_path, help="folder of held-out audio files")
-    p.add_argument(
-        "--checkpoint",
-        type=existing_path,
-        help="tokenizer checkpoint: ours (config inside) or published (config: --preset); none: untrained",
+    add_tokenizer_arguments(
+        p, "tokenizer checkpoint: ours (config inside) or published (config: --preset); none: see --preset"
     )
-    p.add_argument(
-        "--semantic-encoder", type=existing_path, help="a semantic_encoder.pth loaded over the encoder"
-    )
-    p.add_argument(
-        "--preset",
-        default="official",
-        choices=sorted(PRESETS),
-        help="config of a published or no checkpoint; official with none: the published weights",
-    )
-    p.add_argument("--variant", default="kl1e-3", help="published weights to fetch: kl1e-3 or kl1e-2")
-    p.add_argument("--revision", help="Hugging Face Hub branch, tag or commit of the published weights")
     p.add_argument("--max-files", type=non_negative_int, default=0, help="0: all")
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
@@ -104,18 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             f"no audio files under {args.data} (FFmpeg's audio extensions, other files probed); "
             f"{unlisted.describe()}"
         )
-    try:
-        model = load_model(
-            args.checkpoint,
-            preset(args.preset),
-            args.semantic_encoder,
-            variant=args.variant,
-            revision=args.revision,
-        )
-    except (CheckpointError, ValueError) as err:
-        fail(str(err))
-    if args.checkpoint is None and args.preset != "official":  # official: the published weights
-        print(f"WARNING: no --checkpoint: this {args.preset} model is UNTRAINED", file=sys.stderr)
+    model = load_tokenizer(args)
     rows, skipped = {}, {}
     for path in files:
         try:

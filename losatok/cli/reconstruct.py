@@ -10,9 +10,7 @@ import time
 import torch
 
 from losatok.audio import AudioError, load_audio, save_audio
-from losatok.checkpoint import CheckpointError, load_model
-from losatok.cli.usage import Parser, existing_path, fail
-from losatok.config import PRESETS, preset
+from losatok.cli.usage import Parser, add_tokenizer_arguments, existing_path, fail, load_tokenizer
 
 
 def device(text: str) -> str:
@@ -29,24 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         "input", type=existing_path, help="audio file in any common format (wav, flac, mp3, ogg, opus, m4a)"
     )
     p.add_argument("output", help="where to write the 16 kHz reconstruction (format from the extension)")
-    p.add_argument(
-        "--checkpoint",
-        type=existing_path,
-        help="our checkpoint (its config inside), or a published losatok_kl1e-*.pth (config: --preset)",
+    add_tokenizer_arguments(
+        p, "our checkpoint (its config inside), or a published losatok_kl1e-*.pth (config: --preset)"
     )
-    p.add_argument(
-        "--semantic-encoder",
-        type=existing_path,
-        help="a published semantic_encoder.pth loaded over the encoder",
-    )
-    p.add_argument(
-        "--preset",
-        default="official",
-        choices=sorted(PRESETS),
-        help="config for published or no checkpoint; official with no --checkpoint fetches the published weights",
-    )
-    p.add_argument("--variant", default="kl1e-3", help="published weights to fetch: kl1e-3 or kl1e-2")
-    p.add_argument("--revision", help="Hugging Face Hub branch, tag or commit of the published weights")
     p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sample", action="store_true", help="decode a posterior sample instead of the mean")
     return p
@@ -57,22 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         fail(f"cannot write {args.output}: {folder} is not a writable folder")
+    model = load_tokenizer(args)
     try:
-        model = load_model(
-            args.checkpoint,
-            preset(args.preset),
-            args.semantic_encoder,
-            variant=args.variant,
-            revision=args.revision,
-        ).to(args.device)
-    except (CheckpointError, RuntimeError, ValueError) as err:  # RuntimeError: e.g. --device cuda without one
+        model = model.to(args.device)
+    except RuntimeError as err:  # e.g. --device cuda on a machine without one
         fail(str(err))
-    if args.checkpoint is None and model.config.preset != "official":  # official: published weights
-        print(
-            f"WARNING: no --checkpoint given: this {args.preset} model is UNTRAINED (random weights). "
-            "Its output is noise, not a reconstruction; the shapes are real.",
-            file=sys.stderr,
-        )
     try:
         wav = load_audio(args.input, model.config.sample_rate)
     except AudioError as err:

@@ -78,3 +78,49 @@ def check_exists(path: str | None, option: str) -> None:
     """A local input named by `option` must exist (URLs are left to their loaders)."""
     if path and "://" not in path and not os.path.exists(path):
         raise UsageError(f"{option}={path}: no such file or folder")
+
+
+def add_tokenizer_arguments(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """The options that name a tokenizer: a checkpoint, or a preset (official: the published
+    weights, `--variant` at `--revision`), and an optional semantic encoder loaded over it."""
+    from losatok.config import PRESETS
+
+    parser.add_argument("--checkpoint", type=existing_path, help=checkpoint_help)
+    parser.add_argument(
+        "--semantic-encoder",
+        type=existing_path,
+        help="a published semantic_encoder.pth loaded over the encoder",
+    )
+    parser.add_argument(
+        "--preset",
+        default="official",
+        choices=sorted(PRESETS),
+        help="config of a published or no checkpoint; official with no --checkpoint: the published weights",
+    )
+    parser.add_argument("--variant", default="kl1e-3", help="published weights to fetch: kl1e-3 or kl1e-2")
+    parser.add_argument("--revision", help="Hugging Face Hub branch, tag or commit of the published weights")
+
+
+def load_tokenizer(args: argparse.Namespace):  # -> losatok.LoSATok (imported lazily: torch)
+    """The tokenizer `add_tokenizer_arguments` named; one line and exit 2 when it cannot be had,
+    and a warning when it is an untrained preset (its output is noise)."""
+    from losatok.checkpoint import CheckpointError, load_model
+    from losatok.config import preset
+
+    try:
+        model = load_model(
+            args.checkpoint,
+            preset(args.preset),
+            args.semantic_encoder,
+            variant=args.variant,
+            revision=args.revision,
+        )
+    except (CheckpointError, ValueError) as err:
+        fail(str(err))
+    if args.checkpoint is None and args.preset != "official":  # official: the published weights
+        print(
+            f"WARNING: no --checkpoint given: this {args.preset} model is UNTRAINED (random weights); "
+            "its output is noise, only its shapes are real",
+            file=sys.stderr,
+        )
+    return model
