@@ -54,29 +54,30 @@ def parquet_files(config: SourceConfig) -> list[str]:
 
 
 def list_row_groups(config: SourceConfig) -> list[InputItem]:
-    """One container item per row group of every parquet file (reads only the files' footers)."""
-    items = []
+    """One container item per row group of every parquet file (see iter_row_groups)."""
+    return list(iter_row_groups(config))
+
+
+def iter_row_groups(config: SourceConfig) -> Iterator[InputItem]:
+    """One container item per row group of every parquet file, streamed: only footers are read."""
     for url in parquet_files(config):
         with fsspec.open(url, "rb", **config.storage_options) as handle:
             meta = pq.ParquetFile(handle).metadata
         for group in range(meta.num_row_groups):
             location = f"{url}#row_group={group}"
-            items.append(
-                InputItem(
-                    key=input_key(location),
-                    location=url,
-                    size_bytes=meta.row_group(group).total_byte_size,
-                    metadata={
-                        CONTAINER: {
-                            "row_group": group,
-                            "columns": dict(config.columns),
-                            "audio_root": config.audio_root,
-                        }
-                    },
-                    container=CONTAINER,
-                )
+            yield InputItem(
+                key=input_key(location),
+                location=url,
+                size_bytes=meta.row_group(group).total_byte_size,
+                metadata={
+                    CONTAINER: {
+                        "row_group": group,
+                        "columns": dict(config.columns),
+                        "audio_root": config.audio_root,
+                    }
+                },
+                container=CONTAINER,
             )
-    return items
 
 
 @dataclass(frozen=True)

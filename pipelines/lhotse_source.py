@@ -78,10 +78,14 @@ def cut_item(cut: Any, manifest_url: str, source: str, row: int) -> InputItem:
 
 
 def list_cuts(config: SourceConfig) -> list[InputItem]:
-    """One input per cut, in manifest order."""
+    """One input per cut, in manifest order (see iter_cuts)."""
+    return list(iter_cuts(config))
+
+
+def iter_cuts(config: SourceConfig) -> Iterator[InputItem]:
+    """One input per cut, in manifest order, streamed a line at a time."""
     deserialize_item = _lhotse()
     source = config.path.rsplit("/", 1)[-1]
-    items = []
     for row, data in iter_cut_dicts(config.path, config.storage_options):
         try:
             cut = deserialize_item(data)
@@ -89,5 +93,4 @@ def list_cuts(config: SourceConfig) -> list[InputItem]:
             raise ManifestError(
                 source, row, None, f"is not a lhotse cut ({type(error).__name__}: {error})"
             ) from None
-        items.append(cut_item(cut, config.path, source, row))
-    return items
+        yield cut_item(cut, config.path, source, row)

@@ -194,13 +194,13 @@ def iter_inputs(config: SourceConfig, skipped: SkippedFiles | None = None) -> It
 
         return iter_manifest_items(config)
     if config.kind == "hf_parquet":
-        from pipelines.hf_parquet_source import list_row_groups
+        from pipelines.hf_parquet_source import iter_row_groups
 
-        return iter(list_row_groups(config))
+        return iter_row_groups(config)
     if config.kind == "lhotse":
-        from pipelines.lhotse_source import list_cuts
+        from pipelines.lhotse_source import iter_cuts
 
-        return iter(list_cuts(config))
+        return iter_cuts(config)
     if config.kind == "wds":
         return iter(list_tar_shards(config))
     raise ValueError(
