@@ -83,16 +83,19 @@ def build_tokenize_config(cfg: DictConfig | dict[str, Any]) -> TokenizeConfig:
             raise ValueError(f"missing required config value(s): {missing} (e.g. source.path=/data/corpus)")
         cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
-    dry_run = cfg.pop("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ValueError(f"dry_run must be true or false, got {dry_run!r}")
+    flags = {name: cfg.pop(name, False) for name in ("dry_run", "retry_failed")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
     parts = {"source": SourceConfig, "sink": SinkConfig, "model": ModelConfig, "segment": SegmentConfig}
     parts |= {"fields": FieldsConfig, "cluster": ClusterConfig}
     unknown = sorted(set(cfg) - set(parts))
     if unknown:
-        raise ValueError(f"unknown top-level config group(s): {unknown}; known: {sorted(parts)} and dry_run")
+        raise ValueError(
+            f"unknown top-level config group(s): {unknown}; known: {sorted(parts)}, dry_run, retry_failed"
+        )
     built = {name: build(cls, cfg.get(name), name) for name, cls in parts.items()}
-    config = TokenizeConfig(**built, dry_run=dry_run)
+    config = TokenizeConfig(**built, **flags)
     check(config)
     return config
 
@@ -117,6 +120,8 @@ def check(config: TokenizeConfig) -> None:
         "sink.shard_input_mb": config.sink.shard_input_mb,
         "cluster.max_frames_per_batch": config.cluster.max_frames_per_batch,
         "cluster.retries": config.cluster.retries,
+        "cluster.retry_base_seconds": config.cluster.retry_base_seconds,
+        "cluster.retry_max_seconds": config.cluster.retry_max_seconds,
         "cluster.decode_cpus": config.cluster.decode_cpus,
     }
     for name, value in positive.items():

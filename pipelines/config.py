@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.audio_shards import AUDIO_EXTENSIONS
+from schemas.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,19 @@ class ClusterConfig:
     max_frames_per_batch: int = 25 * 600  # encode batch budget: B x T_max <= this (600 s at 25 Hz)
     dashboard_host: str = "127.0.0.1"  # Ray's dashboard stays on loopback unless set otherwise
     max_failure_fraction: float = 0.05  # the run exits non-zero past this fraction of failed inputs
-    retries: int = 3  # attempts at a transient storage error before an input is declared failed
+    # every storage call (reads, listings, writes, moves, existence checks) retries a transient
+    # error with exponential backoff and jitter: `retries` attempts, the first wait
+    # retry_base_seconds, doubling, each at most retry_max_seconds (defaults: ~60 s in all).
+    # Past that, an input read is a transient failure, retried by the next run; a commit or a
+    # listing stops the run (exit 1), and rerunning the command resumes it
+    retries: int = 8
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 20.0
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.retries, base_delay=self.retry_base_seconds, max_delay=self.retry_max_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -87,3 +100,6 @@ class TokenizeConfig:
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dry_run: bool = False  # list the source against the dataset, print what a run would do, write nothing
+    # plan every failed input again (not only those that failed for a transient reason) into
+    # new shards; committed shards are never rewritten
+    retry_failed: bool = False

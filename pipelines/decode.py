@@ -37,11 +37,20 @@ READ_BLOCK_BYTES = 1 << 20
 Result = list[Segment] | FailureRecord
 
 
-def with_retries(action: Callable[[], T], retries: int, base_delay: float = 0.5) -> tuple[T, int]:
+Retries = int | RetryPolicy  # attempts (with the default backoff), or a whole policy
+
+
+def policy_of(retries: Retries, base_delay: float = 0.5) -> RetryPolicy:
+    return (
+        retries if isinstance(retries, RetryPolicy) else RetryPolicy(attempts=retries, base_delay=base_delay)
+    )
+
+
+def with_retries(action: Callable[[], T], retries: Retries, base_delay: float = 0.5) -> tuple[T, int]:
     """Run `action`, retrying transient storage errors (classified by kind: `schemas.retry`) with
     bounded exponential backoff and jitter; returns (value, attempts). A permanent error is
-    raised at once; an outage past `retries` attempts raises TransientStorageError."""
-    return call(action, "storage read", RetryPolicy(attempts=retries, base_delay=base_delay))
+    raised at once; an outage past the attempts raises TransientStorageError."""
+    return call(action, "storage read", policy_of(retries, base_delay))
 
 
 def is_remote(location: str) -> bool:
@@ -114,14 +123,16 @@ def decode_location(
     segment: SegmentConfig,
     sample_rate: int,
     storage_options: dict[str, Any],
-    retries: int,
+    retries: Retries,
 ) -> list[Result]:
     """All inputs (whole file or spans) of one location from a single open: one result per item.
 
     A transient storage error part-way reopens the file and decodes again, up to `retries`
-    attempts; then every item of the location is a `read` failure naming the error.
+    attempts; then every item of the location is a `read` failure naming the error (transient:
+    the next run tries again).
     """
-    for attempt in range(1, retries + 1):
+    attempts = policy_of(retries).attempts
+    for attempt in range(1, attempts + 1):
         reader: RecordingReader | None = None
         try:
             if is_remote(location):
@@ -137,7 +148,7 @@ def decode_location(
                 reader.close()
         if reader is not None and reader.error is not None:
             # FFmpeg may take a failed read for the end of the stream: nothing of this pass is trusted
-            if _transient(reader.error) and attempt < retries:
+            if _transient(reader.error) and attempt < attempts:
                 log.warning("reading %s failed (%s); reopening it", location, reader.error)
                 continue
             return [_failure(item, "read", reader.error, attempt) for item in items]
@@ -164,8 +175,12 @@ def _transient(error: Exception | None) -> bool:
 
 
 def _failure(item: InputItem, stage: str, err: Exception, attempts: int) -> FailureRecord:
+    """A ledger row; a `read` failure of the storage's making (retries spent) is transient."""
     message = err.reason if isinstance(err, AudioError) else str(err)
-    return FailureRecord(item.location, stage, type(err).__name__, message, attempts, key=item.key)
+    transient = stage == "read" and is_transient(err)
+    return FailureRecord(
+        item.location, stage, type(err).__name__, message, attempts, key=item.key, transient=transient
+    )
 
 
 def group_by_location(items: Sequence[InputItem]) -> dict[str, list[int]]:
@@ -181,7 +196,7 @@ def decode_items(
     segment: SegmentConfig,
     sample_rate: int,
     storage_options: dict[str, Any],
-    retries: int,
+    retries: Retries,
 ) -> tuple[list[Segment], list[FailureRecord]]:
     """Decode a unit's inputs: (segments in input order, failures).
 
@@ -220,7 +235,11 @@ def decode_items(
 
 
 def decode_tar(
-    item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
+    item: InputItem,
+    segment: SegmentConfig,
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: Retries,
 ) -> Iterator[Result]:
     """Every audio member of a WebDataset shard: one result per sample key that holds audio.
 
@@ -228,7 +247,8 @@ def decode_tar(
     error part-way reopens the stream and skips the samples already done.
     """
     done: set[str] = set()
-    for attempt in range(1, retries + 1):
+    attempts = policy_of(retries).attempts
+    for attempt in range(1, attempts + 1):
         try:
             handle, _ = with_retries(lambda: open_tar(item.location, storage_options), retries)
             with handle:
@@ -241,17 +261,10 @@ def decode_tar(
                         yield result
             return
         except Exception as err:
-            if is_transient(err) and attempt < retries:
+            if is_transient(err) and attempt < attempts:
                 log.warning("reading %s failed (%s); reopening it", item.location, err)
                 continue
-            yield FailureRecord(
-                item.location,
-                "read",
-                type(err).__name__,
-                str(err),
-                getattr(err, "attempts", attempt),
-                key=item.key,
-            )
+            yield _failure(item, "read", err, getattr(err, "attempts", attempt))
             return
 
 
@@ -279,7 +292,11 @@ def decode_member(
 
 
 def decode_parquet(
-    item: InputItem, segment: SegmentConfig, sample_rate: int, storage_options: dict[str, Any], retries: int
+    item: InputItem,
+    segment: SegmentConfig,
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: Retries,
 ) -> Iterator[Result]:
     """Every row of a Hugging Face parquet row group: one result per row, keyed by its row id.
 

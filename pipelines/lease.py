@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.storage import is_local
+from schemas.storage import is_local, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Lease:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
-        self._s3 = type(fs).__name__ == "S3FileSystem"
+        self._s3 = type(unwrap(fs)).__name__ == "S3FileSystem"
 
     # --- holding -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -240,6 +240,9 @@ class Lease:
             self._etag = self._put_s3(self.holder, mode="create")
             return
         etag, current = info
+        if current is not None and current.run_id == self.run_id:
+            self._etag = etag  # our create went through; its reply was lost and the retry refused
+            return
         self._check_free(current)
         try:
             self._etag = self._put_s3(self.holder, IfMatch=etag)

@@ -196,6 +196,7 @@ class Generation:
     first_unit: int
     units: int
     partitions: tuple[Partition, ...] = ()
+    inputs_retried: int = 0  # of inputs_new, planned before and failed (see PlanStore.append's `retry`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +214,7 @@ class AppendReport:
     generation: Generation | None  # None: nothing new
     inputs_listed: int = 0
     inputs_new: int = 0
+    inputs_retried: int = 0  # of inputs_new: planned before, failed, planned again
     units_new: int = 0
     inputs_missing: int = 0
     missing_examples: list[str] = field(default_factory=list)  # locations, at most EXAMPLES
@@ -288,6 +290,19 @@ class PlanStore:
                 ]
         return refs
 
+    def unit_hashes(self, refs: Sequence[UnitRef]) -> np.ndarray:
+        """(N,) S16, sorted: key hashes of the inputs of the units `refs` (read a partition at a time)."""
+        wanted: dict[str, list[int]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.partition, []).append(ref.index)
+        found = [np.empty(0, "S16")]
+        for partition, units in wanted.items():
+            data = self.fs.cat_file(self.path(partition))
+            table = pq.read_table(pa.BufferReader(data), columns=["unit", "key"], use_threads=False)
+            mine = np.isin(table.column("unit").to_numpy(), np.array(units))
+            found.append(key_hashes([k for k, m in zip(table.column("key").to_pylist(), mine) if m]))
+        return np.sort(np.concatenate(found))
+
     def existing_hashes(self, generations: Sequence[Generation], source: str) -> np.ndarray:
         """(N,) S16, sorted: the key hash of every planned input, with its last bit replaced by
         "planned from `source`" (see _with_flag). 16 bytes per input, no index array."""
@@ -325,8 +340,12 @@ class PlanStore:
         inputs_per_shard: int,
         shard_input_bytes: int,
         dry_run: bool = False,
+        retry: np.ndarray | None = None,
     ) -> AppendReport:
         """List `items` against the plan; store the new ones as a new generation (unless `dry_run`).
+
+        `retry`: sorted key hashes (`key_hashes`) of planned inputs that failed and must be planned
+        again; listed, they count as new (a new unit: committed shards are never rewritten).
 
         Memory: 17 bytes per planned input and 16 per new one, plus one partition of items.
         The generation's record is written last: a run killed before it leaves partitions
@@ -338,6 +357,7 @@ class PlanStore:
         number = len(generations) + 1
         report = AppendReport(generation=None)
         new_hashes: list[np.ndarray] = []
+        again = _with_flag(retry, False) if retry is not None and len(retry) else None
 
         def new_items() -> Iterator[InputItem]:
             iterator = iter(items)
@@ -353,6 +373,11 @@ class PlanStore:
                     if twice.any():
                         item = batch[int(np.argmax(twice))]
                         raise ValueError(f"the source lists the input {item.location} (key {item.key}) twice")
+                    if again is not None:
+                        hit = np.minimum(np.searchsorted(again, unflagged), len(again) - 1)
+                        retried = found & (again[hit] == unflagged)
+                        report.inputs_retried += int(retried.sum())
+                        found &= ~retried
                 else:
                     found = np.zeros(len(batch), bool)
                 new_hashes.append(digests[~found])
@@ -407,6 +432,7 @@ class PlanStore:
                 first_unit=first_unit,
                 units=report.units_new,
                 partitions=tuple(partitions),
+                inputs_retried=report.inputs_retried,
             )
             self._write_generation(report.generation)
         return report

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import ray
 
 from losatok import LoSATokConfig, preset
@@ -15,17 +18,22 @@ from losatok.hub import OfficialFiles, fetch_official
 from pipelines.config import TokenizeConfig
 from pipelines.flow import encode_actor_count, init_ray, run_units
 from pipelines.lease import Lease, new_run_id
-from pipelines.plan import AppendReport, Generation, PlanStore, RunIdentity, UnitRef
+from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
 from pipelines.sources import EmptySourceError, iter_inputs, nothing_found, source_label
-from pipelines.write import DatasetSink, resolve_url
+from pipelines.write import DatasetSink, field_set, resolve_url
 from raycluster.console import drop_benign_stderr
 from schemas.audio_shards import SkippedFiles
 from schemas.card import TokenizerIdentity, read_card, sha256_file
 from schemas.layout import DatasetLayout
+from schemas.retry import outage_in
 from schemas.secrets import redact_text
 
 log = logging.getLogger(__name__)
+
+
+class StorageOutageError(RuntimeError):
+    """The storage kept failing past the retry budget: the run stopped; rerunning resumes it."""
 
 
 @dataclass
@@ -36,6 +44,7 @@ class RunSummary:
     generation: int | None = None  # the generation this run added; None: the source held nothing new
     inputs_listed: int = 0  # inputs the source holds now
     inputs_new: int = 0  # of them, not yet in the dataset (planned by this run)
+    inputs_retried: int = 0  # of inputs_new: failed before (transiently, or any with retry_failed)
     inputs_missing: int = 0  # planned earlier from this source, no longer listed (kept in the dataset)
     missing_examples: list[str] = field(default_factory=list)
     units: int = 0
@@ -43,7 +52,10 @@ class RunSummary:
     inputs: int = 0
     samples: int = 0  # written by this run
     audio_seconds: float = 0.0  # encoded by this run
-    failures: int = 0  # inputs in the ledger, all runs
+    failures: int = 0  # inputs failed now (latest ledger row a failure), all runs
+    transient_failures: int = 0  # of them, failed because the storage did (retried by the next run)
+    transient_examples: list[str] = field(default_factory=list)
+    recovered: int = 0  # inputs that failed in an earlier run and have samples now
     wall_seconds: float = 0.0
     decode_nodes: set[str] = field(default_factory=set)
     encode_nodes: set[str] = field(default_factory=set)
@@ -58,8 +70,11 @@ class RunSummary:
     def describe_plan(self) -> str:
         verb = "would be" if self.dry_run else "planned"
         added = f"{verb} as generation {self.generation}" if self.generation else "(no new generation)"
+        retried = (
+            f" ({self.inputs_retried} of them failed before and are retried)" if self.inputs_retried else ""
+        )
         line = (
-            f"source: {self.inputs_listed} inputs listed, {self.inputs_new} new {added}, "
+            f"source: {self.inputs_listed} inputs listed, {self.inputs_new} new{retried} {added}, "
             f"{self.inputs_missing} no longer listed (kept)"
         )
         if self.missing_examples:
@@ -82,6 +97,14 @@ class RunSummary:
             f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %); "
             f"encode actors busy {100 * busy:.0f} % of the run, decode {self.decode_busy_seconds:.1f} task-s"
             + (f"; {self.skipped_line()}" if self.skipped.get("total") else "")
+            + (f"; {self.recovered} inputs failed before and have samples now" if self.recovered else "")
+        )
+
+    def transient_line(self) -> str:
+        examples = ", ".join(self.transient_examples[:3])
+        return (
+            f"{self.transient_failures} inputs could not be read because the storage kept failing "
+            f"past the retry budget (e.g. {examples}); rerun the same command to retry them"
         )
 
     def skipped_line(self) -> str:
@@ -187,14 +210,22 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     if config.cluster.address:  # a cluster that is not there fails before the sink is touched
         init_ray(config.cluster)
     url = resolve_url(config.sink, identity)
-    layout = DatasetLayout(url, config.sink.storage_options)
+    layout = DatasetLayout(url, config.sink.storage_options, config.cluster.retry_policy())
     with Lease(layout.fs, layout.root, run_id, config.sink.lease_seconds).held() as lease:
-        sink = DatasetSink.open(config.sink, config.fields, tokenizer, identity)
+        sink = DatasetSink.open(
+            config.sink, config.fields, tokenizer, identity, config.cluster.retry_policy()
+        )
         summary = RunSummary(root=sink.root_uri, run_id=run_id)
         sink.remove_uncommitted()
         store = sink.plan()
         skipped = SkippedFiles()
-        report = append(store, config, run_id, skipped=skipped)
+        # inputs that failed for a transient reason (every failed input with retry_failed) and
+        # are not in a unit still to do are planned again, into new units
+        earlier = store.generations()
+        retry = sink.inputs_to_retry(
+            store, store.pending(sink.committed_units(), earlier), config.retry_failed
+        )
+        report = append(store, config, run_id, skipped=skipped, retry=retry)
         summary.skipped = skipped.to_dict()
         if skipped.total:
             log.warning("%s", skipped.describe())
@@ -215,10 +246,16 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
             actors, _ = encode_actor_count(config.cluster)
             summary.encode_actors = actors
             progress = Progress(len(pending), actors)
-            with drop_benign_stderr():  # Ray's expected C++ error line about actor restarts
+            with drop_benign_stderr(), stop_on_outage():  # Ray's expected C++ error line about actor restarts
                 for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
                     lease.check()
                     progress.update(unit_summary)
+                    if unit_summary["inputs"] and unit_summary.get("transient", 0) >= unit_summary["inputs"]:
+                        raise StorageOutageError(
+                            f"storage outage: no input of shard {unit_summary['unit']} could be read "
+                            f"within the retry budget (cluster.retries={config.cluster.retries}); the run "
+                            "stopped; rerun the same command to resume and retry them"
+                        )
                     summary.samples += unit_summary["samples"]
                     summary.audio_seconds += unit_summary["audio_seconds"]
                     summary.decode_nodes.add(unit_summary["decode_node"])
@@ -227,16 +264,39 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
                     summary.encode_busy_seconds += unit_summary["encode_seconds"]
 
         lease.check()
-        sink.finalize(identity, generations)
-        # counted from what the dataset holds: exact for every source kind, resumed shards included
-        # (a WebDataset shard is one planned item but many inputs)
-        good, summary.failures = sink.input_counts()
+        with stop_on_outage():
+            before = {row["key"] or row["location"] for row in sink.open_failures()}
+            sink.finalize(identity, generations, run_id)
+            failed = sink.open_failures()
+            summary.recovered = len(before - {row["key"] or row["location"] for row in failed})
+            transient = [row["location"] for row in failed if row["transient"]]
+            summary.transient_failures, summary.transient_examples = len(transient), transient[:3]
+            # counted from what the dataset holds: exact for every source kind, resumed shards
+            # included (a WebDataset shard is one planned item but many inputs)
+            good, summary.failures = sink.input_counts()
         summary.inputs = good + summary.failures
         summary.failure_fraction = summary.failures / max(summary.inputs, 1)
-        summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction
+        summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction and not transient
         summary.wall_seconds = time.perf_counter() - started
         sink.write_run_log(asdict(summary))
     return summary
+
+
+@contextlib.contextmanager
+def stop_on_outage() -> Iterator[None]:
+    """Turn a storage outage past the retry budget (raised here or in a Ray task) into one
+    StorageOutageError line: the run stops, and rerunning the command resumes it."""
+    try:
+        yield
+    except StorageOutageError:
+        raise
+    except Exception as err:
+        outage = outage_in(err)
+        if outage is None:
+            raise
+        raise StorageOutageError(
+            f"storage outage: {outage}; the run stopped; rerun the same command to resume"
+        ) from None
 
 
 def append(
@@ -245,6 +305,7 @@ def append(
     run_id: str,
     dry_run: bool = False,
     skipped: SkippedFiles | None = None,
+    retry: np.ndarray | None = None,
 ) -> AppendReport:
     """List the source afresh against the stored plan (see PlanStore.append); files the listing
     leaves out are counted in `skipped`."""
@@ -256,6 +317,7 @@ def append(
         inputs_per_shard=config.sink.inputs_per_shard,
         shard_input_bytes=int(config.sink.shard_input_mb * 2**20),
         dry_run=dry_run,
+        retry=retry,
     )
 
 
@@ -264,6 +326,7 @@ def record_plan(
 ) -> None:
     summary.generation = report.generation.number if report.generation else None
     summary.inputs_listed, summary.inputs_new = report.inputs_listed, report.inputs_new
+    summary.inputs_retried = report.inputs_retried
     summary.inputs_missing, summary.missing_examples = report.inputs_missing, report.missing_examples
     summary.units = sum(g.units for g in generations)
     summary.units_resumed = summary.units - len(pending)
@@ -272,12 +335,19 @@ def record_plan(
 def plan_only(config: TokenizeConfig, identity: RunIdentity, run_id: str) -> RunSummary:
     """What a run would do (new inputs, missing ones, shards to do), reading only: nothing is written."""
     url = resolve_url(config.sink, identity)
-    layout = DatasetLayout(url, config.sink.storage_options)
+    layout = DatasetLayout(url, config.sink.storage_options, config.cluster.retry_policy())
     legacy_source = read_card(layout).source if layout.fs.exists(layout.card_path) else None
     store = PlanStore(layout.fs, layout.root, legacy_source)
     generations = store.generations()
-    report = append(store, config, run_id, dry_run=True)
     committed = set(layout.committed_shards())
+    retry = None
+    if layout.fs.exists(f"{layout.root}/{RUN_FILE}"):  # a dataset to retry failed inputs of
+        tokenizer = model_config(config)
+        sink = DatasetSink(
+            layout, field_set(config.fields, tokenizer), tokenizer.sample_rate, tokenizer.frame_rate
+        )
+        retry = sink.inputs_to_retry(store, store.pending(committed, generations), config.retry_failed)
+    report = append(store, config, run_id, dry_run=True, retry=retry)
     summary = RunSummary(root=layout.url, run_id=run_id, dry_run=True)
     record_plan(summary, report, generations, store.pending(committed, generations))
     summary.units += report.units_new  # the units this run would add

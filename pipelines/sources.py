@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-import fsspec.asyn
 
 from pipelines.config import SourceConfig
 from schemas.audio_shards import AUDIO_EXTENSIONS, SkippedFiles, audio_skip_reason
-from schemas.storage import is_local
+from schemas.storage import is_local, retrying, unwrap, url_to_fs
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def iter_directory(config: SourceConfig, skipped: SkippedFiles | None = None) ->
     plainly non-audio extensions never, any other file when FFmpeg finds an audio stream in its
     header (`config.probe`). Each file left out is counted in `skipped` by reason.
     """
-    fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
+    fs, root = url_to_fs(config.path, config.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"source directory {config.path} does not exist")
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
@@ -83,23 +82,24 @@ def iter_directory(config: SourceConfig, skipped: SkippedFiles | None = None) ->
         yield InputItem(input_key(location), location, size_bytes=int(info.get("size") or 0))
 
 
-def _iter_files(fs: fsspec.AbstractFileSystem, root: str, page: int = 1000) -> Iterator[dict[str, Any]]:
+def _iter_files(fs: Any, root: str, page: int = 1000) -> Iterator[dict[str, Any]]:
     """Info dicts of the files under `root`, streamed (see iter_directory)."""
-    if hasattr(fs, "_iterdir") and hasattr(fs, "split_path"):  # s3fs: list_objects_v2 pages, flat
-        bucket, prefix, _ = fs.split_path(root)
-        pages = fs._iterdir(bucket, delimiter="", prefix=f"{prefix.rstrip('/')}/" if prefix else "")
-
-        async def take() -> list[dict[str, Any]]:
-            out = []
-            async for info in pages:  # resumes where the last call stopped
-                out.append(info)
-                if len(out) == page:
-                    break
-            return out
-
-        while batch := fsspec.asyn.sync(fs.loop, take):
-            yield from batch
-        return
+    raw = unwrap(fs)
+    if hasattr(raw, "_call_s3") and hasattr(raw, "split_path"):  # s3fs: list_objects_v2 pages, flat
+        bucket, prefix, _ = raw.split_path(root)
+        prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        after = ""  # each page asks for the keys after the last one seen, so a retried page resumes
+        while True:
+            request = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page}
+            if after:
+                request["StartAfter"] = after
+            reply = retrying(fs).call_s3_page(request)
+            contents = reply.get("Contents") or []
+            for entry in contents:
+                yield {"name": f"{bucket}/{entry['Key']}", "size": entry.get("Size", 0), "type": "file"}
+            if not reply.get("IsTruncated") or not contents:
+                return
+            after = contents[-1]["Key"]
     for _, folders, files in fs.walk(root, detail=True):
         ordered = sorted(folders.items())  # walk recurses into `folders` in its order: make it sorted
         folders.clear()
@@ -124,7 +124,7 @@ class EmptySourceError(ValueError):
 
 def list_tar_shards(config: SourceConfig) -> list[InputItem]:
     """Every `.tar` under `config.path`: each is one input container (and one unit of work)."""
-    fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
+    fs, root = url_to_fs(config.path, config.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"source {config.path} does not exist")
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""

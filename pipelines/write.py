@@ -26,7 +26,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import FieldsConfig, SinkConfig
-from pipelines.plan import Generation, PlanStore, RunIdentity, Unit, key_hashes, read_identity, write_identity
+from pipelines.plan import (
+    Generation,
+    PlanStore,
+    RunIdentity,
+    Unit,
+    UnitRef,
+    key_hashes,
+    read_identity,
+    write_identity,
+)
 from pipelines.records import EncodedSegment, EncodeFailure, Segment
 from schemas.card import (
     DatasetCard,
@@ -40,8 +49,16 @@ from schemas.card import (
 from schemas.fields import FieldSet, default_fields
 from schemas.index import ShardInfo, shard_summaries
 from schemas.layout import DatasetLayout, shard_name
-from schemas.ledger import FailureRecord, failure_counts, read_failures, write_failures
+from schemas.ledger import (
+    FailureRecord,
+    failure_counts,
+    open_failures,
+    read_failures,
+    recovered_records,
+    write_failures,
+)
 from schemas.reader import DatasetReader
+from schemas.retry import RetryPolicy
 from schemas.sample import LatentSample, SampleMetadata
 from schemas.secrets import redact, redact_text
 from schemas.stats import ChannelStats, read_stats_fragment, write_stats_fragment
@@ -85,14 +102,19 @@ class DatasetSink:
 
     @classmethod
     def open(
-        cls, sink: SinkConfig, fields: FieldsConfig, model: LoSATokConfig, identity: RunIdentity
+        cls,
+        sink: SinkConfig,
+        fields: FieldsConfig,
+        model: LoSATokConfig,
+        identity: RunIdentity,
+        retry: RetryPolicy | None = None,
     ) -> DatasetSink:
         """Open the sink at `resolve_url(sink, identity)`, writing `run.json` if it is new.
 
         Call it while holding the dataset's lease: the identity is checked again here.
         """
         url = resolve_url(sink, identity)
-        layout = DatasetLayout(url, sink.storage_options)
+        layout = DatasetLayout(url, sink.storage_options, retry)
         existing = read_identity(layout.fs, layout.root)
         if existing is not None and existing != identity:  # written by a run that held the lease before us
             raise SinkMismatchError(_mismatch(url, existing, identity))
@@ -152,6 +174,7 @@ class DatasetSink:
             "samples": written.info.samples,
             "audio_seconds": written.info.seconds,
             "failures": len({f.location for f in failures}),
+            "transient": len({f.input_id for f in failures if f.transient}),  # the storage failed
             "bytes": sum(written.bytes_by_group.values()),
         }
 
@@ -170,10 +193,55 @@ class DatasetSink:
         )
         return LatentSample(segment.key, metadata, result.arrays)
 
+    # --- failures: what to try again, what recovered ------------------------------------------
+    def inputs_to_retry(
+        self, store: PlanStore, pending: Sequence[UnitRef], everything: bool = False
+    ) -> np.ndarray:
+        """Sorted key hashes of the inputs the next generation plans again: failed now (their
+        latest ledger row is a failure) for a transient reason, or for any reason with
+        `everything`; not those with samples, nor those in a unit still to do."""
+        failed = [
+            row["key"] for row in open_failures(read_failures(self.layout)) if everything or row["transient"]
+        ]
+        candidates = np.unique(key_hashes([k for k in failed if k]))
+        if not len(candidates):
+            return candidates
+        keep = ~self._with_samples(candidates) & ~np.isin(candidates, store.unit_hashes(pending))
+        return candidates[keep]
+
+    def record_recoveries(self, run_id: str) -> int:
+        """Add a `recovered` ledger row for every failed input that has samples now (a retry that
+        succeeded); returns how many. The rows go to `failures/recovered-<run_id>.parquet`."""
+        failed = [row for row in open_failures(read_failures(self.layout)) if row["key"]]
+        if not failed:
+            return 0
+        present = self._with_samples(key_hashes([row["key"] for row in failed]))
+        recovered = [row for row, yes in zip(failed, present, strict=True) if yes]
+        if recovered:
+            writer = f"recovered-{run_id}"
+            write_failures(self.layout, writer, recovered_records(recovered, writer))
+        return len(recovered)
+
+    def open_failures(self) -> list[dict]:
+        """The inputs failed now, one ledger row each (see schemas.ledger.open_failures)."""
+        return open_failures(read_failures(self.layout))
+
+    def _with_samples(self, hashes: np.ndarray) -> np.ndarray:
+        """For each input key hash, whether the dataset holds samples of that input (index streamed
+        a fragment at a time; a sample key is its input's key plus `_<segment>`)."""
+        present = np.zeros(len(hashes), bool)
+        for keys in self._index_column("key"):
+            present |= np.isin(hashes, key_hashes(sorted({k.rsplit("_", 1)[0] for k in keys})))
+        return present
+
     # --- the card --------------------------------------------------------------------------
-    def finalize(self, identity: RunIdentity, generations: Sequence[Generation] = ()) -> DatasetCard:
-        """Write `card.json` from what is committed: totals, merged latent stats, failures, and
-        one entry per generation (its source, counts, run id)."""
+    def finalize(
+        self, identity: RunIdentity, generations: Sequence[Generation] = (), run_id: str = ""
+    ) -> DatasetCard:
+        """Write `card.json` from what is committed: totals, merged latent stats, failures (inputs
+        failed now, after recording the recoveries), and one entry per generation."""
+        if run_id:
+            self.record_recoveries(run_id)
         shards = self._shard_summaries()
         committed = self.layout.committed_shards()
         by_number = {s.number: s for s in shards}
@@ -189,6 +257,7 @@ class DatasetSink:
                     inputs_listed=g.inputs_listed,
                     inputs_new=g.inputs_new,
                     inputs_missing=g.inputs_missing,
+                    inputs_retried=g.inputs_retried,
                     first_shard=g.first_unit,
                     shards=g.units,
                     shards_committed=sum(g.first_unit <= n < g.first_unit + g.units for n in committed),

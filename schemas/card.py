@@ -68,6 +68,7 @@ class GenerationInfo:
     inputs_listed: int = 0  # inputs the source held at that run
     inputs_new: int = 0  # of them, not yet in the dataset: planned in this generation
     inputs_missing: int = 0  # inputs of earlier generations from this source no longer listed (kept)
+    inputs_retried: int = 0  # of inputs_new: failed in an earlier generation, planned again (1.2)
     first_shard: int = 0
     shards: int = 0  # planned
     shards_committed: int = 0  # committed when the card was written

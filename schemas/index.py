@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 from schemas.checksums import DEFAULT_CHECKSUM
 from schemas.layout import DatasetLayout, shard_name, shard_number
+from schemas.retry import call
 from schemas.sample import LatentSample
-from schemas.storage import open_atomic, read_parquet_file
+from schemas.storage import open_atomic, read_parquet_file, unwrap
 from schemas.versioning import SCHEMA_VERSION
 
 VERSION_KEY = b"losatok.schema_version"
@@ -151,8 +152,12 @@ def read_index(layout: DatasetLayout, shards: Iterable[int] | None = None) -> pa
     paths = [committed[n] for n in numbers if n in committed]
     if not paths:
         return INDEX_SCHEMA.empty_table()
-    dataset = pads.dataset(paths, schema=INDEX_SCHEMA, format="parquet", filesystem=layout.fs)
-    return dataset.to_table()
+
+    def read() -> pa.Table:
+        dataset = pads.dataset(paths, schema=INDEX_SCHEMA, format="parquet", filesystem=unwrap(layout.fs))
+        return dataset.to_table()
+
+    return call(read, f"read the index of {layout.url}", layout.fs.policy)[0]
 
 
 def fragment_version(layout: DatasetLayout, path: str) -> str | None:

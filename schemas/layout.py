@@ -31,9 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
-
-from schemas.storage import TEMP_MARKER, url_to_fs
+from schemas.retry import RetryPolicy
+from schemas.storage import TEMP_MARKER, RetryingFileSystem, url_to_fs
 
 CARD_NAME = "card.json"
 INDEX_DIR = "index"
@@ -64,13 +63,14 @@ class DatasetLayout:
 
     url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold credentials
+    retry: RetryPolicy | None = field(default=None, repr=False, compare=False)  # None: the default
 
     def __post_init__(self) -> None:
-        fs, root = url_to_fs(self.url, self.storage_options)
+        fs, root = url_to_fs(self.url, self.storage_options, self.retry)
         object.__setattr__(self, "fs", fs)
         object.__setattr__(self, "root", root.rstrip("/"))
 
-    fs: fsspec.AbstractFileSystem = field(init=False, repr=False, compare=False)
+    fs: RetryingFileSystem = field(init=False, repr=False, compare=False)  # every call retried
     root: str = field(init=False, repr=False, compare=False)  # path within fs, no protocol
 
     def path(self, *parts: str) -> str:

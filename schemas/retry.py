@@ -148,10 +148,32 @@ class RetryPolicy:
 class TransientStorageError(RuntimeError):
     """A storage call kept failing transiently past its retry budget (an outage)."""
 
-    def __init__(self, what: str, attempts: int, last: BaseException) -> None:
-        super().__init__(f"{what}: still failing after {attempts} attempts: {type(last).__name__}: {last}")
+    def __init__(self, what: str, attempts: int, last: BaseException | None = None) -> None:
+        message = (
+            what
+            if last is None
+            else f"{what}: still failing after {attempts} attempts: {type(last).__name__}: {last}"
+        )
+        super().__init__(message)
         self.attempts = attempts
         self.last = last
+
+    def __reduce__(self) -> tuple:
+        # crosses process boundaries (Ray tasks) as its message: the last error may not pickle
+        return (type(self), (str(self), self.attempts))
+
+
+def outage_in(error: BaseException) -> TransientStorageError | None:
+    """The TransientStorageError `error` is, or was raised from (through Ray's task errors)."""
+    for e in causes(error):
+        if isinstance(e, TransientStorageError):
+            return e
+        cause = getattr(e, "cause", None)  # ray.exceptions.RayTaskError keeps the task's error here
+        if isinstance(cause, BaseException) and cause is not e:
+            found = outage_in(cause)
+            if found is not None:
+                return found
+    return None
 
 
 def call(action: Callable[[], T], what: str, policy: RetryPolicy = RetryPolicy()) -> tuple[T, int]:

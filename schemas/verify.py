@@ -29,12 +29,12 @@ ledger. It does not hash, decode or compare samples.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from schemas.card import DatasetCard, Totals, read_card
 from schemas.checksums import ALGORITHMS, checksum
@@ -42,7 +42,7 @@ from schemas.errors import SchemaError
 from schemas.fields import LATENT_GROUP, METADATA_MEMBER
 from schemas.index import INDEX_SCHEMA, KIND_KEY, VERSION_KEY, fragment_checksum
 from schemas.layout import DatasetLayout, shard_name
-from schemas.ledger import LEDGER_SCHEMA
+from schemas.ledger import LEDGER_SCHEMA, failure_counts
 from schemas.reader import DatasetReader
 from schemas.sample import decode_sample
 from schemas.stats import ChannelStats, read_stats_fragment, stats_close
@@ -432,7 +432,7 @@ def _check_totals(card: DatasetCard, measured: Totals, fault) -> None:
 
 
 def _check_ledger(layout: DatasetLayout, card: DatasetCard, fault) -> None:
-    counts: Counter[str] = Counter()
+    tables = []
     for path in layout.failure_fragments():
         where = path.removeprefix(layout.root + "/")
         try:
@@ -446,10 +446,15 @@ def _check_ledger(layout: DatasetLayout, card: DatasetCard, fault) -> None:
         except (SchemaError, OSError, ValueError) as error:
             fault(where, f"unreadable failure ledger fragment: {error}")
             continue
-        counts.update(table.column("stage").to_pylist())
+        tables.append(table.select([n for n in LEDGER_SCHEMA.names if n in table.column_names]))
+    ledger = pa.concat_tables(tables, promote_options="default") if tables else LEDGER_SCHEMA.empty_table()
+    for name in LEDGER_SCHEMA.names:  # columns an older minor lacks read as nulls
+        if name not in ledger.column_names:
+            ledger = ledger.append_column(name, pa.nulls(len(ledger), LEDGER_SCHEMA.field(name).type))
+    counts = failure_counts(ledger)  # inputs failed now, each once (the ledger is a history)
     said = {k: v for k, v in card.failures.items() if v}
-    if said != dict(counts):
-        fault("card.json failures", f"card says {said}; the ledger has {dict(sorted(counts.items()))}")
+    if said != counts:
+        fault("card.json failures", f"card says {said}; the ledger has {counts}")
 
 
 def _check_stats(

@@ -14,12 +14,14 @@ from schemas.errors import SchemaVersionError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"  # bump the minor for additive changes, the major for breaking ones
+SCHEMA_VERSION = "1.2"  # bump the minor for additive changes, the major for breaking ones
 # History (every minor reads every older minor of its major):
 #   1.0  first release
 #   1.1  index `checksums` column (a digest of every tar member, algorithm in the fragment's
 #        metadata) and a `stats/shard-*.json` fragment for every committed shard, written
 #        before its index fragment; 1.0 data reads and verifies, structurally for its bytes
+#   1.2  ledger `transient` column, and `recovered` rows: the ledger is a history, an input is
+#        failed while its latest row is a failure; the card counts failed inputs that way
 
 
 def parse_version(version: str) -> tuple[int, int]:
