@@ -86,10 +86,11 @@ def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_ra
     """Ray task body: decode and segment each unit of the batch (read from its plan partition)."""
     payloads = []
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
-        unit = load_unit(str(partition), config.sink.storage_options, int(index))
+        policy = config.cluster.retry_policy()
+        unit = load_unit(str(partition), config.sink.storage_options, int(index), policy)
         started = time.perf_counter()
         segments, failures = decode_items(
-            unit.items, config.segment, sample_rate, config.source.storage_options, config.cluster.retries
+            unit.items, config.segment, sample_rate, config.source.storage_options, policy
         )
         stats = {"decode_node": _node(), "decode_seconds": time.perf_counter() - started}
         payloads.append(pack_payload((unit, segments, failures, stats)))

@@ -178,7 +178,7 @@ class Lease:
                 current = self._read()
                 if current is not None and current.run_id == self.run_id:
                     self.fs.rm(self.path)
-        except OSError as err:  # the run's result stands; a left lease goes stale by itself
+        except Exception as err:  # an outage too: the run's result stands; a left lease goes stale by itself
             log.warning("could not remove the lease %s: %s", self.path, err)
 
     # --- internals -----------------------------------------------------------------------

@@ -31,12 +31,13 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.sources import InputItem
+from schemas.retry import RetryPolicy, call
+from schemas.storage import url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,18 @@ def write_partition(fs: Any, path: str, units: Sequence[Unit]) -> None:
     fs.mv(tmp, path)
 
 
-def load_unit(partition_url: str, storage_options: dict[str, Any], index: int) -> Unit:
-    """Worker side: unit `index` read from its plan partition (only the row groups that hold it)."""
-    fs, path = fsspec.core.url_to_fs(partition_url, **storage_options)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle, filters=[("unit", "=", index)], use_threads=False)
+def load_unit(
+    partition_url: str, storage_options: dict[str, Any], index: int, policy: RetryPolicy | None = None
+) -> Unit:
+    """Worker side: unit `index` read from its plan partition (only the row groups that hold it),
+    retried whole on a transient storage error."""
+    fs, path = url_to_fs(partition_url, storage_options, policy)
+
+    def read() -> pa.Table:
+        with fs.open(path, "rb") as handle:
+            return pq.read_table(handle, filters=[("unit", "=", index)], use_threads=False)
+
+    table = call(read, f"read the plan of unit {index}", fs.policy)[0]
     units = units_from_table(table)
     if len(units) != 1:
         raise ValueError(f"plan partition {partition_url} does not hold unit {index}")

@@ -7,7 +7,8 @@
 Rerunning the same command appends and resumes: the source is listed afresh, inputs not yet in
 the dataset become a new generation, committed shards are kept, the rest is done. `dry_run=true`
 prints what a run would do and writes nothing. The exit status is 0 on success, 1 when failed
-inputs exceed `cluster.max_failure_fraction`, 2 when the run cannot start (bad config, another
+inputs exceed `cluster.max_failure_fraction` or the storage failed past the retry budget
+(an outage: rerun the command to resume and retry), 2 when the run cannot start (bad config, another
 tokenizer's dataset at the sink, another run writing the dataset now, no cluster to join).
 """
 
@@ -41,9 +42,10 @@ def _main(cfg: DictConfig) -> None:
     _started = True
     from losatok.checkpoint import CheckpointError
     from pipelines.lease import LeaseHeldError
-    from pipelines.run import tokenize
+    from pipelines.run import StorageOutageError, tokenize
     from pipelines.write import SinkMismatchError
     from raycluster.connect import ClusterError
+    from schemas.retry import TransientStorageError
 
     if not cfg.cluster.address:
         # a cluster of this machine alone listens on loopback, not on the host's network address;
@@ -64,7 +66,15 @@ def _main(cfg: DictConfig) -> None:
         # usage errors: one line (the first of the message), exit 2, nothing written
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except (StorageOutageError, TransientStorageError) as err:
+        # the storage failed past the retry budget: what is committed stays, a rerun resumes
+        message = str(err) if isinstance(err, StorageOutageError) else f"storage outage: {err}; rerun to resume"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
     print(summary.describe())
+    if summary.transient_failures:
+        print(f"error: {summary.transient_line()}", file=sys.stderr)
+        sys.exit(1)
     if not summary.ok:
         print(
             f"error: {summary.failures} of {summary.inputs} inputs failed, more than "

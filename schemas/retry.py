@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from schemas.secrets import redact_text
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -199,7 +201,7 @@ def call(action: Callable[[], T], what: str, policy: RetryPolicy = RetryPolicy()
                 "%s: transient %s (%s), attempt %d of %d; retrying in %.1f s",
                 what,
                 type(error).__name__,
-                str(error)[:200],
+                redact_text(str(error))[:200],  # a URL may carry a token
                 attempt,
                 policy.attempts,
                 delay,

@@ -189,10 +189,10 @@ class RetryingFileSystem:
             handle = self.raw.open(path, "wb")
             try:
                 shutil.copyfileobj(spool, handle, COPY_CHUNK)
+                handle.close()  # the upload completes here (or its last part does)
             except BaseException:
-                _abandon(self.raw, handle, path)
+                _abandon(self.raw, handle, path)  # and marked closed: no upload at garbage collection
                 raise
-            handle.close()
 
         try:
             self._call(f"write {path}", put)

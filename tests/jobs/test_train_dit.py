@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
 from jobs.generate import generate, load_dit
 from jobs.train_dit import OptimConfig, TrainDiTConfig, TrainerConfig, run, train_loop
 from losatok.dit import DiT
+from schemas.faults import FaultProxy
 
 
 def tiny_config(dataset: str, out: Path, **changes) -> TrainDiTConfig:
@@ -198,3 +200,46 @@ def test_checkpoints_on_s3_resume(pipeline_dataset, tmp_path, s3_endpoint, s3_bu
     stored = [fs.cat(path) for path in fs.find(f"{s3_bucket}/runs/dit")]
     stored += [path.read_bytes() for path in (tmp_path / "logs").rglob("*") if path.is_file()]
     assert len(stored) > 3 and not any(planted.encode() in blob for blob in stored)
+
+
+def test_s3_checkpoint_writes_ride_out_outages_and_the_run_resumes_exactly(
+    pipeline_dataset, tmp_path, s3_endpoint, s3_bucket
+):
+    """Checkpoints go to S3 through a proxy that cuts the connection for 1.5 s every 0.5 s: every
+    write is likely to meet an outage and is retried whole; the run and its resumption land on the
+    weights of the same two runs on a local disk."""
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    local = tiny_config(pipeline_dataset, tmp_path / "local", max_steps=10, ckpt_every=5)
+    train_loop(local)
+    reference = train_loop(replace(local, max_steps=20))  # the same two runs, on a local disk
+    with FaultProxy("127.0.0.1", port) as proxy:
+        options = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": proxy.url},
+            "config_kwargs": {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 1}},
+        }
+        out = f"s3://{s3_bucket}/runs/flaky"
+        config = tiny_config(pipeline_dataset, tmp_path / "x", max_steps=10, ckpt_every=5)
+        config = replace(config, out_dir=out, storage_options=options, log_dir=str(tmp_path / "logs"))
+        stop = threading.Event()
+
+        def flap() -> None:
+            while not stop.wait(0.5):
+                proxy.cut()
+                stop.wait(1.5)
+                proxy.restore()
+
+        flapping = threading.Thread(target=flap, daemon=True)
+        flapping.start()
+        try:
+            assert train_loop(config)["step"] == 10
+            resumed = train_loop(replace(config, max_steps=20))
+        finally:
+            stop.set()
+            flapping.join()
+            proxy.restore()
+        assert proxy.connections_refused > 0, "no fault was injected"
+        assert resumed["step"] == 20
+        assert resumed["param_checksum"] == pytest.approx(reference["param_checksum"], rel=1e-6, abs=1e-6)
+        assert checkpointing.load_latest(f"{out}/checkpoints", options)["step"] == 20
