@@ -29,6 +29,9 @@ QUIET_LOGGERS = {
     "ray._private.authentication.authentication_token_setup": logging.ERROR,
     "ray.data._internal.progress": logging.ERROR,  # "Progress bars disabled"
     "ray.data._internal.execution.streaming_executor": logging.WARNING,  # "execution finished"
+    # "An exception was raised from a task ...": the driver raises that error itself, with the
+    # task's traceback (or, for a storage outage, says it in one line)
+    "ray.data._internal.execution.streaming_executor_state": logging.CRITICAL,
 }
 # lines Ray's C++ core writes to stderr that are expected in every healthy run
 BENIGN_STDERR = (b"has constructor arguments in the object store and max_restarts > 0",)

@@ -166,7 +166,10 @@ class TransientStorageError(RuntimeError):
 
 
 def outage_in(error: BaseException) -> TransientStorageError | None:
-    """The TransientStorageError `error` is, or was raised from (through Ray's task errors)."""
+    """The TransientStorageError `error` is, or was raised from, also in a Ray task: a task's error
+    reaches the driver without its chain of causes (Ray Data wraps it in a UserCodeException),
+    but with the task's traceback in its text, which names the outage on a line of its own."""
+    marker = f"{TransientStorageError.__module__}.{TransientStorageError.__qualname__}: "
     for e in causes(error):
         if isinstance(e, TransientStorageError):
             return e
@@ -175,6 +178,9 @@ def outage_in(error: BaseException) -> TransientStorageError | None:
             found = outage_in(cause)
             if found is not None:
                 return found
+        for line in str(e).splitlines():
+            if line.startswith(marker):
+                return TransientStorageError(line[len(marker) :].strip(), 0)
     return None
 
 
