@@ -205,7 +205,7 @@ def test_checkpoints_on_s3_resume(pipeline_dataset, tmp_path, s3_endpoint, s3_bu
 def test_s3_checkpoint_writes_ride_out_outages_and_the_run_resumes_exactly(
     pipeline_dataset, tmp_path, s3_endpoint, s3_bucket
 ):
-    """Checkpoints go to S3 through a proxy that cuts the connection for 1.5 s every 0.5 s: every
+    """Checkpoints go to S3 through a proxy that cuts the connection for 1 s every 2.5 s: every
     write is likely to meet an outage and is retried whole; the run and its resumption land on the
     weights of the same two runs on a local disk."""
     port = int(s3_endpoint.rsplit(":", 1)[1])
@@ -225,10 +225,11 @@ def test_s3_checkpoint_writes_ride_out_outages_and_the_run_resumes_exactly(
         stop = threading.Event()
 
         def flap() -> None:
-            while not stop.wait(0.5):
+            while not stop.is_set():  # down first: the run starts in an outage
                 proxy.cut()
-                stop.wait(1.5)
+                stop.wait(1.0)
                 proxy.restore()
+                stop.wait(1.5)
 
         flapping = threading.Thread(target=flap, daemon=True)
         flapping.start()
