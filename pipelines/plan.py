@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.sources import InputItem
-from pipelines.spill import HashBuckets, ItemSpill, hash_starts
+from pipelines.spill import HashBuckets, ItemSpill, hash_starts, to_items
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +287,9 @@ def _kept(listed: ItemSpill, new: np.ndarray) -> Iterator[InputItem]:
     """The listed items whose bit is set in `new` (see _Comparison), in listing order."""
     for start, batch in listed.batches():
         first, stop = start // 8, -(-(start + len(batch)) // 8)
-        bits = np.unpackbits(new[first:stop])[start - 8 * first :][: len(batch)]
-        yield from (item for item, keep in zip(batch, bits, strict=True) if keep)
+        bits = np.unpackbits(new[first:stop])[start - 8 * first :][: len(batch)]  # (len(batch),)
+        if bits.any():  # only new items become Python objects: an append of little costs little
+            yield from to_items(batch.filter(bits.astype(bool)))
 
 
 def generation_name(number: int) -> str:

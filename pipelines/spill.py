@@ -158,13 +158,14 @@ class ItemSpill:
         self._starts.append(self.count)
         self.count += len(items)
 
-    def batches(self) -> Iterator[tuple[int, list[InputItem]]]:
-        """(position of the first item, items) for every written batch, in order."""
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(position of the first item, the batch of items as Arrow; see `to_items`) for every
+        written batch, in order."""
         self.close()
         with pa.OSFile(self.path, "rb") as handle:
             reader = pa.ipc.open_file(handle)
             for number, start in enumerate(self._starts):
-                yield start, _items(reader.get_batch(number))
+                yield start, reader.get_batch(number)
 
     def item(self, position: int) -> InputItem:
         """The item written at `position` (0-based, in writing order)."""
@@ -172,10 +173,11 @@ class ItemSpill:
         number = bisect_right(self._starts, position) - 1
         with pa.OSFile(self.path, "rb") as handle:
             batch = pa.ipc.open_file(handle).get_batch(number)
-        return _items(batch.slice(position - self._starts[number], 1))[0]
+        return to_items(batch.slice(position - self._starts[number], 1))[0]
 
 
-def _items(batch: pa.RecordBatch) -> list[InputItem]:
+def to_items(batch: pa.RecordBatch) -> list[InputItem]:
+    """The `InputItem`s of a batch of ITEM_SCHEMA."""
     return [
         InputItem(
             key=row["key"],
