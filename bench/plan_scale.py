@@ -11,7 +11,8 @@ Each measurement runs in a fresh process and reports that process's peak RSS:
   references of every pending unit (what a first run does before starting Ray), at the same
   `--baseline-rows` for a like-for-like ratio, and at `--mid-rows` and `--rows`;
 - streamed, append: the same manifest listed again against that plan (nothing new; every
-  input looked up), what every later run does, at `--mid-rows` and `--rows`.
+  input looked up), what every later run does, at `--mid-rows` and `--rows`;
+- listing only: the manifest's items read and dropped, the source's own share of the peak.
 
 The streamed peak should not grow with the rows (the key hashes are compared a bucket at a
 time from local temporary files, `pipelines.spill`): the last line gives the ratio of the
@@ -69,6 +70,9 @@ def child(mode: str, manifest: str, root: str) -> dict:
         table = plan_table(units)
         units = units_from_table(table)
         count, inputs = len(units), table.num_rows
+    elif mode == "listing":
+        inputs = sum(1 for _ in iter_manifest_items(source))
+        count = 0
     else:
         store = PlanStore(fsspec.filesystem("file"), root)
         report = store.append(
@@ -148,15 +152,18 @@ def main() -> None:
             start = time.perf_counter()
             make_manifest(manifest, rows)
             print(f"  ({rows:,}-row manifest written in {time.perf_counter() - start:.0f} s)", flush=True)
+            listing = measure("listing", manifest, work / "unused")
+            show("listing only (the source)", listing)
             new = measure("new", manifest, work / f"ds-{rows}")
             show("streamed, new", new)
             again = measure("append", manifest, work / f"ds-{rows}")
             show("streamed, append (0 new)", again)
-            peaks[rows] = max(new["peak_bytes"], again["peak_bytes"])
+            peaks[rows] = (max(new["peak_bytes"], again["peak_bytes"]), listing["peak_bytes"])
+        (big, big_listing), (mid, mid_listing) = peaks[args.rows], peaks[args.mid_rows]
         print(
-            f"  driver peak RSS at {args.rows:,} rows / at {args.mid_rows:,} rows = "
-            f"{peaks[args.rows] / peaks[args.mid_rows]:.2f} ({peaks[args.rows] / 2**20:.0f} MiB / "
-            f"{peaks[args.mid_rows] / 2**20:.0f} MiB)"
+            f"  driver peak RSS at {args.rows:,} rows / at {args.mid_rows:,} rows = {big / mid:.2f} "
+            f"({big / 2**20:.0f} MiB / {mid / 2**20:.0f} MiB); above the listing's own peak: "
+            f"{(big - big_listing) / 2**20:.0f} MiB / {(mid - mid_listing) / 2**20:.0f} MiB"
         )
         linear = base["peak_bytes"] / base["inputs"] * args.rows
         print(f"  the baseline's per-input growth would need {linear / 2**30:.1f} GiB at {args.rows:,} rows")

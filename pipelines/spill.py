@@ -32,8 +32,8 @@ from pipelines.sources import InputItem
 # one entry: a 128-bit hash as two 64-bit halves, a sequence number (a listing position, a plan
 # row) and a small caller-defined kind; 25 bytes packed
 ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("seq", "<i8"), ("kind", "u1")])
-BUCKET_ENTRIES = 2_000_000  # per bucket: 50 MB of file, ~150 MB of memory while it is sorted
-MAX_BUCKETS = 1_000  # files open while scattering; past 2*10^9 entries buckets grow instead
+BUCKET_ENTRIES = 1_000_000  # per bucket: 25 MB of file, ~110 MB of memory while it is compared
+MAX_BUCKETS = 500  # files open at once while scattering (the usual limit is 1024); buckets grow past 5*10^8 entries
 SCATTER_ENTRIES = 1 << 20  # entries split into buckets per step: 25 MB
 
 
