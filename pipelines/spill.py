@@ -2,8 +2,9 @@
 
 Planning an append compares every listed input with every planned one, and the run's summary
 counts the inputs of the whole dataset; both compare 16-byte key hashes. Held in memory those
-grow by 16-17 bytes per input (0.7 GB at 10 million inputs, past 2 GB at some 100 million).
-Here they go to local temporary files and come back a *bucket* at a time: the entries whose
+take 16 to 33 bytes per input, which put a 2 GB driver's limit at some 60 to 100 million
+inputs. Here they go to local temporary files (in `TMPDIR`: about 50 bytes per hash at the
+most, and the listing LZ4-compressed) and come back a *bucket* at a time: the entries whose
 hashes are equal modulo the number of buckets. Equal hashes always meet in one bucket, and a
 bucket holds about `BUCKET_ENTRIES` entries at most, however many there are in all.
 
