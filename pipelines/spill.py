@@ -34,7 +34,7 @@ from pipelines.sources import InputItem
 # row) and a small caller-defined kind; 25 bytes packed
 ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("seq", "<i8"), ("kind", "u1")])
 BUCKET_ENTRIES = 1_000_000  # per bucket: 25 MB of file, ~110 MB of memory while it is compared
-MAX_BUCKETS = 500  # files open at once while scattering (the usual limit is 1024); buckets grow past 5*10^8 entries
+MAX_BUCKETS = 500  # files open at once while scattering (limit: often 1024); past 5*10^8 entries buckets grow
 SCATTER_ENTRIES = 1 << 20  # entries split into buckets per step: 25 MB
 
 
