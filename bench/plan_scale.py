@@ -1,7 +1,7 @@
 """Planning at scale: time and driver peak RSS of planning a synthetic manifest (no audio is read).
 
-    PYTHONPATH=. python bench/plan_scale.py                      # 10 million rows (several minutes)
-    PYTHONPATH=. python bench/plan_scale.py --rows 1000000       # quicker
+    PYTHONPATH=. python bench/plan_scale.py                      # 1 and 10 million rows (several minutes)
+    PYTHONPATH=. python bench/plan_scale.py --rows 1000000 --mid-rows 200000   # quicker
 
 Each measurement runs in a fresh process and reports that process's peak RSS:
 - baseline: what the pipeline did before plans were partitioned: the whole listing as Python
@@ -9,9 +9,14 @@ Each measurement runs in a fresh process and reports that process's peak RSS:
   (`units_from_table`); at `--baseline-rows` only, as it grows by ~2.4 KB per input;
 - streamed, new: `PlanStore.append` of the whole manifest into plan partitions, then the
   references of every pending unit (what a first run does before starting Ray), at the same
-  `--baseline-rows` for a like-for-like ratio, and at `--rows`;
+  `--baseline-rows` for a like-for-like ratio, and at `--mid-rows` and `--rows`;
 - streamed, append: the same manifest listed again against that plan (nothing new; every
-  input looked up), what every later run does.
+  input looked up), what every later run does, at `--mid-rows` and `--rows`;
+- listing only: the manifest's items read and dropped, the source's own share of the peak.
+
+The streamed peak should not grow with the rows (the key hashes are compared a bucket at a
+time from local temporary files, `pipelines.spill`): the last line gives the ratio of the
+peaks at `--rows` and `--mid-rows`.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ def child(mode: str, manifest: str, root: str) -> dict:
         table = plan_table(units)
         units = units_from_table(table)
         count, inputs = len(units), table.num_rows
+    elif mode == "listing":
+        inputs = sum(1 for _ in iter_manifest_items(source))
+        count = 0
     else:
         store = PlanStore(fsspec.filesystem("file"), root)
         report = store.append(
@@ -75,8 +83,22 @@ def child(mode: str, manifest: str, root: str) -> dict:
         count, inputs = len(refs), report.inputs_listed
         assert report.inputs_new == (inputs if mode == "new" else 0)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {"mode": mode, "inputs": inputs, "units": count, "seconds": seconds, "peak_bytes": peak}
+    return {"mode": mode, "inputs": inputs, "units": count, "seconds": seconds, "peak_bytes": peak_rss()}
+
+
+def peak_rss() -> int:
+    """This process's peak RSS in bytes: VmHWM, the high-water mark of its own memory map.
+
+    Not getrusage's ru_maxrss: Linux folds the RSS of the forked parent at `exec` into it, so a
+    child started by a parent holding a manifest's lists reports at least the parent's size.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )  # not Linux: KiB on Linux, bytes on macOS
 
 
 def measure(mode: str, manifest: Path, root: Path) -> dict:
@@ -99,6 +121,7 @@ def show(name: str, result: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=10_000_000)
+    p.add_argument("--mid-rows", type=int, default=1_000_000)
     p.add_argument("--baseline-rows", type=int, default=200_000)
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -108,10 +131,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="losatok-plan-bench-") as tmp:
         work = Path(tmp)
-        small, big = work / "small.parquet", work / "big.parquet"
+        small = work / "small.parquet"
         make_manifest(small, args.baseline_rows)
         print(
-            f"planning synthetic manifests (256 inputs per unit); {args.baseline_rows:,} and {args.rows:,} rows"
+            "planning synthetic manifests (256 inputs per unit); "
+            f"{args.baseline_rows:,}, {args.mid_rows:,} and {args.rows:,} rows"
         )
         base = measure("baseline", small, work / "unused")
         show("baseline (lists in memory)", base)
@@ -122,11 +146,25 @@ def main() -> None:
             f"{same['peak_bytes'] / base['peak_bytes']:.2f}, time = {same['seconds'] / base['seconds']:.2f}",
             flush=True,
         )
-        start = time.perf_counter()
-        make_manifest(big, args.rows)
-        print(f"  ({args.rows:,}-row manifest written in {time.perf_counter() - start:.0f} s)", flush=True)
-        show("streamed, new", measure("new", big, work / "big-ds"))
-        show("streamed, append (0 new)", measure("append", big, work / "big-ds"))
+        peaks = {}
+        for rows in (args.mid_rows, args.rows):
+            manifest = work / f"manifest-{rows}.parquet"
+            start = time.perf_counter()
+            make_manifest(manifest, rows)
+            print(f"  ({rows:,}-row manifest written in {time.perf_counter() - start:.0f} s)", flush=True)
+            listing = measure("listing", manifest, work / "unused")
+            show("listing only (the source)", listing)
+            new = measure("new", manifest, work / f"ds-{rows}")
+            show("streamed, new", new)
+            again = measure("append", manifest, work / f"ds-{rows}")
+            show("streamed, append (0 new)", again)
+            peaks[rows] = (max(new["peak_bytes"], again["peak_bytes"]), listing["peak_bytes"])
+        (big, big_listing), (mid, mid_listing) = peaks[args.rows], peaks[args.mid_rows]
+        print(
+            f"  driver peak RSS at {args.rows:,} rows / at {args.mid_rows:,} rows = {big / mid:.2f} "
+            f"({big / 2**20:.0f} MiB / {mid / 2**20:.0f} MiB); above the listing's own peak: "
+            f"{(big - big_listing) / 2**20:.0f} MiB / {(mid - mid_listing) / 2**20:.0f} MiB"
+        )
         linear = base["peak_bytes"] / base["inputs"] * args.rows
         print(f"  the baseline's per-input growth would need {linear / 2**30:.1f} GiB at {args.rows:,} rows")
 

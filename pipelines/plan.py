@@ -14,10 +14,12 @@ plan/gen-000002/part-000000.parquet   rows of whole units, sorted by unit; row g
 generations/gen-000002.json           the generation's record: the commit point of its plan
 ```
 
-The driver never holds the plan in memory: inputs stream from the listing into units and
-into partition files of at most `PARTITION_ROWS` rows; what an append needs of the earlier
-generations is their keys' 16-byte hashes (one column); a unit reaches a worker as a
-`UnitRef` (its number and its partition), and the worker reads that unit's rows alone.
+The driver's memory does not grow with the number of inputs: the listing streams into a
+local temporary file; listed and planned inputs are compared by their keys' 16-byte hashes a
+bucket at a time, from local temporary files (`pipelines.spill`); the new inputs stream from
+the listing's file into units and into partition files of at most `PARTITION_ROWS` rows. A
+unit reaches a worker as a `UnitRef` (its number and its partition), and the worker reads
+that unit's rows alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +43,7 @@ import pyarrow.parquet as pq
 from pipelines.sources import InputItem
 from schemas.retry import RetryPolicy, call
 from schemas.storage import url_to_fs
+from pipelines.spill import HashBuckets, ItemSpill, hash_starts, to_items
 
 log = logging.getLogger(__name__)
 
@@ -233,17 +239,76 @@ def _digests(array: pa.FixedSizeBinaryArray) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype="S16", count=len(array), offset=array.offset * 16).copy()
 
 
-def _with_flag(digests: np.ndarray, flag: bool) -> np.ndarray:
-    """A copy of (N,) S16 hashes with the lowest bit of the last byte set to `flag`.
+# kinds of hash entries; planned sort first. RETRY: a planned input that failed and is planned
+# again when listed (PlanStore.append's `retry`)
+PLANNED_ELSEWHERE, PLANNED_HERE, LISTED, RETRY = 0, 1, 2, 3
 
-    That bit carries "planned from this run's source" inside the 16 bytes, so the sorted hash
-    array needs no companion array and no argsort; 127 bits stay for comparing keys.
+
+@dataclass
+class _Comparison:
+    """What comparing a listing with the plan found."""
+
+    new: np.ndarray  # (ceil(N / 8),) uint8, np.packbits order: bit i set when listed input i is new
+    retried: int = 0  # of the new, planned before and marked RETRY
+    missing: int = 0  # planned inputs of this source that the listing lacks
+    missing_rows: list[int] = field(default_factory=list)  # plan rows of the first EXAMPLES of them
+    # the key listed twice whose second listing comes first: its two listing positions, and
+    # whether the key is planned already; None: no key is listed twice
+    repeat: tuple[int, int, bool] | None = None
+
+
+def _compare(buckets: Iterable[np.ndarray], listed: int) -> _Comparison:
+    """Compare `listed` inputs with the plan, bucket by bucket (see pipelines.spill).
+
+    A listed input is new when neither a planned input (unless marked RETRY) nor an earlier
+    listed one has its key; a planned input of this source is missing when no listed one has
+    its key. Every result is the
+    same whatever the number of buckets: a repeat is the one whose second listing comes first,
+    missing rows are the lowest.
     """
-    out = np.array(digests, dtype="S16", copy=True)
-    last = out.view(np.uint8).reshape(-1, 16)[:, 15]
-    last &= 0xFE
-    last |= int(flag)
+    out = _Comparison(new=np.zeros(-(-listed // 8), np.uint8))
+    for entries in buckets:  # (M,) spill.ENTRY, sorted by hash, then kind, then seq
+        group = np.cumsum(hash_starts(entries)) - 1  # (M,) the entry's hash, numbered in the bucket
+        kind, seq = entries["kind"], entries["seq"]
+        is_listed = kind == LISTED
+        planned = np.zeros(len(entries), bool)  # per hash
+        planned[group[kind < LISTED]] = True
+        again = np.zeros(len(entries), bool)  # per hash: failed, to be planned again
+        again[group[kind == RETRY]] = True
+        heard = np.zeros(len(entries), bool)  # per hash
+        heard[group[is_listed]] = True
+        # planned entries sort before listed ones: a listed entry after a listed one of its hash repeats it
+        repeat = np.zeros(len(entries), bool)
+        repeat[1:] = is_listed[1:] & is_listed[:-1] & (group[1:] == group[:-1])
+        first = is_listed & ~repeat
+        retried = first & planned[group] & again[group]
+        out.retried += int(retried.sum())
+        new = seq[(first & ~planned[group]) | retried]
+        np.bitwise_or.at(out.new, new >> 3, (0x80 >> (new & 7)).astype(np.uint8))
+        missing = (kind == PLANNED_HERE) & ~heard[group]
+        out.missing += int(missing.sum())
+        out.missing_rows = sorted(out.missing_rows + np.sort(seq[missing])[:EXAMPLES].tolist())[:EXAMPLES]
+        if repeat.any():
+            at = np.flatnonzero(repeat)[np.argmin(seq[repeat])]
+            if out.repeat is None or seq[at] < out.repeat[1]:
+                out.repeat = (int(seq[at - 1]), int(seq[at]), bool(planned[group[at]]))
     return out
+
+
+def _repeat_message(listed: ItemSpill, first: int, second: int, planned: bool) -> str:
+    earlier, later = listed.item(first), listed.item(second)
+    if planned:
+        return f"the source lists the input {later.location} (key {later.key}) twice"
+    return f"inputs {earlier.location} and {later.location} share the key {later.key}"
+
+
+def _kept(listed: ItemSpill, new: np.ndarray) -> Iterator[InputItem]:
+    """The listed items whose bit is set in `new` (see _Comparison), in listing order."""
+    for start, batch in listed.batches():
+        first, stop = start // 8, -(-(start + len(batch)) // 8)
+        bits = np.unpackbits(new[first:stop])[start - 8 * first :][: len(batch)]  # (len(batch),)
+        if bits.any():  # only new items become Python objects: an append of little costs little
+            yield from to_items(batch.filter(bits.astype(bool)))
 
 
 def generation_name(number: int) -> str:
@@ -311,32 +376,6 @@ class PlanStore:
             found.append(key_hashes([k for k, m in zip(table.column("key").to_pylist(), mine) if m]))
         return np.sort(np.concatenate(found))
 
-    def existing_hashes(self, generations: Sequence[Generation], source: str) -> np.ndarray:
-        """(N,) S16, sorted: the key hash of every planned input, with its last bit replaced by
-        "planned from `source`" (see _with_flag). 16 bytes per input, no index array."""
-        known = np.empty(sum(p.rows for g in generations for p in g.partitions), "S16")
-        at = 0
-        for generation in generations:
-            for part in generation.partitions:
-                with self.fs.open(self.path(part.path), "rb") as handle:
-                    schema = pq.read_schema(handle)
-                    handle.seek(0)
-                    if "key_hash" in schema.names:
-                        column = pq.read_table(handle, columns=["key_hash"], use_threads=False).column(0)
-                        digests = _digests(column.combine_chunks())
-                    else:  # a legacy plan: hash its keys here
-                        keys = pq.read_table(handle, columns=["key"], use_threads=False).column(0)
-                        digests = key_hashes(keys.to_pylist())
-                if at + len(digests) > len(known):
-                    raise ValueError(
-                        f"plan partition {part.path} holds more rows than its generation records"
-                    )
-                known[at : at + len(digests)] = _with_flag(digests, generation.source == source)
-                at += len(digests)
-        known = known[:at]
-        known.sort()  # in place: the flag is the lowest bit, so a key's two flagged forms sort together
-        return known
-
     # --- appending -------------------------------------------------------------------------
     def append(
         self,
@@ -352,46 +391,107 @@ class PlanStore:
     ) -> AppendReport:
         """List `items` against the plan; store the new ones as a new generation (unless `dry_run`).
 
-        `retry`: sorted key hashes (`key_hashes`) of planned inputs that failed and must be planned
-        again; listed, they count as new (a new unit: committed shards are never rewritten).
+        `retry`: key hashes (`key_hashes`) of planned inputs that failed and are planned again
+        when listed: they count as new (new units: committed shards are never rewritten).
 
-        Memory: 17 bytes per planned input and 16 per new one, plus one partition of items.
-        The generation's record is written last: a run killed before it leaves partitions
-        that `remove_uncommitted` deletes, and the next run plans those inputs again.
+        Memory does not grow with the number of inputs, listed or planned: the listing is kept
+        in a local temporary file, and the key hashes of listed and planned inputs are compared
+        a bucket at a time (`pipelines.spill`); what stays in memory is one bit per listed
+        input and one partition of items. Temporary files go whether this returns or raises.
+        The generation's record is written last: a run killed before it leaves partitions that
+        `remove_uncommitted` deletes, and the next run plans those inputs again.
         """
         generations = self.generations()
-        known = self.existing_hashes(generations, source)
-        seen = np.zeros(len(known), np.uint8)
-        number = len(generations) + 1
         report = AppendReport(generation=None)
-        new_hashes: list[np.ndarray] = []
-        again = _with_flag(retry, False) if retry is not None and len(retry) else None
+        with tempfile.TemporaryDirectory(prefix="losatok-plan-") as scratch:
+            with ItemSpill(os.path.join(scratch, "listed.arrow")) as listed, HashBuckets(scratch) as entries:
+                iterator = iter(items)
+                while batch := list(islice(iterator, LISTING_BATCH)):
+                    positions = np.arange(listed.count, listed.count + len(batch))
+                    entries.add(key_hashes([item.key for item in batch]), positions, LISTED)
+                    listed.write(batch)
+                partitions = self._add_planned(generations, source, entries)
+                if retry is not None and len(retry):
+                    entries.add(retry, 0, RETRY)
+            report.inputs_listed = listed.count
+            found = _compare(entries.buckets(), listed.count)
+            report.inputs_retried = found.retried
+            if found.repeat is not None:
+                raise ValueError(_repeat_message(listed, *found.repeat))
+            report.inputs_missing = found.missing
+            report.missing_examples = [self._location_of(row, partitions) for row in found.missing_rows]
+            number = len(generations) + 1
+            first_unit = self.next_unit(generations)
+            new = _kept(listed, found.new)
+            written = self._write_units(
+                new, number, first_unit, inputs_per_shard, shard_input_bytes, dry_run, report
+            )
+        if report.inputs_new and not dry_run:
+            report.generation = Generation(
+                number=number,
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                run_id=run_id,
+                source=source,
+                source_kind=source_kind,
+                inputs_listed=report.inputs_listed,
+                inputs_new=report.inputs_new,
+                inputs_missing=report.inputs_missing,
+                first_unit=first_unit,
+                units=report.units_new,
+                partitions=tuple(written),
+                inputs_retried=report.inputs_retried,
+            )
+            self._write_generation(report.generation)
+        return report
 
-        def new_items() -> Iterator[InputItem]:
-            iterator = iter(items)
-            while batch := list(islice(iterator, LISTING_BATCH)):
-                digests = key_hashes([item.key for item in batch])
-                report.inputs_listed += len(batch)
-                if len(known):
-                    unflagged = _with_flag(digests, False)
-                    pos = np.minimum(np.searchsorted(known, unflagged), len(known) - 1)
-                    found = _with_flag(known[pos], False) == unflagged
-                    np.add.at(seen, pos[found], 1)
-                    twice = found & (seen[pos] > 1)
-                    if twice.any():
-                        item = batch[int(np.argmax(twice))]
-                        raise ValueError(f"the source lists the input {item.location} (key {item.key}) twice")
-                    if again is not None:
-                        hit = np.minimum(np.searchsorted(again, unflagged), len(again) - 1)
-                        retried = found & (again[hit] == unflagged)
-                        report.inputs_retried += int(retried.sum())
-                        found &= ~retried
-                else:
-                    found = np.zeros(len(batch), bool)
-                new_hashes.append(digests[~found])
-                yield from (item for item, old in zip(batch, found, strict=True) if not old)
+    def _add_planned(
+        self, generations: Sequence[Generation], source: str, entries: HashBuckets
+    ) -> list[tuple[int, str]]:
+        """Add the key hash of every planned input to `entries`, numbered by plan row (generation
+        by generation, partition by partition); returns each partition's (first row, path)."""
+        partitions, row = [], 0
+        for generation in generations:
+            kind = PLANNED_HERE if generation.source == source else PLANNED_ELSEWHERE
+            for part in generation.partitions:
+                partitions.append((row, part.path))
+                with self.fs.open(self.path(part.path), "rb") as handle:
+                    plan = pq.ParquetFile(handle)
+                    # a plan written before key hashes were stored: hash its keys here
+                    column = "key_hash" if "key_hash" in plan.schema_arrow.names else "key"
+                    for batch in plan.iter_batches(PARTITION_ROWS, columns=[column], use_threads=False):
+                        values = batch.column(0)
+                        digests = _digests(values) if column == "key_hash" else key_hashes(values.to_pylist())
+                        entries.add(digests, np.arange(row, row + len(digests)), kind)
+                        row += len(digests)
+        return partitions
 
-        first_unit = self.next_unit(generations)
+    def _location_of(self, row: int, partitions: Sequence[tuple[int, str]]) -> str:
+        """The location of plan row `row` (see _add_planned), reading the one row group holding it."""
+        first, path = partitions[bisect_right([p[0] for p in partitions], row) - 1]
+        offset = row - first
+        with self.fs.open(self.path(path), "rb") as handle:
+            plan = pq.ParquetFile(handle)
+            for group in range(plan.num_row_groups):
+                rows = plan.metadata.row_group(group).num_rows
+                if offset < rows:
+                    table = plan.read_row_group(group, columns=["location"], use_threads=False)
+                    return table.column(0)[offset].as_py()
+                offset -= rows
+        raise ValueError(f"plan partition {path} holds no row {row - first}")
+
+    def _write_units(
+        self,
+        items: Iterable[InputItem],
+        number: int,
+        first_unit: int,
+        inputs_per_shard: int,
+        shard_input_bytes: int,
+        dry_run: bool,
+        report: AppendReport,
+    ) -> list[Partition]:
+        """Group `items` into units numbered from `first_unit` and write them as the partitions of
+        generation `number` (counted in `report`; a dry run counts only). On any error the
+        generation's folder is removed."""
         folder = f"{PLAN_DIR}/{generation_name(number)}"
         partitions: list[Partition] = []
         buffered: list[Unit] = []
@@ -406,7 +506,7 @@ class PlanStore:
 
         rows = 0
         try:
-            for unit in iter_units(new_items(), inputs_per_shard, shard_input_bytes, first_unit):
+            for unit in iter_units(items, inputs_per_shard, shard_input_bytes, first_unit):
                 buffered.append(unit)
                 report.units_new += 1
                 report.inputs_new += len(unit.items)
@@ -415,80 +515,11 @@ class PlanStore:
                     flush()
                     rows = 0
             flush()
-            self._refuse_duplicates(new_hashes, folder, dry_run)
         except BaseException:
             if not dry_run and self.fs.exists(self.path(folder)):
                 self.fs.rm(self.path(folder), recursive=True)
             raise
-        same_source = known.view(np.uint8).reshape(-1, 16)[:, 15] & 1 == 1
-        missing = same_source & (seen == 0)
-        report.inputs_missing = int(missing.sum())
-        if report.inputs_missing:
-            report.missing_examples = self._locations_of(
-                _with_flag(known[missing], False), generations, source
-            )
-        if report.inputs_new and not dry_run:
-            report.generation = Generation(
-                number=number,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                run_id=run_id,
-                source=source,
-                source_kind=source_kind,
-                inputs_listed=report.inputs_listed,
-                inputs_new=report.inputs_new,
-                inputs_missing=report.inputs_missing,
-                first_unit=first_unit,
-                units=report.units_new,
-                partitions=tuple(partitions),
-                inputs_retried=report.inputs_retried,
-            )
-            self._write_generation(report.generation)
-        return report
-
-    def _refuse_duplicates(self, new_hashes: list[np.ndarray], folder: str, dry_run: bool) -> None:
-        digests = np.empty(sum(len(c) for c in new_hashes), "S16")
-        at = 0
-        while new_hashes:  # copied chunk by chunk, each freed as it goes: 16 bytes per new input at peak
-            chunk = new_hashes.pop(0)
-            digests[at : at + len(chunk)] = chunk
-            at += len(chunk)
-        digests.sort()
-        repeated = digests[1:][digests[1:] == digests[:-1]]
-        if not len(repeated):
-            return
-        if dry_run:
-            raise ValueError(f"the source lists {len(repeated)} input(s) twice (same key)")
-        table = self._read_rows(folder, columns=["key", "key_hash", "location"])
-        twice = [r for r in table.to_pylist() if r["key_hash"] == bytes(repeated[0]).ljust(16, b"\0")]
-        names = " and ".join(r["location"] for r in twice)
-        raise ValueError(f"inputs {names} share the key {twice[0]['key'] if twice else '?'}")
-
-    def _read_rows(self, folder: str, columns: list[str]) -> pa.Table:
-        paths = sorted(self.fs.ls(self.path(folder), detail=False))
-        tables = []
-        for path in paths:
-            with self.fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle, columns=columns, use_threads=False))
-        return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-
-    def _locations_of(self, digests: np.ndarray, generations: Sequence[Generation], source: str) -> list[str]:
-        """Locations of the first few planned inputs whose key hashes are in `digests` (sorted)."""
-        out: list[str] = []
-        for generation in generations:
-            if generation.source != source:
-                continue
-            for part in generation.partitions:
-                with self.fs.open(self.path(part.path), "rb") as handle:
-                    table = pq.read_table(handle, columns=["key", "location"], use_threads=False)
-                keys = table.column("key").to_pylist()
-                mine = _with_flag(key_hashes(keys), False)
-                pos = np.minimum(np.searchsorted(digests, mine), len(digests) - 1)
-                for location, hit in zip(table.column("location").to_pylist(), digests[pos] == mine):
-                    if hit:
-                        out.append(location)
-                        if len(out) == EXAMPLES:
-                            return out
-        return out
+        return partitions
 
     def _write_generation(self, generation: Generation) -> None:
         path = self.path(GENERATIONS_DIR, f"{generation_name(generation.number)}.json")

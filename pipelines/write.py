@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ from pipelines.plan import (
     write_identity,
 )
 from pipelines.records import EncodedSegment, EncodeFailure, Segment
+from pipelines.spill import HashBuckets, hash_starts
 from schemas.card import (
     DatasetCard,
     GenerationInfo,
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 STATS_DIR = "stats"
 EMPTY_LEDGER = "empty"  # failures/empty.parquet: the ledger's schema and no rows
 RUNS_DIR = "runs"
+SAMPLED, FAILED = 0, 1  # kinds of input-key hashes counted by input_counts; SAMPLED sorts first
 
 
 class SinkMismatchError(RuntimeError):
@@ -306,29 +309,25 @@ class DatasetSink:
         """(inputs with samples, failed inputs) over the whole dataset, by input key (many spans
         of one recording are many inputs; a sample key is its input's key plus `_<segment>`).
 
-        Streams the index's `key` column a fragment at a time and keeps 16-byte hashes of the
-        input keys, not Python strings: ~16 bytes per input in the driver.
+        Streams the index's `key` column a fragment at a time; the 16-byte hashes of the input
+        keys go to local temporary files and are counted a bucket at a time (`pipelines.spill`),
+        so memory does not grow with the size of the dataset.
         """
-        good = np.unique(
-            np.concatenate(
-                [
-                    np.empty(0, "S16"),
-                    *(key_hashes([k.rsplit("_", 1)[0] for k in keys]) for keys in self._index_column("key")),
-                ]
-            )
-        )
-        ledger = read_failures(self.layout)
-        failed = np.unique(
-            key_hashes(
-                [
-                    key or location
-                    for key, location in zip(
-                        ledger.column("key").to_pylist(), ledger.column("location").to_pylist(), strict=True
-                    )
-                ]
-            )
-        )
-        return len(good), int((~np.isin(failed, good)).sum())
+        with tempfile.TemporaryDirectory(prefix="losatok-counts-") as scratch:
+            with HashBuckets(scratch) as entries:
+                for keys in self._index_column("key"):
+                    entries.add(key_hashes([k.rsplit("_", 1)[0] for k in keys]), 0, SAMPLED)
+                for batch in read_failures(self.layout).to_batches(max_chunksize=1 << 16):
+                    keys = batch.column("key").to_pylist()
+                    locations = batch.column("location").to_pylist()
+                    failed = [key or location for key, location in zip(keys, locations, strict=True)]
+                    entries.add(key_hashes(failed), 0, FAILED)
+            good = failed = 0
+            for bucket in entries.buckets():  # sorted by hash, then kind: SAMPLED first
+                kinds = bucket["kind"][hash_starts(bucket)]  # (distinct hashes,)
+                good += int((kinds == SAMPLED).sum())
+                failed += int((kinds == FAILED).sum())  # failed, and never sampled
+        return good, failed
 
     def _index_column(self, *columns: str) -> Iterator[list]:
         """Values of index columns, one committed shard's fragment at a time (one list per column

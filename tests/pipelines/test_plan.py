@@ -150,3 +150,80 @@ def test_an_s3_folder_is_listed_page_by_page_in_key_order(s3_bucket, s3_endpoint
     ]
     assert found == [f"s3://{s3_bucket}/{n}" for n in ["c/a/0.flac", "c/a/1.wav", "c/b/2.wav", "c/b/x/3.wav"]]
     assert len(pages) == 5  # every object under c/ (the .txt filtered after), nothing of cc/
+
+
+def plan_three_generations(store: PlanStore) -> tuple[list[tuple], dict[int, list[str]]]:
+    """Reports of appends that plan, append another source, drop and add inputs, then a dry run."""
+    names = [f"f{i:03d}" for i in range(60)]
+    reports = [
+        append(store, items(names[:40])),
+        append(store, items(["x", "y"], folder="/elsewhere"), source="/elsewhere"),
+        append(store, items(names[50:] + names[10:15] + names[30:45][::-1])),  # 25 of the first gone
+        append(store, items(names[::-1]), dry_run=True),
+    ]
+    found = [
+        (r.inputs_listed, r.inputs_new, r.units_new, r.inputs_missing, r.missing_examples,
+         r.generation.partitions if r.generation else None)
+        for r in reports
+    ]  # fmt: skip
+    return found, planned(store)
+
+
+def test_many_buckets_plan_exactly_what_one_bucket_plans(tmp_path, monkeypatch):
+    from pipelines import spill
+
+    monkeypatch.setattr(plan_module, "LISTING_BATCH", 3)  # batches that straddle the bitmap's bytes
+    buckets = []
+    monkeypatch.setattr(spill, "sort_bucket", lambda e, sort=spill.sort_bucket: buckets.append(1) or sort(e))
+    one = plan_three_generations(PlanStore(fsspec.filesystem("file"), str(tmp_path / "one")))
+    assert len(buckets) == 4  # one bucket per append
+    monkeypatch.setattr(spill, "BUCKET_ENTRIES", 2)
+    monkeypatch.setattr(spill, "SCATTER_ENTRIES", 7)
+    many = plan_three_generations(PlanStore(fsspec.filesystem("file"), str(tmp_path / "many")))
+    assert len(buckets) > 4 + 100  # 40 + 42 + 72 + 132 entries, two per bucket
+    assert many == one
+    reports, units = one
+    assert reports[2][:5] == (30, 15, 8, 25, [f"/corpus/f{i:03d}.wav" for i in range(5)])
+    assert [units[25], units[26]] == [  # listing order: f050-f059, then f044 down
+        ["/corpus/f058.wav", "/corpus/f059.wav"],
+        ["/corpus/f044.wav", "/corpus/f043.wav"],
+    ]
+    assert reports[3][:4] == (60, 5, 3, 0)  # f045-f049, never listed before
+
+
+@pytest.mark.parametrize("bucket_entries", [2, 1_000_000])
+def test_the_first_key_listed_twice_is_named_whatever_the_buckets(store, monkeypatch, bucket_entries):
+    from pipelines import spill
+
+    monkeypatch.setattr(spill, "BUCKET_ENTRIES", bucket_entries)
+    append(store, items(["old", "older"]))
+    with pytest.raises(ValueError, match="^inputs /corpus/b.wav and /corpus/b.wav share the key b-"):
+        append(store, items(["a", "b", "old", "c", "b", "old", "a"]))
+    with pytest.raises(ValueError, match="^the source lists the input /corpus/old.wav .* twice"):
+        append(store, items(["a", "b", "old", "c", "old", "b", "a"]))
+    assert len(store.generations()) == 1
+
+
+def test_temporary_files_go_after_success_and_after_an_error(store, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    held = []
+
+    def listing(names, then=None):
+        yield from items(names)
+        held.append(sorted(p.name for p in scratch.rglob("*") if p.is_file()))
+        if then:
+            raise then
+
+    append(store, listing(["a", "b"]))
+    assert held[-1] == ["entries.bin", "listed.arrow"] and not list(scratch.iterdir())
+    with pytest.raises(ValueError, match="share the key"):
+        append(store, listing(["c", "c"]))
+    assert not list(scratch.iterdir())
+    with pytest.raises(KeyboardInterrupt):
+        append(store, listing(["d"], then=KeyboardInterrupt))
+    assert held[-1] and not list(scratch.iterdir())
+    assert len(store.generations()) == 1

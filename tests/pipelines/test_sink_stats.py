@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from pipelines import spill
 from pipelines.plan import RunIdentity
 from pipelines.write import DatasetSink
+from schemas.ledger import FailureRecord, write_failures
 from schemas.stats import ChannelStats, read_stats_fragment
 from schemas.testing import tiny_tokenizer, write_fake_dataset
 from schemas.verify import verify_dataset
@@ -33,3 +36,18 @@ def test_finalize_rebuilds_a_missing_stats_fragment_from_the_shard(tmp_path):
     assert rebuilt.count == original.count
     np.testing.assert_allclose(rebuilt.mean, original.mean, rtol=1e-12)
     assert verify_dataset(ds.url).ok
+
+
+@pytest.mark.parametrize("bucket_entries", [2, 1_000_000])
+def test_input_counts_count_each_input_once_whatever_the_buckets(tmp_path, monkeypatch, bucket_entries):
+    monkeypatch.setattr(spill, "BUCKET_ENTRIES", bucket_entries)
+    ds = write_fake_dataset(str(tmp_path / "ds"), n_shards=3, samples_per_shard=4)  # keys s<shard>-<i>
+    failed = [
+        FailureRecord("/a.wav", "decode", "E", "m", key="s0-1"),  # failed once, sampled after all
+        FailureRecord("/b.wav", "decode", "E", "m", key="lost"),
+        FailureRecord("/b.wav", "encode", "E", "m", key="lost"),  # one input, failed twice
+        FailureRecord("/c.wav", "decode", "E", "m"),  # no key: counted by location
+    ]
+    write_failures(ds.layout, "shard-000001", failed)
+    sink = DatasetSink(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
+    assert sink.input_counts() == (12, 3)  # lost, /c.wav and the fake's own /corpus/broken-0.mp3
