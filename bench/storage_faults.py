@@ -120,7 +120,11 @@ def main() -> None:
 
             def config(name: str):
                 return tiny_run(
-                    "s3://bench/corpus", f"s3://bench/{name}", inputs_per_shard=2, storage_options=faulty, **RETRIES
+                    "s3://bench/corpus",
+                    f"s3://bench/{name}",
+                    inputs_per_shard=2,
+                    storage_options=faulty,
+                    **RETRIES,
                 )
 
             def scenario(name: str, body) -> float:
@@ -129,7 +133,9 @@ def main() -> None:
                 outages, note = body(config(name))
                 wall = time.perf_counter() - started
                 verdict = check(f"s3://bench/{name}", direct, locations)
-                rows.append((name, wall, outages, proxy.connections_refused - refused, retries.count, note, verdict))
+                rows.append(
+                    (name, wall, outages, proxy.connections_refused - refused, retries.count, note, verdict)
+                )
                 return wall
 
             def clean(cfg):
@@ -184,11 +190,17 @@ def main() -> None:
             base = scenario("clean", clean)
             scenario("flapping", flapping)
             scenario("outage", outage)
-        print(f"{args.files} files ({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB) on loopback S3 via a fault proxy")
-        print("| scenario | wall s | vs clean | outages | connections refused | retries logged (driver) | what happened | after |")
+        print(
+            f"{args.files} files ({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB) on loopback S3 via a fault proxy"
+        )
+        print(
+            "| scenario | wall s | vs clean | outages | connections refused | retries logged (driver) | what happened | after |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, wall, outages, refused, logged, note, verdict in rows:
-            print(f"| {name} | {wall:.1f} | {wall / base:.2f}x | {outages} | {refused} | {logged} | {note or '-'} | {verdict} |")
+            print(
+                f"| {name} | {wall:.1f} | {wall / base:.2f}x | {outages} | {refused} | {logged} | {note or '-'} | {verdict} |"
+            )
     finally:
         ray.shutdown()
         server.stop()

@@ -41,9 +41,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.sources import InputItem
+from pipelines.spill import HashBuckets, ItemSpill, hash_starts, to_items
 from schemas.retry import RetryPolicy, call
 from schemas.storage import url_to_fs
-from pipelines.spill import HashBuckets, ItemSpill, hash_starts, to_items
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,9 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(2)
     except (StorageOutageError, TransientStorageError) as err:
         # the storage failed past the retry budget: what is committed stays, a rerun resumes
-        message = str(err) if isinstance(err, StorageOutageError) else f"storage outage: {err}; rerun to resume"
+        message = (
+            str(err) if isinstance(err, StorageOutageError) else f"storage outage: {err}; rerun to resume"
+        )
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     print(summary.describe())
