@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--down", type=float, default=3.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     retries = Counter()
     logging.getLogger("schemas.retry").addHandler(retries)
     logging.getLogger("schemas.retry").setLevel(logging.WARNING)
