@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipelines.builders import build_tokenize_config
 
@@ -46,12 +47,14 @@ def _main(cfg: DictConfig) -> None:
     from pipelines.write import SinkMismatchError
     from raycluster.connect import ClusterError
     from schemas.retry import TransientStorageError
+    from schemas.secrets import scrub, secret_values
 
     if not cfg.cluster.address:
         # a cluster of this machine alone listens on loopback, not on the host's network address;
         # Ray reads this when it is first imported, which happens below
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     logging.getLogger("ray").setLevel(logging.WARNING)
+    secrets = secret_values(OmegaConf.to_container(cfg, resolve=False))  # never printed, below
     try:
         config = build_tokenize_config(cfg)
         summary = tokenize(config)
@@ -64,14 +67,19 @@ def _main(cfg: DictConfig) -> None:
         ClusterError,
     ) as err:
         # usage errors: one line (the first of the message), exit 2, nothing written
-        print(f"error: {err}", file=sys.stderr)
+        print(scrub(f"error: {err}", secrets), file=sys.stderr)
         sys.exit(2)
     except (StorageOutageError, TransientStorageError) as err:
         # the storage failed past the retry budget: what is committed stays, a rerun resumes
         message = (
             str(err) if isinstance(err, StorageOutageError) else f"storage outage: {err}; rerun to resume"
         )
-        print(f"error: {message}", file=sys.stderr)
+        print(scrub(f"error: {message}", secrets), file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        # a bug, or an error nobody foresaw: the traceback, with no credential in it (Hydra's own
+        # report would print every override, storage options included)
+        print(scrub(traceback.format_exc(), secrets), file=sys.stderr)
         sys.exit(1)
     print(summary.describe())
     if summary.transient_failures:

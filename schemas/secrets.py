@@ -72,3 +72,27 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def secret_values(value: Any) -> set[str]:
+    """Every string stored under a secret-named key in `value` (mappings, sequences, dataclasses)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    found: set[str] = set()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_key(key) and isinstance(item, str) and item:
+                found.add(item)
+            else:
+                found |= secret_values(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found |= secret_values(item)
+    return found
+
+
+def scrub(text: str, secrets: set[str]) -> str:
+    """`text` (a traceback, a log line) with each of `secrets` and credentials in URLs replaced."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return redact_text(text)

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 # a short retry budget (about 3.5 s) keeps the tests quick; outages are sized against it
+PLANTED = "planted-SECRET-1313"  # the loopback server takes any secret; no output may hold it
 FAST_RETRIES = {"retries": 6, "retry_base_seconds": 0.2, "retry_max_seconds": 1.0}
 
 
@@ -144,7 +145,7 @@ def run_cli(*overrides: str, timeout: float = 300) -> subprocess.CompletedProces
 def options_override(group: str, options: dict) -> str:
     endpoint = options["client_kwargs"]["endpoint_url"]
     return (
-        f"+{group}.storage_options={{key:testing,secret:testing,"
+        f"+{group}.storage_options={{key:testing,secret:{PLANTED},"
         f"client_kwargs:{{endpoint_url:'{endpoint}'}},"
         "config_kwargs:{connect_timeout:2,read_timeout:5,retries:{max_attempts:1}}}"
     )
@@ -191,6 +192,10 @@ def test_an_outage_past_the_budget_stops_the_run_in_one_line_and_a_rerun_complet
     assert_complete(f"s3://{s3_bucket}/ds", options, locations)
     card = open_dataset(f"s3://{s3_bucket}/ds", options).card
     assert card.failures == {}
+    # the secret is in no output: console, run.json, card, runs/*.json, ledger, plan, index
+    stored = [fs.cat(path) for path in fs.find(f"{s3_bucket}/ds")]
+    printed = stopped.stdout + stopped.stderr + rerun.stdout + rerun.stderr
+    assert len(stored) > 10 and PLANTED not in printed and not any(PLANTED.encode() in b for b in stored)
 
 
 def test_reads_failing_past_the_budget_are_transient_and_retried_by_the_next_run(
