@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import SourceConfig
 from pipelines.sources import InputItem, input_key
+from schemas.storage import url_to_fs
 
 CONTAINER = "parquet"
 # the `datasets` names of metadata columns -> ours (a source's `columns` map comes first)
@@ -40,7 +41,7 @@ METADATA = ("id", "text", "caption", "speaker", "language")
 
 def parquet_files(config: SourceConfig) -> list[str]:
     """The parquet files of a source path: one file, a folder (searched recursively) or a glob."""
-    fs, root = fsspec.core.url_to_fs(config.path, **config.storage_options)
+    fs, root = url_to_fs(config.path, config.storage_options)
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
     if any(c in root for c in "*?["):
         paths = sorted(fs.glob(root))

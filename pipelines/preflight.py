@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import fsspec
-
 from pipelines.config import TokenizeConfig
+from schemas.storage import url_to_fs
 
 
 def check_paths(config: TokenizeConfig) -> None:
@@ -30,7 +29,7 @@ def check_paths(config: TokenizeConfig) -> None:
 
 def check_source(url: str, storage_options: dict) -> None:
     """The source (a folder, manifest file or tar, local or remote) must exist."""
-    fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    fs, root = url_to_fs(url, storage_options)
     if not fs.exists(root):
         raise ValueError(
             f"source.path={url} does not exist; give a folder, manifest or s3:// prefix of audio"

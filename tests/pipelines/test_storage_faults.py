@@ -171,7 +171,7 @@ def test_an_outage_past_the_budget_stops_the_run_in_one_line_and_a_rerun_complet
     ray_address, small_corpus, proxy, direct, s3_bucket
 ):
     fs, options = direct
-    locations = upload(fs, sorted(small_corpus.iterdir()), f"{s3_bucket}/corpus")
+    locations = upload(fs, sorted(small_corpus.iterdir())[:6], f"{s3_bucket}/corpus")
     args = cli_args(s3_bucket, proxy, ray_address)
     cut = threading.Thread(
         target=lambda: (_wait(lambda: committed(fs, f"{s3_bucket}/ds") >= 2), proxy.cut()), daemon=True
@@ -249,7 +249,7 @@ def test_a_driver_sigkilled_mid_commit_on_s3_resumes_with_a_true_card(
 ):
     """The card after an S3 resume once counted only the shards of the killed run (a stale listing)."""
     fs, options = direct
-    locations = upload(fs, sorted(small_corpus.iterdir()), f"{s3_bucket}/corpus")
+    locations = upload(fs, sorted(small_corpus.iterdir())[:6], f"{s3_bucket}/corpus")
     args = cli_args(s3_bucket, proxy, ray_address)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     driver = subprocess.Popen(
@@ -260,12 +260,12 @@ def test_a_driver_sigkilled_mid_commit_on_s3_resumes_with_a_true_card(
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(lambda: committed(fs, f"{s3_bucket}/ds") >= 3 or driver.poll() is not None)
+        _wait(lambda: committed(fs, f"{s3_bucket}/ds") >= 2 or driver.poll() is not None)
         os.kill(driver.pid, signal.SIGKILL)
     finally:
         driver.wait()
     done = committed(fs, f"{s3_bucket}/ds")
-    assert 3 <= done < len(locations), done
+    assert 2 <= done < len(locations), done
 
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
