@@ -1,5 +1,5 @@
 """The Ray dataflow: units stream through decode tasks (CPU, spread over the cluster), encode
-actors (one per accelerator) and commit tasks, with Ray Data's backpressure in between.
+actors (one per accelerator) and commit actors, with Ray Data's backpressure in between.
 
 Each row is one unit; the stages themselves are the plain functions of `decode`, `encode`
 and `write`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
@@ -24,7 +24,7 @@ from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import UnitRef, load_unit
 from pipelines.records import pack_payload, unpack_payload
-from pipelines.write import DatasetSink, commit_stage
+from pipelines.write import CommitStage, DatasetSink
 from raycluster.connect import connect
 from raycluster.console import quiet_ray_loggers
 from raycluster.reaper import watch_this_process
@@ -87,11 +87,15 @@ def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_ra
     payloads = []
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
         unit = load_unit(str(partition), config.sink.storage_options, int(index))
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         segments, failures = decode_items(
             unit.items, config.segment, sample_rate, config.source.storage_options, config.cluster.retries
         )
-        stats = {"decode_node": _node(), "decode_seconds": time.perf_counter() - started}
+        stats = {
+            "decode_node": _node(),
+            "decode_seconds": time.perf_counter() - started,
+            "decode_started_at": started_at,  # epoch s: bench/pipeline_feed.py's steady-state window
+        }
         payloads.append(pack_payload((unit, segments, failures, stats)))
     return {"unit": list(batch["unit"]), "payload": payloads}
 
@@ -159,11 +163,14 @@ def run_units(
         **actor_args,
     )
     ds = ds.map_batches(
-        commit_stage,
-        fn_kwargs={"sink": sink},
+        CommitStage,
+        fn_constructor_kwargs={"sink": sink},
         batch_size=1,
-        num_cpus=0.1,
-        compute=ray.data.TaskPoolStrategy(),
+        # a commit costs ~5 % of its unit's decode CPU; a CPU reservation here would come out of
+        # decode's budget (Ray Data reserves a share of the cluster per operator), so none
+        num_cpus=0,
+        # one process keeps up with ~2 accelerators on a local sink; more for a slow store
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2 * actors),
     )
     for row in ds.iter_rows():
         yield pickle.loads(row["summary"])

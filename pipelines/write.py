@@ -385,3 +385,18 @@ def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, l
         summary = sink.commit_unit(unit, encoded, failures)
         rows.append(pickle.dumps({**summary, **stats}, protocol=5))
     return {"summary": rows}
+
+
+class CommitStage:
+    """Ray actor body around `commit_stage`: commits run in processes of their own.
+
+    Not tasks: a commit task op at a fraction of a CPU made Ray Data's resource budget hold back
+    decode tasks, and its extra worker processes came and went, so that decode tasks landed on
+    fresh workers and paid for importing torch (bench/pipeline_feed.py, README "Feed").
+    """
+
+    def __init__(self, sink: DatasetSink) -> None:
+        self.sink = sink
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        return commit_stage(batch, self.sink)
