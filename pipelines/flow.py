@@ -120,7 +120,7 @@ class EncodeStage:
             results = self.encoder.encode([s.float_wav() for s in segments])
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
-            payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))
+            payloads.append(pack_payload((unit, segments, results, failures, stats)))
         return {"unit": list(batch["unit"]), "payload": payloads}
 
 

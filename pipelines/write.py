@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import FieldsConfig, SinkConfig
 from pipelines.plan import Generation, PlanStore, RunIdentity, Unit, key_hashes, read_identity, write_identity
-from pipelines.records import EncodedSegment, EncodeFailure, Segment
+from pipelines.records import EncodedSegment, EncodeFailure, Segment, unpack_payload
 from schemas.card import (
     DatasetCard,
     GenerationInfo,
@@ -373,7 +373,7 @@ def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, l
     """Ray task body: write each unit's shard, index fragment and failures, atomically."""
     rows = []
     for blob in batch["payload"]:
-        unit, segments, results, failures, stats = pickle.loads(blob)
+        unit, segments, results, failures, stats = unpack_payload(blob)
         encoded = []
         for segment, result in zip(segments, results, strict=True):
             if isinstance(result, EncodeFailure):
