@@ -166,10 +166,12 @@ def run_units(
         CommitStage,
         fn_constructor_kwargs={"sink": sink},
         batch_size=1,
-        # a commit costs ~5 % of its unit's decode CPU; a CPU reservation here would come out of
-        # decode's budget (Ray Data reserves a share of the cluster per operator), so none
+        # no CPU reserved: Ray Data budgets each operator's reservation out of the cluster's
+        # CPUs, so even 0.1 CPU here cost a decode slot on a 3-CPU cluster; a commit uses
+        # ~0.4 core per 10 000 audio s/s (16 ms per 440 audio s, bench/pipeline_feed.py)
         num_cpus=0,
-        # one process keeps up with ~2 accelerators on a local sink; more for a slow store
+        # one process commits ~27 000 audio s/s to a local disk; two per encode actor leave
+        # room for a slower store
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2 * actors),
     )
     for row in ds.iter_rows():
