@@ -9,8 +9,11 @@ On 16 kHz mono 16-bit wav inputs (espeak-ng speech and sox music), in one run:
   pipeline          the whole Ray dataflow (decode tasks -> encode actor -> commit actors) with a
                     bench-only encode actor that returns zero arrays of the right shape
 Ray gets one CPU more than the decode cores, for the encode actor's reservation (it does no
-work), so decode has the same cores in the last two rows. Per-core rates divide by those
-cores. Ray's workers are warmed up before the timed decode-alone run.
+work), so decode has the same cores in the last two rows; but with --decode-cores equal to
+the machine's cores (the default), the pipeline's other processes (encode and commit actors,
+Ray Data's scheduler in this process, the raylet) take CPU from those same cores, while
+--decode-cores one less leaves them a core. Per-core rates divide by the decode cores. Ray's workers are warmed up before the timed runs; decode alone and the pipeline run
+in turns, twice, and each ratio is of a pair taken back to back.
 
 Two rates per Ray row. "With start-up": all audio over the whole wall time, which for the
 pipeline includes starting its encode actor (seconds; once per run, and a real run lasts
@@ -176,14 +179,17 @@ def main() -> None:
         return stats
 
     decode_alone(rows[:cores])  # warm-up: worker processes started, torch and FFmpeg imported
-    start = time.time()
-    stats = decode_alone(rows)
-    end = time.time()
-    decode_rates = rates(stats, start, end, min(s["decode_started_at"] for s in stats))
-
     tokenizer = preset("tiny")
-    pipeline_rates, busy = [], {}
-    for attempt in range(2):  # the second run finds Ray's workers warm; each starts its own actors
+    pairs, busy = [], 0.0
+    # Decode alone, then the pipeline, twice: each ratio is of two runs taken back to back, so
+    # that load from other processes on a shared machine drifts less between them. The second
+    # pipeline run finds Ray's workers warm; each starts its own actors.
+    for attempt in range(2):
+        start = time.time()
+        stats = decode_alone(rows)
+        end = time.time()
+        alone = rates(stats, start, end, min(s["decode_started_at"] for s in stats))
+
         sink_config = replace(config.sink, path=f"{config.sink.path}-{attempt}")
         sink = DatasetSink.open(sink_config, config.fields, tokenizer, run_identity(config, tokenizer))
         write_partition(sink.layout.fs, sink.layout.path("plan", "feed.parquet"), units)
@@ -192,10 +198,10 @@ def main() -> None:
         summaries = list(run_units(config, refs, sink, 16_000, encode_stage=NullEncodeStage))
         end = time.time()
         ready = max(s["encode_ready_at"] for s in summaries)
-        pipeline_rates.append((*rates(summaries, start, end, ready), ready - start, end - start))
         moved = sum(s["audio_seconds"] for s in summaries)
-        busy = {"decode task-s": sum(s["decode_seconds"] for s in summaries)}
         assert abs(moved - audio) < 1e-3 * audio, (moved, audio)
+        busy = sum(s["decode_seconds"] for s in summaries)
+        pairs.append((alone, rates(summaries, start, end, ready), ready - start, end - start))
 
     segments, _ = decode_items(units[0].items, config.segment, 16_000, {}, 1)
     unit_audio = sum(s.duration for s in segments)
@@ -214,31 +220,27 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     print(f"| torchcodec, in-process, 1 thread | {torchcodec_rate:.0f} | {torchcodec_rate:.0f} | | |")
     print(f"| decode stage body, in-process, 1 thread | {stage_rate:.0f} | {stage_rate:.0f} | | |")
-    whole, steady, _ = decode_rates
-    print(
-        f"| decode stage alone, Ray tasks | {whole:.0f} | {whole / cores:.0f} | {steady:.0f} | {steady / cores:.0f} |"
-    )
-    for attempt, (whole, steady, *_) in enumerate(pipeline_rates):
+    for attempt, (alone, pipeline, _, _) in enumerate(pairs):
+        for name, (whole, steady, _) in (
+            ("decode stage alone, Ray tasks", alone),
+            ("pipeline, no-work encoder", pipeline),
+        ):
+            print(
+                f"| {name}, run {attempt + 1} | {whole:.0f} | {whole / cores:.0f} | {steady:.0f} | {steady / cores:.0f} |"
+            )
+    for attempt, (alone, pipeline, up, wall) in enumerate(pairs):
         print(
-            f"| pipeline, no-work encoder, run {attempt + 1} | {whole:.0f} | {whole / cores:.0f} "
-            f"| {steady:.0f} | {steady / cores:.0f} |"
+            f"run {attempt + 1}: pipeline / decode stage alone on Ray: steady {pipeline[1] / alone[1]:.2f}, "
+            f"with start-up {pipeline[0] / alone[0]:.2f} (target >= 0.8); the pipeline took {wall:.1f} s, "
+            f"its encode actor was up after {up:.1f} s, {pipeline[2]} of {len(units)} units decoded after that"
         )
-    for attempt, (_, _, in_window, up, wall) in enumerate(pipeline_rates):
-        print(
-            f"pipeline run {attempt + 1}: {wall:.1f} s; encode actor up after {up:.1f} s; "
-            f"{in_window} of {len(units)} units decoded after that (the steady window)"
-        )
-    print(f"decode tasks were busy {busy['decode task-s']:.1f} task-s in the last pipeline run")
-    best_whole = max(r[0] for r in pipeline_rates)
-    best_steady = max(r[1] for r in pipeline_rates)
+    print(f"decode tasks were busy {busy:.1f} task-s in the last pipeline run")
+    steady = max((p[1] for _, p, _, _ in pairs if p[2]), default=float("nan"))  # runs with a window
+    alone = max(alone[1] for alone, _, _, _ in pairs)
     print(
-        f"pipeline / decode stage alone on Ray (best of the runs): steady {best_steady / decode_rates[1]:.2f}, "
-        f"with start-up {best_whole / decode_rates[0]:.2f} (target >= 0.8)"
-    )
-    print(
-        "decode cores to feed 10 000 audio s/s (one H100, official encoder, bf16) at the pipeline's "
-        f"steady rate: {10_000 / (best_steady / cores):.1f}; at the decode stage alone's: "
-        f"{10_000 / (decode_rates[1] / cores):.1f}"
+        "decode cores to feed 10 000 audio s/s (one H100, official encoder, bf16), best runs: "
+        f"{10_000 / (steady / cores):.1f} at the pipeline's steady rate, {10_000 / (alone / cores):.1f} at "
+        "the decode stage alone's"
     )
     for name, (mib, seconds) in costs.items():
         print(
