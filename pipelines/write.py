@@ -370,7 +370,7 @@ def _shard_of(path: str) -> int | None:
 
 
 def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
-    """Ray task body: write each unit's shard, index fragment and failures, atomically."""
+    """Commit actor body: write each unit's shard, index fragment and failures, atomically."""
     rows = []
     for blob in batch["payload"]:
         unit, segments, results, failures, stats = unpack_payload(blob)
