@@ -370,7 +370,8 @@ def _shard_of(path: str) -> int | None:
 
 
 def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
-    """Commit actor body: write each unit's shard, index fragment and failures, atomically."""
+    """The commit stage (`CommitStage` actors run it): write each unit's shard, index fragment
+    and failures, atomically."""
     rows = []
     for blob in batch["payload"]:
         unit, segments, results, failures, stats = unpack_payload(blob)
