@@ -7,7 +7,7 @@ then measures on it, in audio seconds per wall second:
   decode alone     the decode stage as Ray tasks over every unit, nothing else
   encode alone     one SegmentEncoder over the pre-decoded segments, in this process
   single process   decode -> encode -> commit in one loop, no Ray (the baseline)
-  pipeline         `tokenize` end to end on Ray (decode tasks, encode actor, commit tasks)
+  pipeline         `tokenize` end to end on Ray (decode tasks, encode actor, commit actors)
 and prints the ratios. With --scales it reruns the pipeline on 2x and 4x the corpus and
 reports the peak RSS of any Ray worker process, which must stay flat as the corpus grows.
 """

@@ -1,5 +1,5 @@
 """The Ray dataflow: units stream through decode tasks (CPU, spread over the cluster), encode
-actors (one per accelerator) and commit tasks, with Ray Data's backpressure in between.
+actors (one per accelerator) and commit actors, with Ray Data's backpressure in between.
 
 Each row is one unit; the stages themselves are the plain functions of `decode`, `encode`
 and `write`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
@@ -24,7 +24,7 @@ from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import UnitRef, load_unit
 from pipelines.records import pack_payload, unpack_payload
-from pipelines.write import DatasetSink, commit_stage
+from pipelines.write import CommitStage, DatasetSink
 from raycluster.connect import connect
 from raycluster.console import quiet_ray_loggers
 from raycluster.reaper import watch_this_process
@@ -88,11 +88,15 @@ def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_ra
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
         policy = config.cluster.retry_policy()
         unit = load_unit(str(partition), config.sink.storage_options, int(index), policy)
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         segments, failures = decode_items(
             unit.items, config.segment, sample_rate, config.source.storage_options, policy
         )
-        stats = {"decode_node": _node(), "decode_seconds": time.perf_counter() - started}
+        stats = {
+            "decode_node": _node(),
+            "decode_seconds": time.perf_counter() - started,
+            "decode_started_at": started_at,  # epoch s: bench/pipeline_feed.py's steady-state window
+        }
         payloads.append(pack_payload((unit, segments, failures, stats)))
     return {"unit": list(batch["unit"]), "payload": payloads}
 
@@ -117,7 +121,7 @@ class EncodeStage:
             results = self.encoder.encode([s.float_wav() for s in segments])
             stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
-            payloads.append(pickle.dumps((unit, segments, results, failures, stats), protocol=5))
+            payloads.append(pack_payload((unit, segments, results, failures, stats)))
         return {"unit": list(batch["unit"]), "payload": payloads}
 
 
@@ -160,11 +164,16 @@ def run_units(
         **actor_args,
     )
     ds = ds.map_batches(
-        commit_stage,
-        fn_kwargs={"sink": sink},
+        CommitStage,
+        fn_constructor_kwargs={"sink": sink},
         batch_size=1,
-        num_cpus=0.1,
-        compute=ray.data.TaskPoolStrategy(),
+        # no CPU reserved: Ray Data budgets each operator's reservation out of the cluster's
+        # CPUs, so even 0.1 CPU here cost a decode slot on a 3-CPU cluster; a commit uses
+        # ~0.4 core per 10 000 audio s/s (16 ms per 440 audio s, bench/pipeline_feed.py)
+        num_cpus=0,
+        # one process commits ~27 000 audio s/s to a local disk; two per encode actor leave
+        # room for a slower store
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2 * actors),
     )
     for row in ds.iter_rows():
         yield pickle.loads(row["summary"])

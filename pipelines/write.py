@@ -37,7 +37,7 @@ from pipelines.plan import (
     read_identity,
     write_identity,
 )
-from pipelines.records import EncodedSegment, EncodeFailure, Segment
+from pipelines.records import EncodedSegment, EncodeFailure, Segment, unpack_payload
 from pipelines.spill import HashBuckets, hash_starts
 from schemas.card import (
     DatasetCard,
@@ -438,10 +438,11 @@ def _shard_of(path: str) -> int | None:
 
 
 def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
-    """Ray task body: write each unit's shard, index fragment and failures, atomically."""
+    """The commit stage (`CommitStage` actors run it): write each unit's shard, index fragment
+    and failures, atomically."""
     rows = []
     for blob in batch["payload"]:
-        unit, segments, results, failures, stats = pickle.loads(blob)
+        unit, segments, results, failures, stats = unpack_payload(blob)
         encoded = []
         for segment, result in zip(segments, results, strict=True):
             if isinstance(result, EncodeFailure):
@@ -453,3 +454,18 @@ def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, l
         summary = sink.commit_unit(unit, encoded, failures)
         rows.append(pickle.dumps({**summary, **stats}, protocol=5))
     return {"summary": rows}
+
+
+class CommitStage:
+    """Ray actor body around `commit_stage`: commits run in processes of their own.
+
+    Not tasks: a commit task op at a fraction of a CPU made Ray Data's resource budget hold back
+    decode tasks, and its extra worker processes came and went, so that decode tasks landed on
+    fresh workers and paid for importing torch (bench/pipeline_feed.py, README "Feed").
+    """
+
+    def __init__(self, sink: DatasetSink) -> None:
+        self.sink = sink
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        return commit_stage(batch, self.sink)
