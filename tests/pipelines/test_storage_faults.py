@@ -234,7 +234,7 @@ def test_reads_failing_past_the_budget_are_transient_and_retried_by_the_next_run
     stages = [row["stage"] for row in read_failures(layout).to_pylist()]
     assert sorted(stages) == ["read"] * failed + [RECOVERED] * failed
 
-    again = tokenize(config)  # nothing failed now: nothing planned
+    again = tokenize(replace(config, dry_run=True))  # nothing failed now: nothing to plan
     assert again.inputs_new == 0 and again.generation is None
 
 
@@ -284,7 +284,7 @@ def test_retry_failed_plans_failed_inputs_again_and_counts_each_once(ray_address
     first = tokenize(config)
     assert first.failures == 1 and first.transient_failures == 0
 
-    plain = tokenize(config)  # a permanent failure stays failed: nothing is planned
+    plain = tokenize(replace(config, dry_run=True))  # a permanent failure stays failed: nothing to plan
     assert plain.inputs_new == 0 and plain.generation is None
 
     again = tokenize(replace(config, retry_failed=True))  # still broken: fails again, counted once
@@ -299,7 +299,7 @@ def test_retry_failed_plans_failed_inputs_again_and_counts_each_once(ray_address
     assert_complete(str(tmp_path / "ds"), {}, locations)
     stages = sorted(row["stage"] for row in read_failures(DatasetLayout(str(tmp_path / "ds"))).to_pylist())
     assert stages == ["decode", "decode", RECOVERED]
-    untouched = tokenize(replace(config, retry_failed=True))
+    untouched = tokenize(replace(config, retry_failed=True, dry_run=True))  # nothing failed now
     assert untouched.inputs_new == 0
 
 
