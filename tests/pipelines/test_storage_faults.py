@@ -193,6 +193,7 @@ def test_an_outage_past_the_budget_stops_the_run_in_one_line_and_a_rerun_complet
     card = open_dataset(f"s3://{s3_bucket}/ds", options).card
     assert card.failures == {}
     # the secret is in no output: console, run.json, card, runs/*.json, ledger, plan, index
+    fs.invalidate_cache()
     stored = [fs.cat(path) for path in fs.find(f"{s3_bucket}/ds")]
     printed = stopped.stdout + stopped.stderr + rerun.stdout + rerun.stderr
     assert len(stored) > 10 and PLANTED not in printed and not any(PLANTED.encode() in b for b in stored)
