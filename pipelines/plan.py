@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.sources import InputItem
-from pipelines.spill import HashBuckets, ItemSpill, hash_starts, to_items
+from pipelines.spill import HashBuckets, ItemSpill, hash_starts, item_of_row, to_items
 from schemas.retry import RetryPolicy, call
 from schemas.storage import url_to_fs
 
@@ -147,16 +147,7 @@ def plan_table(units: Iterable[Unit]) -> pa.Table:
 def units_from_table(table: pa.Table) -> list[Unit]:
     grouped: dict[int, list[InputItem]] = {}
     for row in table.to_pylist():
-        item = InputItem(
-            key=row["key"],
-            location=row["location"],
-            start=row["start"],
-            end=row["end"],
-            size_bytes=row["size_bytes"],
-            metadata=json.loads(row["metadata"]),
-            container=row.get("container"),
-        )
-        grouped.setdefault(row["unit"], []).append(item)
+        grouped.setdefault(row["unit"], []).append(item_of_row(row))
     return [Unit(index, tuple(grouped[index])) for index in sorted(grouped)]
 
 

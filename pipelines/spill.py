@@ -179,15 +179,17 @@ class ItemSpill:
 
 def to_items(batch: pa.RecordBatch) -> list[InputItem]:
     """The `InputItem`s of a batch of ITEM_SCHEMA."""
-    return [
-        InputItem(
-            key=row["key"],
-            location=row["location"],
-            start=row["start"],
-            end=row["end"],
-            size_bytes=row["size_bytes"],
-            metadata=json.loads(row["metadata"]),
-            container=row["container"],
-        )
-        for row in batch.to_pylist()
-    ]
+    return [item_of_row(row) for row in batch.to_pylist()]
+
+
+def item_of_row(row: dict) -> InputItem:
+    """An `InputItem` from a row of the item or plan schema (`container`: absent in old plans)."""
+    return InputItem(
+        key=row["key"],
+        location=row["location"],
+        start=row["start"],
+        end=row["end"],
+        size_bytes=row["size_bytes"],
+        metadata=json.loads(row["metadata"]),
+        container=row.get("container"),
+    )
