@@ -110,10 +110,13 @@ def test_the_lease_is_renewed_and_a_lost_lease_stops_the_run(tmp_path):
         assert json.loads(Path(root, LEASE_FILE).read_text())["renewed"] > first
         lease.check()
         thief = replace(Holder.this_process("thief"), host="node-9")
-        Path(root, LEASE_FILE).write_text(json.dumps(asdict(thief)))
-        time.sleep(0.3)
+        with lease._locked():  # as a run taking over does: never between a renewal's read and write
+            Path(root, LEASE_FILE).write_text(json.dumps(asdict(thief)))
+        deadline = time.monotonic() + 10  # the next renewal finds it (every 0.05 s; later on a busy machine)
         with pytest.raises(LeaseLostError, match="lost its lease"):
-            lease.check()
+            while time.monotonic() < deadline:
+                lease.check()
+                time.sleep(0.05)
     finally:
         lease.release()
     assert json.loads(Path(root, LEASE_FILE).read_text())["run_id"] == "thief"  # not removed: not ours
