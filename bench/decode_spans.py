@@ -5,8 +5,11 @@
 Makes one recording of `--minutes` (sox music, 44.1 kHz stereo, mp3) and a manifest of
 spans covering it (`--span-seconds` each; 360 for 30 minutes), then measures in one run:
   local   the decode stage on the whole file as one input, against the same stage on all the
-          spans as inputs of one unit (one open, one pass); and the path before issue 11, a
-          full `torchaudio.load` + resample per span, timed on 3 spans and scaled to all of them
+          spans as inputs of one unit (one open, one pass); on the units the plan makes of them
+          at `--per-shard` inputs a shard (`make_units`), against units cut every `--per-shard`
+          inputs as before (each unit reads the file from its start); and the path before
+          issue 11, a full `torchaudio.load` + resample per span, timed on 3 spans and scaled
+          to all of them
   S3      the same spans read from a loopback S3 server (moto) through the decode stage; the
           bytes sent in GET responses are counted at the server, against the bytes of the
           spans (file size x covered fraction) and against the whole-object reads of before
@@ -34,6 +37,7 @@ import torchaudio  # noqa: E402
 from losatok.testing import convert, synth_music  # noqa: E402
 from pipelines.config import SegmentConfig  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
+from pipelines.plan import make_units  # noqa: E402
 from pipelines.sources import InputItem, input_key  # noqa: E402
 
 SEGMENT = SegmentConfig(max_seconds=30.0)
@@ -93,6 +97,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--span-seconds", type=float, default=5.0)
+    p.add_argument("--per-shard", type=int, default=256, help="sink.inputs_per_shard of the plan")
     args = p.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="losatok-spans-"))
@@ -113,11 +118,17 @@ def main() -> None:
     segments, failures = [], []
     all_spans = timed(lambda: segments.extend(decode_items(items, SEGMENT, 16_000, {}, 1)[0]))
     assert len(segments) == n, (len(segments), failures)
+    planned = [list(unit.items) for unit in make_units(items, args.per_shard, 1 << 40)]
+    cut = [items[i : i + args.per_shard] for i in range(0, n, args.per_shard)]
+    as_planned = timed(lambda: [decode_items(unit, SEGMENT, 16_000, {}, 1) for unit in planned])
+    as_cut = timed(lambda: [decode_items(unit, SEGMENT, 16_000, {}, 1) for unit in cut])
     per_span_before = timed(lambda: [before(path, a, b) for a, b in spans[:3]]) / 3
     print("| measurement | wall s | / decoding the file once |")
     print("| --- | --- | --- |")
     print(f"| the file once (decode stage) | {once:.2f} | 1.00 |")
     print(f"| all {n} spans (decode stage, one open) | {all_spans:.2f} | {all_spans / once:.2f} |")
+    print(f"| all {n} spans in the plan's {len(planned)} unit(s) | {as_planned:.2f} | {as_planned / once:.2f} |")
+    print(f"| all {n} spans cut every {args.per_shard} ({len(cut)} units, before) | {as_cut:.2f} | {as_cut / once:.2f} |")
     print(
         f"| all {n} spans before (3 timed, x{n / 3:.0f}) | {per_span_before * n:.0f} | {per_span_before * n / once:.0f} |"
     )

@@ -52,7 +52,7 @@ GENERATIONS_DIR = "generations"
 LEGACY_PLAN_FILE = "plan.parquet"  # the single plan file of datasets written before generations
 RUN_FILE = "run.json"
 PARTITION_ROWS = 65_536  # inputs per plan partition file: ~10 MB of parquet, ~60 MB as Python items
-ROW_GROUP_ROWS = 4_096  # a worker reading one unit reads one or two row groups (units <= inputs_per_shard)
+ROW_GROUP_ROWS = 4_096  # a worker reading one unit reads one or two row groups (units <= 4 x inputs_per_shard)
 LISTING_BATCH = 8_192  # listed inputs hashed and looked up together (numpy, not per item)
 EXAMPLES = 5  # inputs named in reports of missing or duplicated inputs
 
@@ -89,22 +89,45 @@ class UnitRef:
     partition: str  # path of the partition file relative to the dataset root
 
 
+# A unit may hold up to this many times `inputs_per_shard` spans of one file: the decode stage
+# reads a file once per unit (torchcodec 0.11 reaches a span by decoding from the file's start),
+# so a file whose spans are cut across k units costs about (k + 1) / 2 decodes of it.
+FILE_SPANS_PER_UNIT = 4
+
+
+def file_groups(items: Iterable[InputItem], limit: int) -> Iterator[list[InputItem]]:
+    """Consecutive items of one location (the spans of one file), at most `limit` a group;
+    a container is a group of its own. Holds one group at a time."""
+    group: list[InputItem] = []
+    for item in items:
+        if group and (len(group) >= limit or item.container or item.location != group[-1].location):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
 def iter_units(
     items: Iterable[InputItem], inputs_per_shard: int, shard_input_bytes: int, first_index: int = 0
 ) -> Iterator[Unit]:
     """Consecutive groups of at most `inputs_per_shard` inputs and about `shard_input_bytes` of files,
     numbered from `first_index`; streams, holding one unit at a time.
 
-    A container (a WebDataset tar of many inputs) is a unit of its own: it is read as one stream.
+    The spans of one file stay in one unit: a unit ends before a file's spans rather than in
+    their middle, and grows past `inputs_per_shard` (up to FILE_SPANS_PER_UNIT times it) for a
+    file with more spans; only a file with more still is cut. A container (a WebDataset tar or
+    parquet row group of many inputs) is a unit of its own: it is read as one stream.
     """
     index, current, size = first_index, [], 0
-    for item in items:
-        full = len(current) >= inputs_per_shard or size + item.size_bytes > shard_input_bytes
-        if current and (full or item.container or current[-1].container):
+    for group in file_groups(items, FILE_SPANS_PER_UNIT * inputs_per_shard):
+        group_size = sum(item.size_bytes for item in group)
+        full = len(current) + len(group) > inputs_per_shard or size + group_size > shard_input_bytes
+        if current and (full or group[0].container or current[-1].container):
             yield Unit(index, tuple(current))
             index, current, size = index + 1, [], 0
-        current.append(item)
-        size += item.size_bytes
+        current.extend(group)
+        size += group_size
     if current:
         yield Unit(index, tuple(current))
 

@@ -53,6 +53,27 @@ def test_units_split_by_count_and_bytes():
     assert [u.index for u in make_units(items, 4, 10_000)] == [0, 1, 2]
 
 
+def spans_of(name: str, count: int) -> list[InputItem]:
+    return [InputItem(f"{name}{i}", f"/x/{name}.flac", 5.0 * i, 5.0 * i + 5.0) for i in range(count)]
+
+
+def test_units_keep_the_spans_of_one_file_together():
+    files = spans_of("a", 3) + spans_of("b", 6) + spans_of("c", 2)
+    units = make_units(files, 4, 10_000)
+    # a unit ends before a file's spans, not in their middle, and grows past 4 for b's 6 spans
+    assert [[i.location[3] for i in u.items] for u in units] == [list("aaa"), list("bbbbbb"), list("cc")]
+    assert [u.index for u in units] == [0, 1, 2]
+    # whole files between them still fill units up to the count
+    mixed = spans_of("a", 2) + [InputItem(f"w{i}", f"/x/w{i}.wav") for i in range(3)] + spans_of("b", 3)
+    assert [len(u.items) for u in make_units(mixed, 4, 10_000)] == [4, 4]
+
+
+def test_a_file_with_more_spans_than_a_unit_may_hold_is_cut_at_four_times_the_count():
+    units = make_units(spans_of("long", 37), 4, 10_000)
+    assert [len(u.items) for u in units] == [16, 16, 5]
+    assert [i.key for u in units for i in u.items] == [f"long{i}" for i in range(37)]
+
+
 def test_decode_segments_good_inputs_and_records_bad_ones(audio_dir, tmp_path):
     (tmp_path / "junk.wav").write_bytes(b"junk" * 200)
     (tmp_path / "empty.flac").write_bytes(b"")
