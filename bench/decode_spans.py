@@ -127,8 +127,12 @@ def main() -> None:
     print("| --- | --- | --- |")
     print(f"| the file once (decode stage) | {once:.2f} | 1.00 |")
     print(f"| all {n} spans (decode stage, one open) | {all_spans:.2f} | {all_spans / once:.2f} |")
-    print(f"| all {n} spans in the plan's {len(planned)} unit(s) | {as_planned:.2f} | {as_planned / once:.2f} |")
-    print(f"| all {n} spans cut every {args.per_shard} ({len(cut)} units, before) | {as_cut:.2f} | {as_cut / once:.2f} |")
+    print(
+        f"| all {n} spans in the plan's {len(planned)} unit(s) | {as_planned:.2f} | {as_planned / once:.2f} |"
+    )
+    print(
+        f"| all {n} spans cut every {args.per_shard} ({len(cut)} units, before) | {as_cut:.2f} | {as_cut / once:.2f} |"
+    )
     print(
         f"| all {n} spans before (3 timed, x{n / 3:.0f}) | {per_span_before * n:.0f} | {per_span_before * n / once:.0f} |"
     )

@@ -56,7 +56,7 @@ class FieldsConfig:
 class SinkConfig:
     path: str = "out/dataset"  # local path or s3:// URI of the dataset root
     storage_options: dict[str, Any] = field(default_factory=dict)
-    inputs_per_shard: int = 256  # a shard is one unit of work: its inputs commit together
+    inputs_per_shard: int = 256  # a shard is one unit of work, committed whole (one file's spans: up to 4x)
     shard_input_mb: float = 512.0  # ... or fewer inputs when their files add up to this many MB
     force_new_version: bool = False  # a different tokenizer writes <path>-vN instead of refusing
     # one writer per dataset: the lease is renewed every lease_seconds / 4; a holder on another

@@ -52,7 +52,7 @@ GENERATIONS_DIR = "generations"
 LEGACY_PLAN_FILE = "plan.parquet"  # the single plan file of datasets written before generations
 RUN_FILE = "run.json"
 PARTITION_ROWS = 65_536  # inputs per plan partition file: ~10 MB of parquet, ~60 MB as Python items
-ROW_GROUP_ROWS = 4_096  # a worker reading one unit reads one or two row groups (units <= 4 x inputs_per_shard)
+ROW_GROUP_ROWS = 4_096  # a worker reading one unit reads one or two row groups (units <= 4x inputs_per_shard)
 LISTING_BATCH = 8_192  # listed inputs hashed and looked up together (numpy, not per item)
 EXAMPLES = 5  # inputs named in reports of missing or duplicated inputs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,18 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop(process: subprocess.Popen) -> None:
-    """`ray start --block` runs its node's daemons in its own process group: stop them all."""
+def stop(*processes: subprocess.Popen | None) -> None:
+    """`ray start --block` runs each node's daemons in its own process group: stop every node at
+    once, SIGTERM then SIGKILL (for what outlived the grace or its group's leader)."""
+    started = [p for p in processes if p is not None]
     for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(grace)
-            time.sleep(1)
-        except subprocess.TimeoutExpired:
-            continue
+        for process in started:  # a group may outlive its leader: signal it all the same
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        deadline = time.monotonic() + grace
+        for process in started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
+        time.sleep(1)
 
 
 @pytest.fixture
@@ -66,9 +68,7 @@ def two_nodes(tmp_path):
         subprocess.run([sys.executable, "-c", waiter], env=env, timeout=120, check=True, capture_output=True)
         yield f"127.0.0.2:{port}", env
     finally:
-        for process in (worker, head):
-            if process is not None:
-                stop(process)
+        stop(worker, head)
 
 
 def test_encode_runs_only_on_the_accelerator_node_and_decode_on_both(two_nodes, small_corpus, tmp_path):
