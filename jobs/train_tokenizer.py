@@ -17,6 +17,7 @@ still load it.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -59,10 +60,10 @@ from losatok.discriminators import (
 from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
 from schemas.audio_shards import (
     SkippedFiles,
-    audio_extension,
+    audio_member,
     audio_skip_reason,
     file_extension,
-    tar_members,
+    iter_tar_samples,
 )
 from schemas.manifest import iter_manifest
 from schemas.storage import is_local, url_to_fs
@@ -133,16 +134,31 @@ def recordings(
     protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
     for path in [root] if root.endswith(".tar") else sorted(fs.find(root)):
         if file_extension(path) == "tar":
-            for key, members in tar_members(fs.cat_file(path)).items():
-                extension = audio_extension(members)
-                if extension:
-                    yield f"{protocol}{path}#{key}.{extension}", members[extension], None, None
+            yield from tar_recordings(fs, protocol + path, path, skipped)
             continue
         reason = audio_skip_reason(path, probe=lambda p=path: _probe(fs, p))
         if reason is None:
             yield protocol + path, fs.cat_file(path) if protocol else path, None, None
         elif skipped is not None:
             skipped.add(reason, protocol + path)
+
+
+def tar_recordings(
+    fs: Any, location: str, path: str, skipped: SkippedFiles | None
+) -> Iterator[tuple[str, bytes, None, None]]:
+    """The audio samples of one WebDataset tar, streamed (the pipeline's rule: `audio_member`,
+    the first run of a repeated key); samples without audio and stray members go to `skipped`."""
+    seen: set[str] = set()
+    with fs.open(path, "rb") as handle:
+        for key, members in iter_tar_samples(handle, skipped, location):
+            if key in seen:
+                continue
+            seen.add(key)
+            extension, why = audio_member(members, probe=lambda data: probe_audio(io.BytesIO(data)))
+            if extension is not None:
+                yield f"{location}#{key}.{extension}", members[extension], None, None
+            elif skipped is not None:
+                skipped.add(why, f"{location}#{key}")
 
 
 def _probe(fs: Any, path: str) -> str | None:

@@ -9,6 +9,7 @@ tars are streamed member by member.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -16,12 +17,12 @@ from typing import Any, TypeVar
 import fsspec
 import numpy as np
 
-from losatok.audio import AudioError, MonoDecoder, decode_spans
+from losatok.audio import AudioError, MonoDecoder, decode_spans, probe_audio
 from pipelines.config import SegmentConfig
 from pipelines.records import Segment, compact_pcm
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
-from schemas.audio_shards import audio_extension, iter_tar_samples, sidecar_metadata
+from schemas.audio_shards import SkippedFiles, audio_member, iter_tar_samples, sidecar_metadata
 from schemas.ledger import FailureRecord
 from schemas.retry import RetryPolicy, call, is_transient
 
@@ -197,17 +198,20 @@ def decode_items(
     sample_rate: int,
     storage_options: dict[str, Any],
     retries: Retries,
+    skipped: SkippedFiles | None = None,
 ) -> tuple[list[Segment], list[FailureRecord]]:
     """Decode a unit's inputs: (segments in input order, failures).
 
-    Inputs that share a location (spans of one file) are decoded from one open of it.
+    Inputs that share a location (spans of one file) are decoded from one open of it. What a
+    WebDataset tar holds that is not audio (a sample without an audio member, a stray file) is
+    counted in `skipped`.
     """
     per_item: list[list[Result]] = [[] for _ in items]
     for location, indices in group_by_location(items).items():
         for index in indices:
             if items[index].container == "tar":
                 per_item[index] = list(
-                    decode_tar(items[index], segment, sample_rate, storage_options, retries)
+                    decode_tar(items[index], segment, sample_rate, storage_options, retries, skipped)
                 )
             elif items[index].container == "parquet":
                 per_item[index] = list(
@@ -240,25 +244,30 @@ def decode_tar(
     sample_rate: int,
     storage_options: dict[str, Any],
     retries: Retries,
+    skipped: SkippedFiles | None = None,
 ) -> Iterator[Result]:
     """Every audio member of a WebDataset shard: one result per sample key that holds audio.
 
     The tar is streamed: one sample's members are in memory at a time. A transient storage
-    error part-way reopens the stream and skips the samples already done.
+    error part-way reopens the stream and skips the samples already done. Samples without
+    audio and stray members are counted in `skipped` (once, however often the tar is reopened).
     """
     done: set[str] = set()
     attempts = policy_of(retries).attempts
     for attempt in range(1, attempts + 1):
+        strays = SkippedFiles()  # member-level: counted again by each pass, the last one is kept
         try:
             handle, _ = with_retries(lambda: open_tar(item.location, storage_options), retries)
             with handle:
-                for key, members in iter_tar_samples(handle):
+                for key, members in iter_tar_samples(handle, strays, item.location):
                     if key in done:
                         continue
                     done.add(key)
-                    result = decode_member(item, key, members, segment, sample_rate)
+                    result = decode_member(item, key, members, segment, sample_rate, skipped)
                     if result is not None:
                         yield result
+            if skipped is not None:
+                skipped.update(strays)
             return
         except Exception as err:
             if is_transient(err) and attempt < attempts:
@@ -269,11 +278,19 @@ def decode_tar(
 
 
 def decode_member(
-    item: InputItem, key: str, members: dict[str, bytes], segment: SegmentConfig, sample_rate: int
+    item: InputItem,
+    key: str,
+    members: dict[str, bytes],
+    segment: SegmentConfig,
+    sample_rate: int,
+    skipped: SkippedFiles | None = None,
 ) -> Result | None:
-    """One tar sample's audio and sidecar; None for a member group without audio (not an input)."""
-    audio = audio_extension(members)
+    """One tar sample's audio and sidecar; None for a member group without audio (not an input,
+    counted in `skipped`). A member of unknown extension is probed as a file would be."""
+    audio, why = audio_member(members, probe=lambda data: probe_audio(io.BytesIO(data)))
     if audio is None:
+        if skipped is not None:
+            skipped.add(why, f"{item.location}#{key}")
         return None
     location = f"{item.location}#{key}.{audio}"
     member_item = InputItem(input_key(location), location)

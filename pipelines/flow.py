@@ -28,6 +28,7 @@ from pipelines.write import CommitStage, DatasetSink
 from raycluster.connect import connect
 from raycluster.console import quiet_ray_loggers
 from raycluster.reaper import watch_this_process
+from schemas.audio_shards import SkippedFiles
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,15 @@ def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_ra
         policy = config.cluster.retry_policy()
         unit = load_unit(str(partition), config.sink.storage_options, int(index), policy)
         started_at, started = time.time(), time.perf_counter()
+        skipped = SkippedFiles()  # what WebDataset tars hold besides audio samples
         segments, failures = decode_items(
-            unit.items, config.segment, sample_rate, config.source.storage_options, policy
+            unit.items, config.segment, sample_rate, config.source.storage_options, policy, skipped
         )
         stats = {
             "decode_node": _node(),
             "decode_seconds": time.perf_counter() - started,
             "decode_started_at": started_at,  # epoch s: bench/pipeline_feed.py's steady-state window
+            "skipped": skipped.to_dict(),
         }
         payloads.append(pack_payload((unit, segments, failures, stats)))
     return {"unit": list(batch["unit"]), "payload": payloads}

@@ -262,6 +262,10 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
                     summary.encode_nodes.add(unit_summary["encode_node"])
                     summary.decode_busy_seconds += unit_summary["decode_seconds"]
                     summary.encode_busy_seconds += unit_summary["encode_seconds"]
+                    skipped.update(unit_summary.get("skipped", {}))  # inside tars, found by decoding
+            if skipped.total > summary.skipped.get("total", 0):
+                summary.skipped = skipped.to_dict()
+                log.warning("%s", skipped.describe())
 
         lease.check()
         with stop_on_outage():

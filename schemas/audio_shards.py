@@ -106,11 +106,19 @@ class SkippedFiles:
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, reason: str, location: str) -> None:
-        self.counts[reason] += 1
+    def add(self, reason: str, location: str, count: int = 1) -> None:
+        self.counts[reason] += count
         named = self.examples.setdefault(reason, [])
         if len(named) < self.examples_per_reason:
             named.append(location)
+
+    def update(self, other: SkippedFiles | dict[str, Any]) -> None:
+        """Add another tally's counts and examples (a `SkippedFiles` or its `to_dict()`)."""
+        tally = other.to_dict() if isinstance(other, SkippedFiles) else other
+        for reason, entry in tally.get("by_reason", {}).items():
+            self.counts[reason] += entry["count"]
+            named = self.examples.setdefault(reason, [])
+            named.extend(entry["examples"][: max(0, self.examples_per_reason - len(named))])
 
     @property
     def total(self) -> int:
@@ -137,13 +145,17 @@ class SkippedFiles:
         return f"skipped {self.total} files: " + "; ".join(parts)
 
 
-def iter_tar_samples(stream: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_tar_samples(
+    stream: BinaryIO, skipped: SkippedFiles | None = None, where: str = ""
+) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Samples of a WebDataset tar read front to back: (key, {extension: bytes}) in tar order.
 
     The tar is streamed (`stream` needs only `read`), so one sample's members are in memory at a
     time; WebDataset writes a sample's members next to each other. A key whose members are
     split by another key's is yielded once per run of members (the caller decides; the
-    pipeline keeps the first).
+    pipeline keeps the first). A file member that cannot belong to a sample (a hidden file such
+    as macOS's `._x.wav`, a name without an extension) is counted in `skipped`, named
+    `<where>#<member>`.
     """
     key: str | None = None
     members: dict[str, bytes] = {}
@@ -154,6 +166,9 @@ def iter_tar_samples(stream: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]
             directory, _, base = member.name.rpartition("/")
             stem, dot, extension = base.partition(".")
             if not dot or not stem:
+                if skipped is not None:
+                    reason = HIDDEN if base.startswith(".") else "tar member without an extension"
+                    skipped.add(reason, f"{where}#{member.name}")
                 continue
             name = f"{directory}/{stem}" if directory else stem
             if name != key:
@@ -173,9 +188,26 @@ def tar_members(data: bytes) -> dict[str, dict[str, bytes]]:
     return groups
 
 
-def audio_extension(members: dict[str, bytes]) -> str | None:
-    """The extension of the group's audio member (`"flac"`, `"mic1.flac"`), or None without audio."""
-    return next((ext for ext in members if ext.rsplit(".", 1)[-1] in AUDIO_EXTENSIONS), None)
+def audio_member(
+    members: dict[str, bytes], probe: Callable[[bytes], str | None] | None = None
+) -> tuple[str | None, str | None]:
+    """(extension of the sample's audio member, None), or (None, why the sample has none).
+
+    The rule of `audio_skip_reason`, applied to a tar sample's members: a member whose last
+    extension is one of FFmpeg's audio containers is the audio (`"flac"`, `"mic1.flac"`);
+    failing that, a member of unknown extension is taken when `probe` (its bytes -> None if
+    FFmpeg finds an audio stream, e.g. `losatok.audio.probe_audio` over a BytesIO) says so.
+    The reason names the extensions the sample had: "tar sample without audio (.json, .txt)".
+    """
+    found = next((ext for ext in members if ext.rsplit(".", 1)[-1] in AUDIO_EXTENSIONS), None)
+    if found is not None:
+        return found, None
+    if probe is not None:
+        for ext in members:
+            if ext.rsplit(".", 1)[-1] not in NOT_AUDIO_EXTENSIONS and probe(members[ext]) is None:
+                return ext, None
+    shown = ", ".join(f".{ext}" for ext in sorted(members)) or "no members"
+    return None, f"tar sample without audio ({shown})"
 
 
 def sidecar_metadata(members: dict[str, bytes]) -> dict[str, Any]:

@@ -144,8 +144,12 @@ def test_crops_come_from_webdataset_audio_shards(small_corpus, tmp_path):
             info = tarfile.TarInfo(f"clips/{path.stem}.flac")
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("clips/orphan.json")  # a sidecar without its audio: counted
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"{}"))
     crops = AudioCrops(AudioDataConfig(path=str(shards), crop_seconds=1.0, batch_size=2), 16_000, 640)
     assert len(crops.waves) == 2 and crops.batch(3, 0).shape == (2, 16_000)
+    assert dict(crops.skipped.counts) == {"tar sample without audio (.json)": 1}
 
 
 def test_crops_take_what_the_pipeline_takes_as_audio(small_corpus, tmp_path):

@@ -39,12 +39,24 @@ def test_audio_members_become_samples_with_their_sidecar_metadata(ray_address, a
         add(archive, "clip-2.txt", b"The quick brown fox\n")
         add(archive, "broken-3.wav", b"RIFF not really" * 30)
         add(archive, "lonely-4.json", b"{}")
+        add(archive, "._clip-2.mp3", b"\0\5\26\7" + b"\0" * 60)  # macOS litter
     with tarfile.open(shards / "part-001.tar", "w") as archive:
         add(archive, "tone-5.ogg", (audio_dir / "music.ogg").read_bytes())
+        add(archive, "odd-6.recording", (audio_dir / "speech.mp3").read_bytes())  # probed: audio
+        add(archive, "odd-6.json", json.dumps({"text": "odd"}).encode())
 
     config = tiny_run(shards, tmp_path / "ds", kind="wds", max_failure_fraction=0.5)
     summary = tokenize(config)
-    assert summary.units == 2 and summary.inputs == 4 and summary.failures == 1  # one unit per tar
+    assert summary.units == 2 and summary.inputs == 5 and summary.failures == 1  # one unit per tar
+    # what the tars hold besides audio samples is counted, in the summary and the run log
+    tar0_name = str(shards / "part-000.tar")
+    assert summary.skipped["total"] == 2
+    assert summary.skipped["by_reason"] == {
+        "tar sample without audio (.json)": {"count": 1, "examples": [f"{tar0_name}#lonely-4"]},
+        "hidden file": {"count": 1, "examples": [f"{tar0_name}#._clip-2.mp3"]},
+    }
+    (log,) = (tmp_path / "ds" / "runs").glob("run-*.json")
+    assert json.loads(log.read_text())["skipped"]["total"] == 2
     assert verify_dataset(str(tmp_path / "ds")).ok
 
     tar0, tar1 = shards / "part-000.tar", shards / "part-001.tar"
@@ -56,7 +68,8 @@ def test_audio_members_become_samples_with_their_sidecar_metadata(ray_address, a
     assert clip.metadata.text == "The quick brown fox"
     direct = build_model(config.model).encode(load_audio(audio_dir / "speech.mp3")).item(0)["z"].numpy()
     np.testing.assert_allclose(clip.latent.astype(np.float32), direct, atol=2e-3 * np.abs(direct).max())
-    assert f"{input_key(f'{tar1}#tone-5.ogg')}_0000" in samples and len(samples) == 3
+    assert f"{input_key(f'{tar1}#tone-5.ogg')}_0000" in samples and len(samples) == 4
+    assert samples[f"{input_key(f'{tar1}#odd-6.recording')}_0000"].metadata.text == "odd"
 
     ledger = read_failures(DatasetLayout(str(tmp_path / "ds"))).to_pylist()
     assert [(r["location"], r["stage"]) for r in ledger] == [(f"{tar0}#broken-3.wav", "decode")]

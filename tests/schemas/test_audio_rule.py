@@ -6,9 +6,10 @@ from schemas.audio_shards import (
     AUDIO_EXTENSIONS,
     NOT_AUDIO_EXTENSIONS,
     SkippedFiles,
-    audio_extension,
+    audio_member,
     audio_skip_reason,
     file_extension,
+    iter_tar_samples,
 )
 
 
@@ -98,8 +99,52 @@ def test_file_extension():
 
 
 def test_tar_audio_member_by_its_last_suffix():
-    assert audio_extension({"json": b"", "mic1.oga": b"x"}) == "mic1.oga"
-    assert audio_extension({"json": b"", "txt": b""}) is None
+    assert audio_member({"json": b"", "mic1.oga": b"x"}) == ("mic1.oga", None)
+    assert audio_member({"txt": b"", "json": b""}) == (None, "tar sample without audio (.json, .txt)")
+
+
+def test_a_tar_member_of_unknown_extension_is_probed_and_sidecars_never_are():
+    probed = []
+
+    def probe(data: bytes) -> str | None:
+        probed.append(data)
+        return None if data == b"audio" else "not a format FFmpeg opens"
+
+    assert audio_member({"json": b"{}", "clip": b"audio"}, probe) == ("clip", None)
+    assert audio_member({"json": b"{}", "blob": b"junk"}, probe) == (
+        None,
+        "tar sample without audio (.blob, .json)",
+    )
+    assert probed == [b"audio", b"junk"]  # the json sidecars were never handed to FFmpeg
+
+
+def test_stray_tar_members_are_counted_by_reason():
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name in ("a.flac", "._a.flac", "README", "sub/b.json"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"x"))
+    buffer.seek(0)
+    skipped = SkippedFiles()
+    keys = [key for key, _ in iter_tar_samples(buffer, skipped, "s3://b/part.tar")]
+    assert keys == ["a", "sub/b"]
+    assert dict(skipped.counts) == {"hidden file": 1, "tar member without an extension": 1}
+    assert skipped.examples["hidden file"] == ["s3://b/part.tar#._a.flac"]
+
+
+def test_skipped_tallies_merge_from_their_dicts():
+    first, second = SkippedFiles(examples_per_reason=2), SkippedFiles(examples_per_reason=2)
+    first.add("not audio (.txt)", "a.txt")
+    for name in ("b.txt", "c.txt"):
+        second.add("not audio (.txt)", name)
+    second.add("hidden file", ".x")
+    first.update(second.to_dict())
+    assert first.counts == {"not audio (.txt)": 3, "hidden file": 1}
+    assert first.examples == {"not audio (.txt)": ["a.txt", "b.txt"], "hidden file": [".x"]}
 
 
 def test_skipped_files_count_by_reason_with_a_few_examples():
