@@ -15,6 +15,10 @@ spans covering it (`--span-seconds` each; 360 for 30 minutes), then measures in 
           spans (file size x covered fraction) and against the whole-object reads of before
           (one download per span); then a sparse manifest (10 spans in the first 10 % of the
           file) for what range reads save when spans do not cover the file
+  PCM wav a 16 kHz mono wav of the same length (the usual speech corpus layout) with 10 spans
+          spread over the whole file, read by seeking to their bytes (`losatok.audio.PcmLayout`)
+          against the one pass from the first span to the last that compressed formats take
+          (the same code with the seek switched off): wall time locally, and GET bytes over S3
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
+from losatok import audio  # noqa: E402
 from losatok.testing import convert, synth_music  # noqa: E402
 from pipelines.config import SegmentConfig  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
@@ -163,7 +168,43 @@ def main() -> None:
             f"| {name} | {span_bytes / 2**20:.1f} MiB | {server.get_bytes / 2**20:.1f} MiB | {server.get_requests} "
             f"| {server.get_bytes / span_bytes:.2f} | {len(manifest) * size / span_bytes:.0f}x |"
         )
+    pcm_spans(work, seconds, args.span_seconds, server, fs, options)
     server.server.shutdown()
+
+
+def pcm_spans(work: Path, seconds: float, span_seconds: float, server, fs, options: dict) -> None:
+    """Sparse spans of a long 16 kHz mono wav: by seeking, against one pass to the last span."""
+    path = str(convert(synth_music(work / "long16.wav", seconds=seconds, sample_rate=16_000), work / "w.wav"))
+    fs.put(path, "bench/long16.wav")
+    url, size = "s3://bench/long16.wav", os.path.getsize(path)
+    sparse = [(i * seconds / 10 + 3.0, i * seconds / 10 + 3.0 + span_seconds) for i in range(10)]
+    span_bytes = size * sum(b - a for a, b in sparse) / seconds
+    whole = [InputItem(input_key(path), path)]
+    once = min(timed(lambda: decode_items(whole, SEGMENT, 16_000, {}, 1)) for _ in range(2))
+    layout = audio.MonoDecoder._pcm_layout
+    rows = []
+    for name, seek in (("by seeking (now)", True), ("one pass to the last span (before)", False)):
+        audio.MonoDecoder._pcm_layout = layout if seek else (lambda self: None)
+        try:
+            local = min(
+                timed(lambda: decode_items(span_items(path, sparse), SEGMENT, 16_000, {}, 1))
+                for _ in range(2)
+            )
+            server.reset()
+            got, failures = decode_items(span_items(url, sparse), SEGMENT, 16_000, options, 1)
+            assert not failures and len(got) == len(sparse), failures
+            rows.append((name, local, server.get_bytes, server.get_requests))
+        finally:
+            audio.MonoDecoder._pcm_layout = layout
+    print(
+        f"| 16 kHz mono wav, {seconds / 60:g} min ({size / 2**20:.1f} MiB), 10 spans of {span_seconds:g} s spread "
+        f"over it | local wall s | / the file once ({once:.2f} s) | GET bytes | GET requests | fetched / spans' bytes ({span_bytes / 2**20:.2f} MiB) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, local, got, requests in rows:
+        print(
+            f"| {name} | {local:.3f} | {local / once:.3f} | {got / 2**20:.2f} MiB | {requests} | {got / span_bytes:.2f} |"
+        )
 
 
 if __name__ == "__main__":

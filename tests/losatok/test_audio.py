@@ -1,10 +1,12 @@
+import io
 import math
+import subprocess
 
 import pytest
 import torch
 
 from losatok.audio import AudioError, collate_waveforms, load_audio, save_audio
-from losatok.testing import write_float_wav
+from losatok.testing import convert, write_float_wav
 
 
 @pytest.mark.parametrize(
@@ -141,3 +143,131 @@ def test_file_object_decodes_like_the_path(audio_dir):
     with open(audio_dir / "music.ogg", "rb") as handle:
         from_handle = load_audio(handle, start=0.5)
     torch.testing.assert_close(from_handle, load_audio(audio_dir / "music.ogg", start=0.5))
+
+
+class CountingReader(io.RawIOBase):
+    """A file object that counts the bytes read through it."""
+
+    def __init__(self, handle) -> None:
+        super().__init__()
+        self.handle, self.bytes_read = handle, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+
+@pytest.mark.parametrize(
+    "rate, channels, codec",
+    [(44_100, 2, "pcm_s16le"), (48_000, 1, "pcm_s24le"), (22_050, 6, "pcm_f32le"), (16_000, 1, "pcm_s16le")],
+)
+def test_a_pcm_wav_span_is_read_by_seeking_and_equals_the_full_decode(tmp_path, rate, channels, codec):
+    from losatok.audio import MonoDecoder, decode_spans
+    from losatok.testing import synth_music
+
+    source = synth_music(tmp_path / "m.wav", seconds=12.0, sample_rate=rate, channels=channels)
+    path = tmp_path / "pcm.wav"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-c:a", codec, str(path)], check=True
+    )
+    decoder = MonoDecoder(path)
+    assert decoder.codec == codec and decoder.pcm is not None and decoder.pcm.sample_rate == rate
+    full = load_audio(path)
+    for start, end in [(3.3, 4.7), (1.23457, 2.0), (0.00003, 0.5), (9.5, None), (11.9, 14.0)]:
+        part = load_audio(path, start=start, end=end)
+        expected = full[round(start * 16_000) : None if end is None else round(end * 16_000)]
+        torch.testing.assert_close(part, expected, rtol=0, atol=0)  # the same samples, not a phase off
+    spans = [(8.0, 9.0), (0.5, 1.0), (2.0, 2.5)]  # far apart: three runs, each by seeking
+    for got, (start, end) in zip(decode_spans(path.read_bytes(), spans), spans, strict=True):
+        torch.testing.assert_close(got, full[round(start * 16_000) : round(end * 16_000)], rtol=0, atol=0)
+    with pytest.raises(AudioError, match="holds no samples"):
+        load_audio(path, start=30.0)
+
+
+def test_a_span_late_in_a_long_wav_reads_only_its_own_bytes(tmp_path):
+    from losatok.testing import synth_music
+
+    path = convert(
+        synth_music(tmp_path / "m.wav", seconds=120.0, sample_rate=16_000, channels=2), tmp_path / "long.wav"
+    )  # 7.7 MB, 7.4 MB of it before the span
+    with open(path, "rb") as handle:
+        reader = CountingReader(handle)
+        part = load_audio(reader, start=115.0, end=117.0)
+    assert part.numel() == 32_000
+    # FFmpeg's probe of the file's start (~0.4 MB), then the span with its padding (134 kB)
+    # read twice (FFmpeg probes the window, then decodes it)
+    assert reader.bytes_read < 1_000_000, reader.bytes_read
+    torch.testing.assert_close(part, load_audio(path)[115 * 16_000 : 117 * 16_000], rtol=0, atol=0)
+
+
+def test_wavs_that_cannot_be_sought_decode_as_a_whole(tmp_path):
+    from losatok.audio import MonoDecoder
+
+    wav = convert(synth_music_file(tmp_path), tmp_path / "plain.wav", sample_rate=16_000)
+    data = bytearray(wav.read_bytes())
+    streamed = bytearray(data)
+    position = streamed.index(b"data")
+    streamed[position + 4 : position + 8] = b"\xff\xff\xff\xff"  # a streaming recorder's unknown size
+    adpcm = tmp_path / "adpcm.wav"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "adpcm_ms", str(adpcm)], check=True
+    )
+    full = load_audio(wav)
+    unknown = MonoDecoder(bytes(streamed))
+    assert unknown.pcm is None
+    torch.testing.assert_close(load_audio(bytes(streamed), start=1.0, end=2.0), full[16_000:32_000])
+    assert MonoDecoder(adpcm).pcm is None  # compressed: one pass, as flac or mp3
+
+
+def synth_music_file(tmp_path):
+    from losatok.testing import synth_music
+
+    return synth_music(tmp_path / "music.wav", seconds=3.0, sample_rate=44_100)
+
+
+@pytest.mark.parametrize("codec", ["adpcm_ms", "adpcm_ima_wav"])
+def test_a_stream_torchcodec_decodes_short_is_decoded_whole_by_the_ffmpeg_command_line(
+    tmp_path, codec, monkeypatch, caplog
+):
+    # torchcodec 0.11 returns about a quarter of an ADPCM wav, silently; the header's duration
+    # gives it away, and the ffmpeg command line decodes the whole stream
+    from losatok.audio import decode_spans
+
+    source = convert(synth_music_file(tmp_path), tmp_path / "pcm.wav", sample_rate=16_000)
+    adpcm = tmp_path / "adpcm.wav"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-c:a", codec, str(adpcm)], check=True
+    )
+    reference = load_audio(source)
+    whole = load_audio(adpcm)
+    assert abs(whole.numel() - reference.numel()) < 0.1 * 16_000  # ADPCM pads its last block
+    n = min(whole.numel(), reference.numel()) - 2
+
+    def similarity(shift: int) -> float:
+        return float(
+            torch.nn.functional.cosine_similarity(whole[1 + shift : n + shift], reference[1:n], dim=0)
+        )
+
+    assert similarity(0) > 0.98 and similarity(0) > max(similarity(-1), similarity(1))  # lined up
+    assert "torchcodec decoded" in caplog.text and "(taken)" in caplog.text
+    part = load_audio(adpcm.read_bytes(), start=1.0, end=2.0)  # piped to the command line
+    torch.testing.assert_close(part, whole[16_000:32_000], rtol=0, atol=1e-6)
+    spans = decode_spans(adpcm, [(0.5, 1.0), (2.0, 2.5)])
+    torch.testing.assert_close(spans[1], whole[32_000:40_000], rtol=0, atol=1e-6)
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg: the shortfall is an error, not a short sample
+    with pytest.raises(AudioError, match=r"decoded \d+\.\d+ s of the .* ffmpeg is not on the PATH"):
+        load_audio(adpcm)
