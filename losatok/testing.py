@@ -55,16 +55,23 @@ def synth_music(
 
 
 def convert(
-    src: str | Path, dst: str | Path, sample_rate: int | None = None, channels: int | None = None
+    src: str | Path,
+    dst: str | Path,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    codec: str | None = None,
 ) -> Path:
-    """Re-encode with ffmpeg; the container and codec follow `dst`'s extension (flac, mp3, ogg, opus, m4a)."""
+    """Re-encode with ffmpeg; the container and codec follow `dst`'s extension (flac, mp3, ogg,
+    opus, m4a, aiff), or `codec` names FFmpeg's encoder (e.g. "adpcm_ima_wav" in a .wav)."""
     dst = Path(dst)
     args = [_tool("ffmpeg"), "-loglevel", "error", "-y", "-i", str(src)]
     if sample_rate:
         args += ["-ar", str(sample_rate)]
     if channels:
         args += ["-ac", str(channels)]
-    if dst.suffix == ".ogg":
+    if codec:
+        args += ["-c:a", codec]
+    elif dst.suffix == ".ogg":
         args += ["-c:a", "libvorbis"]
     args.append(str(dst))
     _run(args)
@@ -90,9 +97,11 @@ def write_float_wav(
 def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str, list[Path]]:
     """A small corpus of every kind of input a real one holds.
 
-    Good: wav, flac, mp3, ogg, m4a and opus at 8 to 48 kHz, mono and stereo, speech and
-    music, one file of `long_seconds` (cut into segments), one in a subfolder. Bad: random
-    bytes named .flac, an empty .wav, a text file named .ogg. Returns {"good": [...], "bad": [...]}.
+    Good: wav, flac, mp3, ogg, m4a, opus and aiff at 8 to 48 kHz, mono and stereo, speech and
+    music, an IMA ADPCM wav (which torchcodec 0.11 decodes short: `losatok.audio` redoes it
+    with the ffmpeg command line), one file of `long_seconds` (cut into segments), one in a
+    subfolder. Bad: random bytes named .flac, an empty .wav, a text file named .ogg.
+    Returns {"good": [...], "bad": [...]}.
     """
     root = Path(root)
     (root / "nested").mkdir(parents=True, exist_ok=True)
@@ -113,6 +122,8 @@ def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str,
     good.append(convert(good[2], root / "music_48k.ogg", sample_rate=48_000))
     good.append(convert(good[0], root / "speech_8k.m4a", sample_rate=8_000))
     good.append(convert(good[1], root / "speech_48k_stereo.opus", sample_rate=48_000, channels=2))
+    good.append(convert(good[0], root / "speech_11k_adpcm.wav", sample_rate=11_025, codec="adpcm_ima_wav"))
+    good.append(convert(good[2], root / "music_22k_stereo.aiff", sample_rate=22_050))
     bad = [root / "corrupt.flac", root / "empty.wav", root / "notes.ogg"]
     bad[0].write_bytes(bytes(range(256)) * 40)
     bad[1].write_bytes(b"")

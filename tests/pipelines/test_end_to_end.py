@@ -46,7 +46,7 @@ def expected_segments(files) -> dict[str, tuple[str, np.ndarray]]:
 def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
     root, corpus = mixed_corpus
     summary = tokenize(config_for(str(root), str(tmp_path / "ds")))
-    assert summary.ok and summary.units == 4  # 10 inputs, 3 per shard
+    assert summary.ok and summary.units == 4  # 12 inputs, 3 per shard
 
     report = verify_dataset(str(tmp_path / "ds"))
     assert report.ok, report.summary()
