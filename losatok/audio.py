@@ -260,16 +260,27 @@ class MonoDecoder:
 
     def _handle(self) -> contextlib.AbstractContextManager[BinaryIO]:
         """The source as a binary file object, to be used in a `with` block (a file object given
-        by the caller is not closed)."""
+        by the caller is not closed). Reading a caller's file object moves the position under
+        the open decoder, which is then dropped: the next span opens a fresh one (`_open`
+        seeks to the start)."""
         if isinstance(self.source, str):
             return open(self.source, "rb")
         if isinstance(self.source, bytes):
             return io.BytesIO(self.source)
+        self._decoder = None
         return contextlib.nullcontext(self.source)
 
     def _pcm_layout(self) -> PcmLayout | None:
+        decoder = self._decoder
         with self._handle() as handle:
-            return PcmLayout.read(handle, handle.seek(0, io.SEEK_END))
+            # a caller's file object is shared with the open decoder, which reads on from where
+            # it left the position (it does not seek first): put it back, and keep the decoder
+            position = handle.tell()
+            try:
+                return PcmLayout.read(handle, handle.seek(0, io.SEEK_END))
+            finally:
+                handle.seek(position)
+                self._decoder = decoder
 
     def _mono(self, wav: torch.Tensor) -> torch.Tensor:
         """(C, S) decoder output -> (S,) channel mean; C = 1 unless the source has more than two."""

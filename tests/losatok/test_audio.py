@@ -271,3 +271,26 @@ def test_a_stream_torchcodec_decodes_short_is_decoded_whole_by_the_ffmpeg_comman
     monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg: the shortfall is an error, not a short sample
     with pytest.raises(AudioError, match=r"decoded \d+\.\d+ s of the .* ffmpeg is not on the PATH"):
         load_audio(adpcm)
+
+
+def test_a_file_object_of_a_pcm_wav_decodes_like_its_path(tmp_path):
+    # the file object is shared by the open decoder (which reads on from the position it left)
+    # and by the reads that find the data chunk and seek to spans: neither may disturb the other
+    from losatok.audio import MonoDecoder, decode_spans
+    from losatok.testing import synth_music
+
+    path = convert(
+        synth_music(tmp_path / "m.wav", seconds=20.0, sample_rate=44_100),
+        tmp_path / "m22.wav",
+        sample_rate=22_050,
+    )
+    full = load_audio(path)
+    with open(path, "rb") as handle:
+        torch.testing.assert_close(load_audio(handle), full, rtol=0, atol=0)
+        spans = [(0.0, 0.5), (None, 0.25), (19.0, None), (12.0, 13.5)]  # a run from 0, two sought
+        for got, (start, end) in zip(decode_spans(handle, spans), spans, strict=True):
+            expected = full[round((start or 0.0) * 16_000) : None if end is None else round(end * 16_000)]
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        decoder = MonoDecoder(handle)
+        torch.testing.assert_close(decoder.span(12.0, 13.0), full[192_000:208_000], rtol=0, atol=0)
+        torch.testing.assert_close(decoder.span(None, 1.0), full[:16_000], rtol=0, atol=0)  # after a seek
