@@ -174,7 +174,11 @@ def main() -> None:
 
 def pcm_spans(work: Path, seconds: float, span_seconds: float, server, fs, options: dict) -> None:
     """Sparse spans of a long 16 kHz mono wav: by seeking, against one pass to the last span."""
-    path = str(convert(synth_music(work / "long16.wav", seconds=seconds, sample_rate=16_000), work / "w.wav"))
+    path = str(
+        convert(
+            synth_music(work / "long16.wav", seconds=seconds, sample_rate=16_000, channels=1), work / "w.wav"
+        )
+    )
     fs.put(path, "bench/long16.wav")
     url, size = "s3://bench/long16.wav", os.path.getsize(path)
     sparse = [(i * seconds / 10 + 3.0, i * seconds / 10 + 3.0 + span_seconds) for i in range(10)]

@@ -62,7 +62,5 @@ def load_latest(directory: str, storage_options: dict[str, Any] | None = None) -
     pointer = f"{root}/{LATEST}"
     if not fs.exists(pointer):
         return None
-    with fs.open(pointer, "rb") as handle:
-        name = handle.read().decode().strip()
-    with fs.open(f"{root}/{name}", "rb") as handle:
-        return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+    name = fs.cat_file(pointer).decode().strip()  # each read retried whole
+    return torch.load(io.BytesIO(fs.cat_file(f"{root}/{name}")), map_location="cpu", weights_only=True)

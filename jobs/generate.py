@@ -60,8 +60,7 @@ def read_dit(path: str) -> dict[str, Any]:
         raise UsageError(f"--dit {path}: no such file or folder")
     if fs.isfile(root):
         try:
-            with fs.open(root, "rb") as handle:
-                payload = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+            payload = torch.load(io.BytesIO(fs.cat_file(root)), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001  # not a torch file, truncated, pickled code refused
             raise UsageError(f"--dit {path}: cannot read it as a checkpoint ({type(err).__name__})") from None
     else:

@@ -81,8 +81,7 @@ def recorded_seed(reader: DatasetReader) -> int | None:
     path = reader.layout.path(RUN_RECORD)
     if not reader.layout.fs.exists(path):
         return None
-    with reader.layout.fs.open(path, "r") as handle:
-        seed = json.load(handle).get("seed")
+    seed = json.loads(reader.layout.fs.cat_file(path)).get("seed")
     return None if seed is None else int(seed)
 
 

@@ -350,13 +350,12 @@ class PlanStore:
         for path in paths:
             name = path.rsplit("/", 1)[-1]
             if name.startswith("gen-") and name.endswith(".json"):
-                with self.fs.open(path, "r") as handle:
-                    found.append(Generation.from_dict(json.load(handle)))
+                found.append(Generation.from_dict(json.loads(self.fs.cat_file(path))))  # retried whole
         return found
 
     def _legacy_generation(self) -> Generation:
-        with self.fs.open(self.path(LEGACY_PLAN_FILE), "rb") as handle:
-            units = pq.read_table(handle, columns=["unit"]).column("unit").to_numpy()
+        data = pa.BufferReader(self.fs.cat_file(self.path(LEGACY_PLAN_FILE)))
+        units = pq.read_table(data, columns=["unit"], use_threads=False).column("unit").to_numpy()
         first, last = (int(units.min()), int(units.max())) if len(units) else (0, -1)
         part = Partition(LEGACY_PLAN_FILE, first, last, len(units))
         source = self.legacy_source or ""
@@ -584,5 +583,4 @@ def read_identity(fs: Any, root: str) -> RunIdentity | None:
     path = f"{root}/{RUN_FILE}"
     if not fs.exists(path):
         return None
-    with fs.open(path, "r") as handle:
-        return RunIdentity(**json.load(handle))
+    return RunIdentity(**json.loads(fs.cat_file(path)))

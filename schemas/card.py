@@ -179,8 +179,7 @@ class DatasetCard:
 
 def read_card(layout: DatasetLayout) -> DatasetCard:
     """The card of a dataset; FileNotFoundError if it has none, SchemaVersionError if too new."""
-    with layout.fs.open(layout.card_path, "rb") as f:
-        text = f.read().decode("utf-8")
+    text = layout.fs.cat_file(layout.card_path).decode("utf-8")  # one read, retried whole
     return DatasetCard.from_json(text, where=f"dataset card {layout.url_of(layout.card_path)}")
 
 

@@ -19,6 +19,7 @@ file, the 1-based row number and the field.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -32,6 +33,7 @@ import fsspec
 import pyarrow.parquet as pq
 
 from schemas.errors import ManifestError
+from schemas.retry import iter_resuming
 from schemas.storage import url_to_fs
 
 FORMATS = ("parquet", "jsonl", "csv")
@@ -156,31 +158,43 @@ def iter_manifest(
 ) -> Iterator[ManifestRow]:
     """Rows of a manifest, validated one by one (the first bad row raises).
 
-    `columns` renames the file's columns onto ours before anything else ({theirs: ours}).
+    `columns` renames the file's columns onto ours before anything else ({theirs: ours}). The
+    file is streamed; a read cut by a transient storage error reopens it and skips the rows
+    already read (`schemas.retry.iter_resuming`).
     """
     format = format or manifest_format(url)
     source = url.rsplit("/", 1)[-1]
     fs, path = url_to_fs(url, storage_options)
     if format == "parquet":
-        yield from _parse_rows(_parquet_rows(fs, path), source, format, columns)
-        return
+        rows = iter_resuming(lambda: fs.open(path, "rb"), _parquet_rows, f"read {url}", fs.policy)
+    else:
+        rows = iter_resuming(
+            lambda: fs.open(path, "rb", compression="infer"),
+            functools.partial(_text_rows, format=format, source=source),
+            f"read {url}",
+            fs.policy,
+        )
+    yield from _parse_rows(rows, source, format, columns)
+
+
+def _text_rows(f: Any, format: str, source: str) -> Iterator[Mapping[str, Any]]:
+    """Rows of a jsonl or csv manifest read from the binary stream `f`."""
     newline = "" if format == "csv" else None  # the csv module handles line ends inside quotes
-    with (
-        fs.open(path, "rb", compression="infer") as f,
-        io.TextIOWrapper(f, encoding="utf-8", newline=newline) as text,
-    ):
-        rows = _jsonl_rows(text, source) if format == "jsonl" else csv.DictReader(text)
-        yield from _parse_rows(rows, source, format, columns)
+    text = io.TextIOWrapper(f, encoding="utf-8", newline=newline)
+    try:
+        yield from _jsonl_rows(text, source) if format == "jsonl" else csv.DictReader(text)
+    finally:
+        with contextlib.suppress(Exception):
+            text.detach()  # the stream is closed by its opener
 
 
-def _parquet_rows(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[Mapping[str, Any]]:
+def _parquet_rows(f: Any) -> Iterator[Mapping[str, Any]]:
     """Rows of a parquet manifest, streamed: one row group in arrow memory, 64k rows as Python.
 
     Single-threaded for the reason given in `schemas.storage.read_parquet_file`.
     """
-    with fs.open(path, "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536, use_threads=False):
-            yield from batch.to_pylist()
+    for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536, use_threads=False):
+        yield from batch.to_pylist()
 
 
 def _parse_rows(

@@ -29,6 +29,7 @@ from schemas.fields import LATENT_GROUP
 from schemas.index import ShardInfo, read_index, shard_summaries
 from schemas.layout import DatasetLayout, shard_name, shard_number
 from schemas.ledger import read_failures
+from schemas.retry import iter_resuming
 from schemas.sample import LatentSample, decode_sample
 from schemas.stats import ChannelStats
 from schemas.tario import iter_tar_samples
@@ -71,9 +72,14 @@ class DatasetReader:
 
     def iter_raw(self, number: int, group: str = LATENT_GROUP) -> Iterator[dict[str, Any]]:
         """Undecoded members `{"__key__", ext: bytes}` of one group's tar of one shard."""
-        path = self.layout.tar_path(group, number)
-        with self.layout.fs.open(path, "rb") as f:
-            yield from iter_tar_samples(f, name=f"{group}/{shard_name(number)}.tar")
+        path, name = self.layout.tar_path(group, number), f"{group}/{shard_name(number)}.tar"
+        # a connection cut part-way reopens the tar and skips the samples already read
+        yield from iter_resuming(
+            lambda: self.layout.fs.open(path, "rb"),
+            lambda f: iter_tar_samples(f, name=name),
+            f"read {self.layout.url_of(path)}",
+            self.layout.fs.policy,
+        )
 
     def iter_shard(
         self, number: int, groups: Iterable[str] = (LATENT_GROUP,), validate: bool = True

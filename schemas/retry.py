@@ -15,8 +15,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from schemas.secrets import redact_text
 
@@ -208,6 +209,51 @@ def call(action: Callable[[], T], what: str, policy: RetryPolicy = RetryPolicy()
                 what,
                 type(error).__name__,
                 redact_text(str(error))[:200],  # a URL may carry a token
+                attempt,
+                policy.attempts,
+                delay,
+            )
+            time.sleep(delay)
+
+
+def iter_resuming(
+    open_stream: Callable[[], AbstractContextManager[Any]],
+    items_of: Callable[[Any], Iterator[T]],
+    what: str,
+    policy: RetryPolicy = RetryPolicy(),
+) -> Iterator[T]:
+    """The items `items_of(stream)` yields, riding out transient errors of a long read.
+
+    A stream cut part-way (a dropped connection, a throttled read) is opened again and read
+    from its start, skipping the items already yielded (the stream must yield the same items in
+    the same order each time), with the backoff of `call`. A permanent error is raised at once;
+    past the budget, TransientStorageError.
+    """
+    done = 0
+    waits = policy.delays()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with open_stream() as stream:
+                for index, item in enumerate(items_of(stream)):
+                    if index < done:
+                        continue
+                    done += 1
+                    yield item
+            return
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            delay = next(waits, None)
+            if delay is None:
+                raise TransientStorageError(what, attempt, error) from error
+            log.warning(
+                "%s: transient %s (%s) after %d items, attempt %d of %d; reopening in %.1f s",
+                what,
+                type(error).__name__,
+                redact_text(str(error))[:200],
+                done,
                 attempt,
                 policy.attempts,
                 delay,

@@ -17,6 +17,7 @@ from typing import IO
 import fsspec
 
 from schemas.errors import SchemaError
+from schemas.retry import is_transient
 
 BLOCK = 512  # tar block size; an archive ends with two zero blocks
 _MTIME = 0  # fixed, so identical samples give identical bytes
@@ -63,6 +64,8 @@ def iter_tar_samples(f: IO[bytes], name: str = "tar") -> Iterator[dict[str, byte
                     raise TarReadError(f"{name}: member {member.name} appears twice")
                 current[ext] = data
     except (tarfile.TarError, EOFError, OSError) as error:
+        if is_transient(error):  # the storage failed, not the tar: the caller may read it again
+            raise
         raise TarReadError(f"{name}: unreadable tar ({type(error).__name__}: {error})") from None
     if current is not None:
         yield current

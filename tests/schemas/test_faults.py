@@ -59,3 +59,46 @@ def test_a_reset_mid_transfer_is_transient(s3_endpoint, s3_bucket):
         assert is_transient(failed.value), repr(failed.value)
         proxy.restore()
         assert len(fs.cat(f"{s3_bucket}/big.bin")) == 1 << 20
+
+
+def test_a_shard_read_cut_part_way_reopens_and_goes_on_from_where_it_stopped(
+    s3_endpoint, s3_bucket, caplog, monkeypatch
+):
+    """A reader streaming a shard (the DiT loader's read) meets an outage after 5 samples, over
+    a second later: every sample comes once, in order, and the reopening is logged."""
+    import threading
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # s3fs's own quick retries off: ours are tested
+
+    from schemas.card import read_card
+    from schemas.layout import DatasetLayout
+    from schemas.reader import DatasetReader
+    from schemas.testing import write_fake_dataset
+
+    direct = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    url = f"s3://{s3_bucket}/resumed"
+    fake = write_fake_dataset(url, n_shards=1, samples_per_shard=40, min_frames=300, max_frames=400,
+                              storage_options=direct)  # fmt: skip  # a 1.5 MB shard
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        through = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": proxy.url},
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 2},
+            "default_block_size": 64 * 1024,  # range requests of 64 kB: samples arrive before the cut
+            "skip_instance_cache": True,
+        }
+        layout = DatasetLayout(url, through, RetryPolicy(attempts=40, base_delay=0.05, max_delay=0.1))
+        reader = DatasetReader(layout, read_card(layout))
+        keys, restore = [], threading.Timer(1.0, proxy.restore)
+        try:
+            for sample in reader.iter_shard(0):
+                keys.append(sample.key)
+                if len(keys) == 5:  # part-way through the shard: the store goes away for a second
+                    proxy.cut()
+                    restore.start()
+        finally:
+            restore.join()
+    assert keys == list(fake.shard_keys[0])  # each sample once, in written order
+    assert "after 5 items" in caplog.text and "reopening" in caplog.text  # resumed past them
