@@ -23,7 +23,7 @@ import struct
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -87,7 +87,26 @@ PCM_WINDOW_PAD_SECONDS = 0.05
 # Spans of a PCM wav further apart than this are read as separate runs, each by seeking: reading
 # 5 s more (at most 0.9 MB of 48 kHz stereo) costs about what one more open and seek does
 PCM_RUN_GAP_SECONDS = 5.0
+PCM_HEADER_BYTES = 1 << 16  # a wav's chunks before its samples are looked for in this much
+PCM_READ_BYTES = 4 << 20  # a window's bytes are read in pieces of this size (one request each)
+WAV_NAMES = (".wav", ".wave", ".bwf")  # a remote file named so has its header read first
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data chunk sizes written by streaming recorders
+
+RangeReader = Callable[[int, int], bytes]  # (start, end) in bytes -> those bytes (fewer at the end)
+
+
+def range_reader(handle: BinaryIO) -> RangeReader:
+    """Byte ranges of a binary file object: its own `read_range(start, end)` when it has one
+    (one request for exactly those bytes on an object store), else seek and read."""
+    own = getattr(handle, "read_range", None)
+    if own is not None:
+        return own
+
+    def read(start: int, end: int) -> bytes:
+        handle.seek(start)
+        return handle.read(end - start)
+
+    return read
 
 
 @dataclass(frozen=True)
@@ -104,39 +123,44 @@ class PcmLayout:
     frames: int  # sample frames in the data chunk
     block_align: int  # bytes per sample frame (all channels)
     sample_rate: int  # native rate, Hz
+    channels: int
 
     @classmethod
-    def read(cls, handle: BinaryIO, file_size: int) -> PcmLayout | None:
-        """The layout of a RIFF/WAVE file of PCM, from its chunk headers; None for anything else
-        (another container, a compressed codec, an unknown data size), which decodes as a whole."""
-        handle.seek(0)
-        head = handle.read(12)
+    def read(cls, read: RangeReader, file_size: int) -> PcmLayout | None:
+        """The layout of a RIFF/WAVE file of PCM, from its first PCM_HEADER_BYTES (one read);
+        None for anything else (another container, a compressed codec, an unknown data size,
+        samples further in), which then decodes as a whole."""
+        head = read(0, min(file_size, PCM_HEADER_BYTES))
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
         fmt, position = None, 12
-        while position + 8 <= file_size:
-            handle.seek(position)
-            chunk = handle.read(8)
-            if len(chunk) < 8:
-                return None
-            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        while position + 8 <= len(head):
+            name, size = (
+                head[position : position + 4],
+                struct.unpack("<I", head[position + 4 : position + 8])[0],
+            )
             if name == b"fmt ":
-                fmt = handle.read(size)
+                fmt = head[position + 8 : position + 8 + size]
             elif name == b"data":
                 if fmt is None or len(fmt) < 16 or size in _UNKNOWN_SIZES:
                     return None
-                tag, _, rate, _, block_align = struct.unpack("<HHIIH", fmt[:14])
+                tag, channels, rate, _, block_align = struct.unpack("<HHIIH", fmt[:14])
                 if tag == 0xFFFE and len(fmt) >= 40:  # WAVE_FORMAT_EXTENSIBLE: the subformat's tag
                     tag = struct.unpack("<H", fmt[24:26])[0]
-                if tag not in (1, 3) or not block_align or not rate:  # 1: integer PCM, 3: float
+                if tag not in (1, 3) or not block_align or not rate or not channels:  # 1: integer, 3: float
                     return None
                 available = max(0, file_size - (position + 8))
-                return cls(fmt, position + 8, min(size, available) // block_align, block_align, rate)
+                frames = min(size, available) // block_align
+                return cls(fmt, position + 8, frames, block_align, rate, channels)
             position += 8 + size + (size & 1)  # chunks are padded to even sizes
         return None
 
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
     def window(
-        self, handle: BinaryIO, start: float, end: float | None, out_rate: int
+        self, read: RangeReader, start: float, end: float | None, out_rate: int
     ) -> tuple[BinaryIO, int] | None:
         """A file object holding [start - pad, end + pad) seconds as a wav of its own, and the
         index of its first sample on the output grid (exact: the window starts where a native
@@ -153,18 +177,20 @@ class PcmLayout:
             b"RIFF" + struct.pack("<I", 4 + 8 + len(self.fmt) + 8 + size) + b"WAVE"
             + b"fmt " + struct.pack("<I", len(self.fmt)) + self.fmt + b"data" + struct.pack("<I", size)
         )  # fmt: skip
-        view = _Window(handle, header, self.data_offset + first * self.block_align, size)
+        view = _Window(read, header, self.data_offset + first * self.block_align, size)
         return view, first * out_rate // self.sample_rate
 
 
 class _Window(io.RawIOBase):
-    """A read-only file object: `header`, then `size` bytes of `handle` from `offset`."""
+    """A read-only file object: `header`, then `size` bytes of a file from `offset`, fetched
+    PCM_READ_BYTES at a time through `read` (so an object store sends exactly these bytes)."""
 
-    def __init__(self, handle: BinaryIO, header: bytes, offset: int, size: int) -> None:
+    def __init__(self, read: RangeReader, header: bytes, offset: int, size: int) -> None:
         super().__init__()
-        self.handle, self.header, self.offset = handle, header, offset
+        self.fetch, self.header, self.offset = read, header, offset
         self.size = len(header) + size
         self.position = 0
+        self.piece_start, self.piece = 0, b""  # the bytes fetched last, by their window position
 
     def readable(self) -> bool:
         return True
@@ -183,18 +209,22 @@ class _Window(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         size = self.size - self.position if size is None or size < 0 else size
         size = max(0, min(size, self.size - self.position))
-        parts = []
-        if size and self.position < len(self.header):
+        if not size:
+            return b""
+        if self.position < len(self.header):
             part = self.header[self.position : self.position + size]
-            parts.append(part)
-            self.position += len(part)
-            size -= len(part)
-        if size:
-            self.handle.seek(self.offset + self.position - len(self.header))
-            part = self.handle.read(size)
-            parts.append(part)
-            self.position += len(part)
-        return b"".join(parts)
+        else:
+            if not self.piece_start <= self.position < self.piece_start + len(self.piece):
+                end = min(self.size, self.position + max(size, PCM_READ_BYTES))
+                file_start = self.offset + self.position - len(self.header)
+                self.piece_start = self.position
+                self.piece = self.fetch(file_start, file_start + end - self.position)
+                if not self.piece:
+                    return b""  # the file ends early (cut short after its header was written)
+            first = self.position - self.piece_start
+            part = self.piece[first : first + size]
+        self.position += len(part)
+        return part
 
 
 # swresample mixes stereo to mono as (L + R) / sqrt(2) and does not renormalise float output;
@@ -235,17 +265,25 @@ class MonoDecoder:
                 raise AudioError(self.label, "empty file (0 bytes)")
             source = os.fspath(source)
         self.source = source
-        self._decoder = self._open(num_channels=1)
-        metadata = self._decoder.metadata
-        self.source_channels = metadata.num_channels or 1
-        self.codec = metadata.codec or ""
-        self.begin = metadata.begin_stream_seconds or 0.0
-        self.header_seconds = metadata.duration_seconds_from_header  # None: the container states none
+        # a PCM wav is known from its header (one small read) and needs no probe by FFmpeg, which
+        # would read ~0.4 MB; a remote file is asked for its header only when named like a wav
+        wav_named = self.label.lower().endswith(WAV_NAMES)
+        self.pcm = self._pcm_layout() if wav_named or not hasattr(source, "read_range") else None
+        self._decoder = None
+        if self.pcm is not None:
+            self.source_channels, self.codec = self.pcm.channels, "pcm"
+            self.begin, self.header_seconds = 0.0, self.pcm.seconds
+        else:
+            self._decoder = self._open(num_channels=1)
+            metadata = self._decoder.metadata
+            self.source_channels = metadata.num_channels or 1
+            self.codec = metadata.codec or ""
+            self.begin = metadata.begin_stream_seconds or 0.0
+            self.header_seconds = metadata.duration_seconds_from_header  # None: the container states none
         self.mix = 1 if self.source_channels <= 2 else None  # None: every channel, averaged here
         if self.mix is None:
             self._decoder = None  # the probe mixed to one channel; spans open their own
         self.gain = _STEREO_TO_MEAN if self.source_channels == 2 else 1.0
-        self.pcm = self._pcm_layout() if self.codec.startswith("pcm_") else None
 
     def _open(self, num_channels: int | None, source: AudioSource | None = None):
         from torchcodec.decoders import AudioDecoder  # FFmpeg's libraries load on first use
@@ -271,16 +309,10 @@ class MonoDecoder:
         return contextlib.nullcontext(self.source)
 
     def _pcm_layout(self) -> PcmLayout | None:
-        decoder = self._decoder
         with self._handle() as handle:
-            # a caller's file object is shared with the open decoder, which reads on from where
-            # it left the position (it does not seek first): put it back, and keep the decoder
-            position = handle.tell()
-            try:
-                return PcmLayout.read(handle, handle.seek(0, io.SEEK_END))
-            finally:
-                handle.seek(position)
-                self._decoder = decoder
+            size = getattr(handle, "size", None)
+            size = size if isinstance(size, int) else handle.seek(0, io.SEEK_END)
+            return PcmLayout.read(range_reader(handle), size)
 
     def _mono(self, wav: torch.Tensor) -> torch.Tensor:
         """(C, S) decoder output -> (S,) channel mean; C = 1 unless the source has more than two."""
@@ -333,7 +365,7 @@ class MonoDecoder:
         starts on the grid where native and output samples meet, and its edges are padded.
         """
         with self._handle() as handle:
-            window = self.pcm.window(handle, start, end, self.sample_rate)
+            window = self.pcm.window(range_reader(handle), start, end, self.sample_rate)
             if window is None:
                 raise AudioError(self.label, f"span {start}-{end} s holds no samples")
             view, origin = window  # origin: the window's first sample on the output grid

@@ -86,6 +86,24 @@ class RecordingReader:
     def tell(self) -> int:
         return self.handle.tell()
 
+    def read_range(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) in one request for exactly them (an fsspec file's filesystem
+        fetches the range; the file's read-ahead block would add up to READ_BLOCK_BYTES)."""
+        try:
+            fs, path = getattr(self.handle, "fs", None), getattr(self.handle, "path", None)
+            if fs is not None and path is not None:
+                return fs.cat_file(path, start=start, end=min(end, self.size))
+            self.handle.seek(start)
+            return self.handle.read(end - start)
+        except Exception as err:
+            self.error = self.error or err
+            raise
+
+    @property
+    def size(self) -> int:
+        size = getattr(self.handle, "size", None)
+        return size if isinstance(size, int) else self.handle.seek(0, 2)
+
     def close(self) -> None:
         self.handle.close()
 

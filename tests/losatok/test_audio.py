@@ -184,7 +184,7 @@ def test_a_pcm_wav_span_is_read_by_seeking_and_equals_the_full_decode(tmp_path, 
         ["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-c:a", codec, str(path)], check=True
     )
     decoder = MonoDecoder(path)
-    assert decoder.codec == codec and decoder.pcm is not None and decoder.pcm.sample_rate == rate
+    assert decoder.pcm is not None and (decoder.pcm.sample_rate, decoder.pcm.channels) == (rate, channels)
     full = load_audio(path)
     for start, end in [(3.3, 4.7), (1.23457, 2.0), (0.00003, 0.5), (9.5, None), (11.9, 14.0)]:
         part = load_audio(path, start=start, end=end)
@@ -207,9 +207,9 @@ def test_a_span_late_in_a_long_wav_reads_only_its_own_bytes(tmp_path):
         reader = CountingReader(handle)
         part = load_audio(reader, start=115.0, end=117.0)
     assert part.numel() == 32_000
-    # FFmpeg's probe of the file's start (~0.4 MB), then the span with its padding (134 kB)
-    # read twice (FFmpeg probes the window, then decodes it)
-    assert reader.bytes_read < 1_000_000, reader.bytes_read
+    # the wav's header (one 64 kB read), then the span with its padding (134 kB), read once:
+    # no probe of the file by FFmpeg, and its probe of the window is served from the same read
+    assert reader.bytes_read < 220_000, reader.bytes_read
     torch.testing.assert_close(part, load_audio(path)[115 * 16_000 : 117 * 16_000], rtol=0, atol=0)
 
 
