@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from schemas.retry import RetryPolicy
 from schemas.storage import open_atomic, url_to_fs
 
 LATEST = "latest"
@@ -42,10 +43,15 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save(
-    directory: str, step: int, payload: dict[str, Any], storage_options: dict[str, Any] | None = None
+    directory: str,
+    step: int,
+    payload: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> str:
-    """Write `step-<step>.pt` under `directory` atomically, then point `latest` at it."""
-    fs, root = url_to_fs(directory, storage_options)
+    """Write `step-<step>.pt` under `directory` atomically, then point `latest` at it; each
+    write is retried whole through transient storage errors per `retry`."""
+    fs, root = url_to_fs(directory, storage_options, retry)
     name = f"step-{step:09d}.pt"
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -56,9 +62,11 @@ def save(
     return f"{directory.rstrip('/')}/{name}"
 
 
-def load_latest(directory: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def load_latest(
+    directory: str, storage_options: dict[str, Any] | None = None, retry: RetryPolicy | None = None
+) -> dict[str, Any] | None:
     """The newest complete checkpoint under `directory`, or None when there is none."""
-    fs, root = url_to_fs(directory, storage_options)
+    fs, root = url_to_fs(directory, storage_options, retry)
     pointer = f"{root}/{LATEST}"
     if not fs.exists(pointer):
         return None

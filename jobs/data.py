@@ -27,6 +27,7 @@ from schemas.fields import SEMANTIC_GROUP
 from schemas.index import assign_shards
 from schemas.layout import shard_number
 from schemas.reader import DatasetReader, open_dataset
+from schemas.retry import RetryPolicy
 from schemas.sample import LatentSample, decode_sample
 from schemas.versioning import SCHEMA_VERSION, parse_version
 
@@ -62,10 +63,13 @@ class Batch:
     semantic: torch.Tensor | None = None  # (B, T, S) float32 targets of the alignment loss
 
 
-def open_checked(config: LoaderConfig, latent_dim: int, semantic_dim: int | None = None) -> DatasetReader:
+def open_checked(
+    config: LoaderConfig, latent_dim: int, semantic_dim: int | None = None, retry: RetryPolicy | None = None
+) -> DatasetReader:
     """Open the dataset and refuse, saying both sides, one this model cannot train on."""
     try:
-        reader = open_dataset(config.path, config.storage_options, config.generation)  # refuses newer majors
+        # refuses newer majors
+        reader = open_dataset(config.path, config.storage_options, config.generation, retry)
     except FileNotFoundError:
         raise DatasetMismatchError(
             f"data.path={config.path}: no latent dataset there (no card.json); losatok-tokenize makes one"
@@ -203,9 +207,12 @@ class LatentBatches(torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         semantic_dim: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.config = config
-        self.reader = open_checked(config, latent_dim, semantic_dim)
+        # a shard read cut by an outage is reopened where it stopped; past `retry`'s budget the
+        # TransientStorageError ends the run (a rerun resumes), it does not skip the shard
+        self.reader = open_checked(config, latent_dim, semantic_dim, retry)
         shards = [s for s in self.reader.shards() if s.samples > 0]
         if config.shards is not None:
             shards = [s for s in shards if s.number in set(config.shards)]

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -196,17 +197,29 @@ def require_positive(config: Any, *keys: str) -> None:
 
 
 def cli(
-    run: Callable[[Any], list[dict[str, Any]]], config: Any, epilogue: Callable[[Any], str] | None = None
+    run: Callable[[Any], list[dict[str, Any]]],
+    config: Any,
+    epilogue: Callable[[Any], str] | None = None,
+    secrets: set[str] | None = None,
 ) -> None:
     """Entry-point body: run, print the first worker's result as JSON (stdout) and `epilogue(config)`
-    (stderr); a bad dataset or config exits 2 with one line naming it instead of a traceback."""
+    (stderr); a bad dataset or config exits 2 with one line naming it instead of a traceback.
 
+    The storage failing past its retry budget exits 1 with one line (rerunning resumes from the
+    last checkpoint); anything unforeseen exits 1 with its traceback. Every line printed or
+    logged has `secrets` (and credentials in URLs) replaced.
+    """
     from jobs.data import DatasetMismatchError
     from losatok.checkpoint import CheckpointError
     from raycluster.connect import ClusterError
     from schemas.errors import SchemaError
+    from schemas.retry import TransientStorageError, outage_in
+    from schemas.secrets import scrub
 
+    secrets = secrets or set()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubSecrets(secrets))
     try:
         results = run(config)
     except (
@@ -217,7 +230,15 @@ def cli(
         ValueError,
         ClusterError,
     ) as err:
-        fail(str(err))
+        fail(scrub(str(err), secrets))
+    except Exception as err:
+        outage = err if isinstance(err, TransientStorageError) else outage_in(err)
+        if outage is not None:
+            message = f"storage outage: {outage}; the run stopped; rerun the same command to resume"
+            print(scrub(f"error: {message}", secrets), file=sys.stderr)
+            sys.exit(1)
+        print(scrub(traceback.format_exc(), secrets), file=sys.stderr)  # a bug: no credential in it
+        sys.exit(1)
     print(json.dumps(results[0], default=str))
     if epilogue is not None:
         print(epilogue(config), file=sys.stderr)
@@ -240,18 +261,48 @@ def entry(
         return
     from hydra import compose, initialize_config_module
 
+    from schemas.secrets import scrub
+
+    secrets = override_secrets(argv)  # never printed: every error line is scrubbed of them
     try:
         with initialize_config_module("jobs.conf", version_base=None):
             cfg = compose(config_name, overrides=argv)
         config = config_from_hydra(schema, cfg)
     except Exception as err:  # noqa: BLE001  # override syntax, unknown key, wrong type, missing value
-        fail(one_line(err))
+        fail(scrub(one_line(err), secrets))
     try:
         if validate is not None:
             validate(config)
     except ValueError as err:
-        fail(str(err))
-    cli(run, config, epilogue)
+        fail(scrub(str(err), secrets))
+    cli(run, config, epilogue, secrets)
+
+
+def override_secrets(overrides: Sequence[str]) -> set[str]:
+    """The values of command-line overrides whose key names a credential
+    (`+data.storage_options.secret=...`, `storage_options.key=...`)."""
+    from schemas.secrets import is_secret_key
+
+    found = set()
+    for override in overrides:
+        key, equals, value = override.lstrip("+~").partition("=")
+        if equals and value and is_secret_key(key.rsplit(".", 1)[-1]):
+            found.add(value.strip("'\""))
+    return found
+
+
+class ScrubSecrets(logging.Filter):
+    """Replaces `secrets` (and credentials in URLs) in every record a handler writes."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from schemas.secrets import scrub
+
+        record.msg, record.args = scrub(record.getMessage(), self.secrets), None
+        return True
 
 
 def one_line(err: BaseException | None) -> str:

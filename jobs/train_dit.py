@@ -45,6 +45,7 @@ from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
 from schemas.reader import open_dataset
+from schemas.retry import RetryPolicy
 from schemas.secrets import redact
 from schemas.storage import url_to_fs
 
@@ -72,6 +73,20 @@ class TrainerConfig:
 
 
 @dataclass
+class RetryConfig:
+    # every storage call of the run (dataset reads, checkpoint reads and writes) retries a
+    # transient error (schemas.retry) with exponential backoff and jitter: `attempts` tries, the
+    # first wait base_seconds, doubling, each at most max_seconds (defaults: ~60 s in all). Past
+    # that the run stops (exit 1, one line); rerunning resumes from the last checkpoint
+    attempts: int = 8
+    base_seconds: float = 0.5
+    max_seconds: float = 20.0
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.attempts, base_delay=self.base_seconds, max_delay=self.max_seconds)
+
+
+@dataclass
 class TrainDiTConfig:
     data: LoaderConfig = field(default_factory=LoaderConfig)
     model: str = "tiny"  # DiT preset: tiny, small, base
@@ -81,6 +96,7 @@ class TrainDiTConfig:
     out_dir: str = "out/dit"  # checkpoints/ (local or s3://), and metrics.jsonl + tensorboard/ when local
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for an s3:// out_dir
     log_dir: str | None = None  # local folder for metrics; default: out_dir when it is local
+    retry: RetryConfig = field(default_factory=RetryConfig)  # storage outages: how long to wait them out
     max_steps: int = 1000
     log_every: int = 10
     ckpt_every: int = 200
@@ -186,7 +202,9 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
 
     # --- setup -------------------------------------------------------------------------------
     dit_config = model_config(config, _semantic_dim(config))
-    batches = LatentBatches(config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim)
+    batches = LatentBatches(
+        config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim, config.retry.policy()
+    )
     # which tokenizer made the latents, for generation; checked before anything is written
     tokenizer = dataset_tokenizer(batches.reader, config.tokenizer) if rank == 0 else None
     model = build_dit(
@@ -207,7 +225,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
         optimizer, lambda s: lr_factor(s, config.optim, config.max_steps)
     )
     step, epoch, skip = 0, 0, 0
-    resumed = checkpointing.load_latest(_ckpt_dir(config), config.storage_options)
+    resumed = checkpointing.load_latest(_ckpt_dir(config), config.storage_options, config.retry.policy())
     if resumed is not None:
         parallel.restore_state(model, ema, optimizer, resumed, sharded)
         scheduler.load_state_dict(resumed["scheduler"])
@@ -323,7 +341,7 @@ def build_dit(config: DiTConfig, factory: str | None, path: str | None, freeze: 
 def _semantic_dim(config: TrainDiTConfig) -> int | None:
     if not config.data.semantic_field:
         return None
-    card = open_dataset(config.data.path, config.data.storage_options).card
+    card = open_dataset(config.data.path, config.data.storage_options, retry=config.retry.policy()).card
     return card.fields[config.data.semantic_field].frame_shape[0]
 
 
@@ -352,7 +370,7 @@ def _save(config, step, position, state, scheduler, dit_config, batches, tokeniz
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
         "latent_std": torch.from_numpy(batches.std) if batches.std is not None else None,
     }
-    checkpointing.save(_ckpt_dir(config), step, payload, config.storage_options)
+    checkpointing.save(_ckpt_dir(config), step, payload, config.storage_options, config.retry.policy())
 
 
 def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
@@ -386,6 +404,7 @@ def validate(config: TrainDiTConfig) -> None:
         "data.batch_frames", "data.max_frames", "data.shuffle_buffer",
     )  # fmt: skip
     require(config.data.workers >= 0, "data.workers", config.data.workers, "must be 0 or more")
+    require_positive(config, "retry.attempts", "retry.base_seconds", "retry.max_seconds")
     require(0 <= config.cond_dropout < 1, "cond_dropout", config.cond_dropout, "must be in [0, 1)")
     require(config.semantic_weight >= 0, "semantic_weight", config.semantic_weight, "must be 0 or more")
     require(

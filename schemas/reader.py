@@ -29,7 +29,7 @@ from schemas.fields import LATENT_GROUP
 from schemas.index import ShardInfo, read_index, shard_summaries
 from schemas.layout import DatasetLayout, shard_name, shard_number
 from schemas.ledger import read_failures
-from schemas.retry import iter_resuming
+from schemas.retry import RetryPolicy, iter_resuming
 from schemas.sample import LatentSample, decode_sample
 from schemas.stats import ChannelStats
 from schemas.tario import iter_tar_samples
@@ -159,15 +159,19 @@ class DatasetReader:
 
 
 def open_dataset(
-    url: str, storage_options: Mapping[str, Any] | None = None, generation: int | None = None
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    generation: int | None = None,
+    retry: RetryPolicy | None = None,
 ) -> DatasetReader:
     """Open the dataset at `url` (local path or s3:// prefix), reading and checking its card.
 
     `generation`: see only the shards of generations 1..generation (None: every committed shard).
+    `retry`: how long each storage call may keep failing transiently (None: the default policy).
     Raises FileNotFoundError without a card, SchemaVersionError for an unreadable version and
     SchemaError for a generation the card does not list.
     """
-    layout = DatasetLayout(url, dict(storage_options or {}))
+    layout = DatasetLayout(url, dict(storage_options or {}), retry)
     return DatasetReader(layout, read_card(layout), generation)
 
 

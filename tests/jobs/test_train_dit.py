@@ -244,3 +244,92 @@ def test_s3_checkpoint_writes_ride_out_outages_and_the_run_resumes_exactly(
         assert resumed["step"] == 20
         assert resumed["param_checksum"] == pytest.approx(reference["param_checksum"], rel=1e-6, abs=1e-6)
         assert checkpointing.load_latest(f"{out}/checkpoints", options)["step"] == 20
+
+
+def test_a_checkpoint_write_in_an_outage_past_the_budget_stops_the_run_and_a_rerun_resumes_exactly(
+    pipeline_dataset, tmp_path, s3_endpoint, s3_bucket, monkeypatch
+):
+    """The store goes away just as the step-10 checkpoint is written and stays away past the
+    retry budget: the run stops with TransientStorageError (the CLI's one line, exit 1), the
+    step-5 checkpoint stands, and the rerun resumes from it onto the uninterrupted run's weights."""
+    from jobs.train_dit import RetryConfig
+    from schemas.retry import TransientStorageError
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # s3fs's own quick retries off: ours are tested
+    reference = train_loop(tiny_config(pipeline_dataset, tmp_path / "local", max_steps=15, ckpt_every=5))
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    real_save = checkpointing.save
+    with FaultProxy("127.0.0.1", port) as proxy:
+
+        def save_in_an_outage(directory, step, *args, **kwargs):
+            if step == 10:
+                proxy.cut()  # the upload of step 10 meets the outage
+            return real_save(directory, step, *args, **kwargs)
+
+        options = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": proxy.url},
+            "config_kwargs": {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 1}},
+        }
+        out = f"s3://{s3_bucket}/runs/outage"
+        config = tiny_config(pipeline_dataset, tmp_path / "x", max_steps=15, ckpt_every=5)
+        config = replace(
+            config,
+            out_dir=out,
+            storage_options=options,
+            log_dir=str(tmp_path / "logs"),
+            retry=RetryConfig(attempts=3, base_seconds=0.05, max_seconds=0.1),
+        )
+        monkeypatch.setattr(checkpointing, "save", save_in_an_outage)
+        with pytest.raises(TransientStorageError, match=r"step-000000010\.pt"):
+            train_loop(config)
+        assert proxy.connections_refused > 0
+        proxy.restore()
+        monkeypatch.setattr(checkpointing, "save", real_save)
+        assert checkpointing.load_latest(f"{out}/checkpoints", options)["step"] == 5  # what stands
+        resumed = train_loop(config)
+    assert resumed["step"] == 15
+    assert resumed["param_checksum"] == pytest.approx(reference["param_checksum"], rel=1e-6, abs=1e-6)
+
+
+def test_the_cli_keeps_credentials_out_of_every_output_and_an_outage_is_one_line(
+    pipeline_dataset, tmp_path, s3_endpoint, s3_bucket
+):
+    """The case issue 13 found: `+data.storage_options.key=... +data.storage_options.secret=...`
+    on the command line. The secret is in no checkpoint, metric, TensorBoard file, console line
+    or error message; a run whose store is gone ends in one line and exit 1."""
+    planted = "planted-SECRET-7373"
+    fs = s3fs.S3FileSystem(key="testing", secret=planted, client_kwargs={"endpoint_url": s3_endpoint})
+    fs.put(pipeline_dataset, f"{s3_bucket}/latents", recursive=True)
+    out = tmp_path / "run"
+    common = [
+        sys.executable, "-m", "jobs.train_dit", "experiment=tiny", f"data.path=s3://{s3_bucket}/latents",
+        "+data.storage_options.key=testing", f"+data.storage_options.secret={planted}",
+        f"+data.storage_options.client_kwargs.endpoint_url={s3_endpoint}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [*common, f"out_dir={out}", "max_steps=4", "ckpt_every=2", "log_every=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = [done.stdout, done.stderr]
+    outputs += [p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()]
+    assert len(outputs) > 5 and not any(planted in text for text in outputs)
+
+    # a bad value next to the secret, and the secret in an override Hydra refuses: one line each,
+    # no secret in it
+    for extra in (["max_steps=abc"], [f"data.storage_options.token={planted}"]):
+        failed = subprocess.run([*common, *extra], capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+        assert planted not in failed.stderr + failed.stdout
+
+    # the store gone for good (nothing listens there): one line, exit 1, no traceback, no secret
+    gone = [part.replace(s3_endpoint, "http://127.0.0.1:9") for part in common]
+    failed = subprocess.run(
+        [*gone, f"out_dir={tmp_path / 'gone'}", "max_steps=2", "retry.attempts=2", "retry.base_seconds=0.05"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "error: storage outage:" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    assert planted not in failed.stderr + failed.stdout
