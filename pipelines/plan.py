@@ -42,8 +42,9 @@ import pyarrow.parquet as pq
 
 from pipelines.sources import InputItem
 from pipelines.spill import HashBuckets, ItemSpill, hash_starts, item_of_row, to_items
-from schemas.retry import RetryPolicy, call
-from schemas.storage import url_to_fs
+from schemas.retry import RetryPolicy, call, iter_resuming
+from schemas.secrets import redact_text
+from schemas.storage import retrying, url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ class PlanStore:
     """The plan of one dataset: its generations, partitions, and what is left to do."""
 
     def __init__(self, fs: Any, root: str, legacy_source: str | None = None) -> None:
-        self.fs, self.root = fs, root.rstrip("/")
+        self.fs, self.root = retrying(fs), root.rstrip("/")  # every storage call retried
         self.legacy_source = legacy_source  # the card's source, for a plan written before generations
 
     def path(self, *parts: str) -> str:
@@ -414,6 +415,7 @@ class PlanStore:
         The generation's record is written last: a run killed before it leaves partitions that
         `remove_uncommitted` deletes, and the next run plans those inputs again.
         """
+        source = redact_text(source)  # stored in the generation's record: never a credential
         generations = self.generations()
         report = AppendReport(generation=None)
         with tempfile.TemporaryDirectory(prefix="losatok-plan-") as scratch:
@@ -464,18 +466,16 @@ class PlanStore:
         by generation, partition by partition); returns each partition's (first row, path)."""
         partitions, row = [], 0
         for generation in generations:
-            kind = PLANNED_HERE if generation.source == source else PLANNED_ELSEWHERE
+            kind = PLANNED_HERE if redact_text(generation.source) == source else PLANNED_ELSEWHERE
             for part in generation.partitions:
                 partitions.append((row, part.path))
-                with self.fs.open(self.path(part.path), "rb") as handle:
-                    plan = pq.ParquetFile(handle)
-                    # a plan written before key hashes were stored: hash its keys here
-                    column = "key_hash" if "key_hash" in plan.schema_arrow.names else "key"
-                    for batch in plan.iter_batches(PARTITION_ROWS, columns=[column], use_threads=False):
-                        values = batch.column(0)
-                        digests = _digests(values) if column == "key_hash" else key_hashes(values.to_pylist())
-                        entries.add(digests, np.arange(row, row + len(digests)), kind)
-                        row += len(digests)
+                path = self.path(part.path)
+                # streamed a batch at a time; a read cut by an outage goes on where it stopped
+                for digests in iter_resuming(
+                    lambda path=path: self.fs.open(path, "rb"), _plan_digests, f"read {path}", self.fs.policy
+                ):
+                    entries.add(digests, np.arange(row, row + len(digests)), kind)
+                    row += len(digests)
         return partitions
 
     def _location_of(self, row: int, partitions: Sequence[tuple[int, str]]) -> str:
@@ -584,3 +584,13 @@ def read_identity(fs: Any, root: str) -> RunIdentity | None:
     if not fs.exists(path):
         return None
     return RunIdentity(**json.loads(fs.cat_file(path)))
+
+
+def _plan_digests(handle: Any) -> Iterator[np.ndarray]:
+    """The 16-byte key hashes of a plan partition's rows, PARTITION_ROWS at a time, in row order
+    (a plan written before key hashes were stored has its keys hashed here)."""
+    plan = pq.ParquetFile(handle)
+    column = "key_hash" if "key_hash" in plan.schema_arrow.names else "key"
+    for batch in plan.iter_batches(PARTITION_ROWS, columns=[column], use_threads=False):
+        values = batch.column(0)
+        yield _digests(values) if column == "key_hash" else key_hashes(values.to_pylist())

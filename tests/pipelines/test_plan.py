@@ -227,3 +227,13 @@ def test_temporary_files_go_after_success_and_after_an_error(store, tmp_path, mo
         append(store, listing(["d"], then=KeyboardInterrupt))
     assert held[-1] and not list(scratch.iterdir())
     assert len(store.generations()) == 1
+
+
+def test_a_source_carrying_credentials_is_stored_without_them(store, tmp_path):
+    signed = "https://user:hunter2@data.example/corpus?X-Amz-Signature=abc123&part=1"
+    first = append(store, items(["a"]), source=signed)
+    assert "hunter2" not in first.generation.source and "abc123" not in first.generation.source
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file())
+    assert b"hunter2" not in stored and b"abc123" not in stored
+    again = append(store, items(["b"]), source=signed)  # the same source, compared redacted
+    assert again.inputs_missing == 1 and again.missing_examples == ["/corpus/a.wav"]
