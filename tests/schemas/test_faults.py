@@ -22,7 +22,7 @@ def s3_through(proxy: FaultProxy) -> s3fs.S3FileSystem:
     return fs
 
 
-def test_an_outage_is_transient_and_ridden_out_by_retries(s3_endpoint, s3_bucket):
+def test_an_outage_is_transient_and_ridden_out_by_retries(s3_endpoint, s3_bucket, caplog):
     port = int(s3_endpoint.rsplit(":", 1)[1])
     with FaultProxy("127.0.0.1", port) as proxy:
         fs = s3_through(proxy)
@@ -40,6 +40,8 @@ def test_an_outage_is_transient_and_ridden_out_by_retries(s3_endpoint, s3_bucket
                 lambda: fs.cat(f"{s3_bucket}/a.bin"), "read", RetryPolicy(attempts=8, base_delay=0.3)
             )
         assert data == b"x" * 1000 and attempts > 1
+        # each retry is logged with what failed, its kind and its count
+        assert "read: transient" in caplog.text and "attempt 1 of 8; retrying in" in caplog.text
 
         proxy.cut()
         with pytest.raises(TransientStorageError):
