@@ -201,19 +201,7 @@ def call(action: Callable[[], T], what: str, policy: RetryPolicy = RetryPolicy()
             if not is_transient(error):
                 error.attempts = attempt  # type: ignore[attr-defined]
                 raise
-            delay = next(waits, None)
-            if delay is None:
-                raise TransientStorageError(what, attempt, error) from error
-            log.warning(
-                "%s: transient %s (%s), attempt %d of %d; retrying in %.1f s",
-                what,
-                type(error).__name__,
-                redact_text(str(error))[:200],  # a URL may carry a token
-                attempt,
-                policy.attempts,
-                delay,
-            )
-            time.sleep(delay)
+            back_off(waits, error, what, attempt, policy, "retrying")
 
 
 def iter_resuming(
@@ -245,17 +233,25 @@ def iter_resuming(
         except Exception as error:
             if not is_transient(error):
                 raise
-            delay = next(waits, None)
-            if delay is None:
-                raise TransientStorageError(what, attempt, error) from error
-            log.warning(
-                "%s: transient %s (%s) after %d items, attempt %d of %d; reopening in %.1f s",
-                what,
-                type(error).__name__,
-                redact_text(str(error))[:200],
-                done,
-                attempt,
-                policy.attempts,
-                delay,
-            )
-            time.sleep(delay)
+            back_off(waits, error, what, attempt, policy, f"{done} items read; reopening")
+
+
+def back_off(
+    waits: Iterator[float], error: Exception, what: str, attempt: int, policy: RetryPolicy, then: str
+) -> None:
+    """Wait the next of `waits` after a transient `error` (logged with its count), or raise
+    TransientStorageError when they are spent."""
+    delay = next(waits, None)
+    if delay is None:
+        raise TransientStorageError(what, attempt, error) from error
+    log.warning(
+        "%s: transient %s (%s), attempt %d of %d; %s in %.1f s",
+        what,
+        type(error).__name__,
+        redact_text(str(error))[:200],  # a URL may carry a token
+        attempt,
+        policy.attempts,
+        then,
+        delay,
+    )
+    time.sleep(delay)
