@@ -219,7 +219,8 @@ def cli(
     secrets = secrets or set()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(ScrubSecrets(secrets))
+        if not any(isinstance(f, ScrubSecrets) for f in handler.filters):  # once per handler
+            handler.addFilter(ScrubSecrets(secrets))
     try:
         results = run(config)
     except (

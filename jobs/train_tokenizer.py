@@ -60,7 +60,7 @@ from losatok.discriminators import (
 from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
 from schemas.audio_shards import (
     SkippedFiles,
-    audio_member,
+    audio_samples,
     audio_skip_reason,
     file_extension,
     iter_tar_samples,
@@ -146,19 +146,13 @@ def recordings(
 def tar_recordings(
     fs: Any, location: str, path: str, skipped: SkippedFiles | None
 ) -> Iterator[tuple[str, bytes, None, None]]:
-    """The audio samples of one WebDataset tar, streamed (the pipeline's rule: `audio_member`,
-    the first run of a repeated key); samples without audio and stray members go to `skipped`."""
-    seen: set[str] = set()
+    """The audio samples of one WebDataset tar, streamed, by the pipeline's rule
+    (`audio_samples`); samples without audio and stray members go to `skipped`."""
     with fs.open(path, "rb") as handle:
-        for key, members in iter_tar_samples(handle, skipped, location):
-            if key in seen:
-                continue
-            seen.add(key)
-            extension, why = audio_member(members, probe=lambda data: probe_audio(io.BytesIO(data)))
-            if extension is not None:
-                yield f"{location}#{key}.{extension}", members[extension], None, None
-            elif skipped is not None:
-                skipped.add(why, f"{location}#{key}")
+        samples = iter_tar_samples(handle, skipped, location)
+        probe = lambda data: probe_audio(io.BytesIO(data))  # noqa: E731
+        for key, extension, members in audio_samples(samples, location, skipped, probe):
+            yield f"{location}#{key}.{extension}", members[extension], None, None
 
 
 def _probe(fs: Any, path: str) -> str | None:

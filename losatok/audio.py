@@ -266,9 +266,12 @@ class MonoDecoder:
             source = os.fspath(source)
         self.source = source
         # a PCM wav is known from its header (one small read) and needs no probe by FFmpeg, which
-        # would read ~0.4 MB; a remote file is asked for its header only when named like a wav
-        wav_named = self.label.lower().endswith(WAV_NAMES)
-        self.pcm = self._pcm_layout() if wav_named or not hasattr(source, "read_range") else None
+        # would read ~0.4 MB. The header is read first from bytes, a caller's file object and a
+        # file named like a wav; a path or remote file of another name is probed first (no read
+        # more), and a PCM stream found there under another name has its header read then.
+        stored = isinstance(source, str) or hasattr(source, "read_range")
+        header_first = self.label.lower().endswith(WAV_NAMES) or not stored
+        self.pcm = self._pcm_layout() if header_first else None
         self._decoder = None
         if self.pcm is not None:
             self.source_channels, self.codec = self.pcm.channels, "pcm"
@@ -280,6 +283,8 @@ class MonoDecoder:
             self.codec = metadata.codec or ""
             self.begin = metadata.begin_stream_seconds or 0.0
             self.header_seconds = metadata.duration_seconds_from_header  # None: the container states none
+            if not header_first and self.codec.startswith("pcm_"):
+                self.pcm = self._pcm_layout()
         self.mix = 1 if self.source_channels <= 2 else None  # None: every channel, averaged here
         if self.mix is None:
             self._decoder = None  # the probe mixed to one channel; spans open their own
@@ -369,10 +374,9 @@ class MonoDecoder:
             if window is None:
                 raise AudioError(self.label, f"span {start}-{end} s holds no samples")
             view, origin = window  # origin: the window's first sample on the output grid
+            decoder = self._open(self.mix, view)
             try:
-                samples = self._open(self.mix, view).get_samples_played_in_range(0.0, None)
-            except AudioError:
-                raise
+                samples = decoder.get_samples_played_in_range(0.0, None)
             except Exception as err:  # a read error part-way
                 raise AudioError(self.label, f"cannot decode as audio ({_reason(err)})") from err
         first = round(start * self.sample_rate) - origin

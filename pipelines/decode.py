@@ -22,9 +22,9 @@ from pipelines.config import SegmentConfig
 from pipelines.records import Segment, compact_pcm
 from pipelines.segment import segment_bounds
 from pipelines.sources import InputItem, input_key
-from schemas.audio_shards import SkippedFiles, audio_member, iter_tar_samples, sidecar_metadata
+from schemas.audio_shards import SkippedFiles, audio_samples, iter_tar_samples, sidecar_metadata
 from schemas.ledger import FailureRecord
-from schemas.retry import RetryPolicy, call, is_transient
+from schemas.retry import RetryPolicy, call, is_transient, iter_resuming
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,49 +267,34 @@ def decode_tar(
     """Every audio member of a WebDataset shard: one result per sample key that holds audio.
 
     The tar is streamed: one sample's members are in memory at a time. A transient storage
-    error part-way reopens the stream and skips the samples already done. Samples without
-    audio and stray members are counted in `skipped` (once, however often the tar is reopened).
+    error part-way reopens the stream and skips the samples already read (`iter_resuming`);
+    past the retry budget the shard is one transient `read` failure. Samples without audio and
+    stray members are counted in `skipped` (once, however often the tar is reopened).
     """
-    done: set[str] = set()
-    attempts = policy_of(retries).attempts
-    for attempt in range(1, attempts + 1):
-        strays = SkippedFiles()  # member-level: counted again by each pass, the last one is kept
-        try:
-            handle, _ = with_retries(lambda: open_tar(item.location, storage_options), retries)
-            with handle:
-                for key, members in iter_tar_samples(handle, strays, item.location):
-                    if key in done:
-                        continue
-                    done.add(key)
-                    result = decode_member(item, key, members, segment, sample_rate, skipped)
-                    if result is not None:
-                        yield result
-            if skipped is not None:
-                skipped.update(strays)
-            return
-        except Exception as err:
-            if is_transient(err) and attempt < attempts:
-                log.warning("reading %s failed (%s); reopening it", item.location, err)
-                continue
-            yield _failure(item, "read", err, getattr(err, "attempts", attempt))
-            return
+    passes: list[SkippedFiles] = []  # stray members, tallied afresh by each pass over the tar
+
+    def samples(handle: Any) -> Iterator[tuple[str, dict[str, bytes]]]:
+        passes.append(SkippedFiles())
+        return iter_tar_samples(handle, passes[-1], item.location)
+
+    stream = iter_resuming(
+        lambda: open_tar(item.location, storage_options), samples, f"read {item.location}", policy_of(retries)
+    )
+    probe = lambda data: probe_audio(io.BytesIO(data))  # noqa: E731  # unknown extensions, as files
+    try:
+        for key, audio, members in audio_samples(stream, item.location, skipped, probe):
+            yield decode_member(item, key, audio, members, segment, sample_rate)
+    except Exception as err:  # unreadable for good: a permanent error, or an outage past the budget
+        yield _failure(item, "read", err, getattr(err, "attempts", 1))
+        return
+    if skipped is not None and passes:
+        skipped.update(passes[-1])  # the pass that read the tar to its end
 
 
 def decode_member(
-    item: InputItem,
-    key: str,
-    members: dict[str, bytes],
-    segment: SegmentConfig,
-    sample_rate: int,
-    skipped: SkippedFiles | None = None,
-) -> Result | None:
-    """One tar sample's audio and sidecar; None for a member group without audio (not an input,
-    counted in `skipped`). A member of unknown extension is probed as a file would be."""
-    audio, why = audio_member(members, probe=lambda data: probe_audio(io.BytesIO(data)))
-    if audio is None:
-        if skipped is not None:
-            skipped.add(why, f"{item.location}#{key}")
-        return None
+    item: InputItem, key: str, audio: str, members: dict[str, bytes], segment: SegmentConfig, sample_rate: int
+) -> Result:
+    """One tar sample's audio member (extension `audio`) with its sidecar."""
     location = f"{item.location}#{key}.{audio}"
     member_item = InputItem(input_key(location), location)
     try:

@@ -22,7 +22,7 @@ import io
 import json
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -208,6 +208,27 @@ def audio_member(
                 return ext, None
     shown = ", ".join(f".{ext}" for ext in sorted(members)) or "no members"
     return None, f"tar sample without audio ({shown})"
+
+
+def audio_samples(
+    samples: Iterable[tuple[str, dict[str, bytes]]],
+    where: str,
+    skipped: SkippedFiles | None = None,
+    probe: Callable[[bytes], str | None] | None = None,
+) -> Iterator[tuple[str, str, dict[str, bytes]]]:
+    """(key, audio extension, members) of each sample of a tar that holds audio (`audio_member`),
+    the first run of a key that repeats; a sample without audio is counted in `skipped`, named
+    `<where>#<key>`. The one rule every reader of WebDataset audio shards applies."""
+    seen: set[str] = set()
+    for key, members in samples:
+        if key in seen:
+            continue
+        seen.add(key)
+        extension, why = audio_member(members, probe)
+        if extension is not None:
+            yield key, extension, members
+        elif skipped is not None:
+            skipped.add(why, f"{where}#{key}")
 
 
 def sidecar_metadata(members: dict[str, bytes]) -> dict[str, Any]:

@@ -39,6 +39,17 @@ def tiny_config(dataset: str, out: Path, **changes) -> TrainDiTConfig:
     return replace(config, **changes)
 
 
+def through(proxy: FaultProxy) -> dict:
+    """s3fs options that reach the loopback S3 server through `proxy`, with quick timeouts and
+    botocore's own retries off (ours are under test)."""
+    return {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": proxy.url},
+        "config_kwargs": {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 1}},
+    }
+
+
 def logged(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -213,12 +224,7 @@ def test_s3_checkpoint_writes_ride_out_outages_and_the_run_resumes_exactly(
     train_loop(local)
     reference = train_loop(replace(local, max_steps=20))  # the same two runs, on a local disk
     with FaultProxy("127.0.0.1", port) as proxy:
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": proxy.url},
-            "config_kwargs": {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 1}},
-        }
+        options = through(proxy)
         out = f"s3://{s3_bucket}/runs/flaky"
         config = tiny_config(pipeline_dataset, tmp_path / "x", max_steps=10, ckpt_every=5)
         config = replace(config, out_dir=out, storage_options=options, log_dir=str(tmp_path / "logs"))
@@ -266,12 +272,7 @@ def test_a_checkpoint_write_in_an_outage_past_the_budget_stops_the_run_and_a_rer
                 proxy.cut()  # the upload of step 10 meets the outage
             return real_save(directory, step, *args, **kwargs)
 
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": proxy.url},
-            "config_kwargs": {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 1}},
-        }
+        options = through(proxy)
         out = f"s3://{s3_bucket}/runs/outage"
         config = tiny_config(pipeline_dataset, tmp_path / "x", max_steps=15, ckpt_every=5)
         config = replace(

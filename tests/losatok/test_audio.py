@@ -252,6 +252,10 @@ def test_a_stream_torchcodec_decodes_short_is_decoded_whole_by_the_ffmpeg_comman
         ["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-c:a", codec, str(adpcm)], check=True
     )
     reference = load_audio(source)
+    from torchcodec.decoders import AudioDecoder
+
+    alone = AudioDecoder(str(adpcm), sample_rate=16_000, num_channels=1).get_all_samples().data
+    assert alone.shape[1] < 0.5 * reference.numel()  # torchcodec by itself comes out short
     whole = load_audio(adpcm)
     assert abs(whole.numel() - reference.numel()) < 0.1 * 16_000  # ADPCM pads its last block
     n = min(whole.numel(), reference.numel()) - 2
@@ -294,3 +298,15 @@ def test_a_file_object_of_a_pcm_wav_decodes_like_its_path(tmp_path):
         decoder = MonoDecoder(handle)
         torch.testing.assert_close(decoder.span(12.0, 13.0), full[192_000:208_000], rtol=0, atol=0)
         torch.testing.assert_close(decoder.span(None, 1.0), full[:16_000], rtol=0, atol=0)  # after a seek
+
+
+def test_a_pcm_wav_under_another_name_is_found_by_the_probe_and_read_by_seeking(tmp_path):
+    from losatok.audio import MonoDecoder
+    from losatok.testing import synth_music
+
+    wav = convert(synth_music(tmp_path / "m.wav", seconds=8.0, sample_rate=44_100), tmp_path / "a.wav")
+    renamed = tmp_path / "take-3.clip"
+    renamed.write_bytes(wav.read_bytes())
+    decoder = MonoDecoder(renamed)
+    assert decoder.pcm is not None and decoder.pcm.sample_rate == 44_100
+    torch.testing.assert_close(decoder.span(6.0, 7.0), load_audio(wav)[96_000:112_000], rtol=0, atol=0)

@@ -186,3 +186,54 @@ def test_payload_round_trip_keeps_arrays_and_records(long_wav):
         assert (before.key, before.offset, after.wav.dtype) == (after.key, after.offset, before.wav.dtype)
         np.testing.assert_array_equal(before.wav, after.wav)
     assert back_segments[-1].float_wav().flags.writeable  # torch.from_numpy needs writable memory
+
+
+def test_a_tar_cut_part_way_is_reopened_and_each_sample_decoded_once(audio_dir, tmp_path, monkeypatch):
+    """The shard's connection drops after its first sample: the tar is opened again, the sample
+    already decoded is skipped, and the stray member is counted once, not once per pass."""
+    from schemas.audio_shards import SkippedFiles
+
+    path = tmp_path / "part.tar"
+    with tarfile.open(path, "w") as archive:
+        for name, data in [
+            ("a.flac", (audio_dir / "music.flac").read_bytes()),
+            ("README", b"not a sample"),
+            ("b.mp3", (audio_dir / "speech.mp3").read_bytes()),
+            ("c.json", b"{}"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    first_size = (audio_dir / "music.flac").stat().st_size
+    opened = []
+
+    class DropsOnce(io.RawIOBase):  # the real file, whose first connection drops past sample a
+        def __init__(self):
+            super().__init__()
+            self.inner = open(path, "rb")  # noqa: SIM115
+            opened.append(self)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            if len(opened) == 1 and self.inner.tell() > first_size + 2048:
+                raise ConnectionResetError("connection reset by peer")
+            return self.inner.readinto(buffer)
+
+        def close(self):
+            self.inner.close()
+            super().close()
+
+    monkeypatch.setattr(decode, "open_tar", lambda *args: DropsOnce())
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # the retry backoff
+    skipped = SkippedFiles()
+    item = InputItem("shard", str(path), container="tar")
+    segments, failures = decode_items([item], SegmentConfig(), 16_000, {}, 3, skipped)
+    assert len(opened) == 2 and not failures
+    assert sorted({s.location.rsplit("#", 1)[1] for s in segments}) == ["a.flac", "b.mp3"]
+    assert len({s.input_key for s in segments}) == 2 and len(segments) == 2  # a once, not twice
+    assert dict(skipped.counts) == {
+        "tar member without an extension": 1,
+        "tar sample without audio (.json)": 1,
+    }
