@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml losatok/environment.py
 # tokenized by the tiny model on a local Ray, then checked. Rerun it: it resumes and skips.
 DEMO ?= demo
 demo: setup
-	$(BIN)/python -m losatok.testing $(DEMO)/corpus
+	$(BIN)/python -m losatok_input.testing $(DEMO)/corpus
 	$(BIN)/losatok-tokenize source.path=$(DEMO)/corpus sink.path=$(DEMO)/dataset \
 	    sink.inputs_per_shard=4 cluster.max_failure_fraction=0.5
 	$(BIN)/losatok-data verify $(DEMO)/dataset

@@ -25,16 +25,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from schemas.card import DatasetCard, TokenizerIdentity, write_card
-from schemas.checksums import checksum
-from schemas.fields import default_fields
-from schemas.layout import DatasetLayout
-from schemas.reader import DatasetReader
-from schemas.sample import encode_sample
-from schemas.stats import ChannelStats, read_stats_fragment
-from schemas.testing import fake_sample
-from schemas.verify import verify_dataset
-from schemas.writer import write_shard
+from losatok_data.card import DatasetCard, TokenizerIdentity, write_card
+from losatok_data.checksums import checksum
+from losatok_data.fields import default_fields
+from losatok_data.layout import DatasetLayout
+from losatok_data.reader import DatasetReader
+from losatok_data.sample import encode_sample
+from losatok_data.stats import ChannelStats, read_stats_fragment
+from losatok_data.testing import fake_sample
+from losatok_data.verify import verify_dataset
+from losatok_data.writer import write_shard
 
 
 def main() -> None:

@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
-from losatok import load_audio  # noqa: E402
-from losatok.testing import convert, synth_music, synth_speech  # noqa: E402
+from losatok_input.decoder import load_audio  # noqa: E402
+from losatok_input.sources import InputItem, input_key  # noqa: E402
+from losatok_input.testing import convert, synth_music, synth_speech  # noqa: E402
 from pipelines.config import SegmentConfig  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.records import pack_payload  # noqa: E402
-from pipelines.sources import InputItem, input_key  # noqa: E402
 
 FORMATS = ("mp3", "flac", "ogg", "wav")
 

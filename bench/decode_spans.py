@@ -16,7 +16,7 @@ spans covering it (`--span-seconds` each; 360 for 30 minutes), then measures in 
           (one download per span); then a sparse manifest (10 spans in the first 10 % of the
           file) for what range reads save when spans do not cover the file
   PCM wav a 16 kHz mono wav of the same length (the usual speech corpus layout) with 10 spans
-          spread over the whole file, read by seeking to their bytes (`losatok.audio.PcmLayout`)
+          spread over the whole file, read by seeking to their bytes (`losatok_input.wav.PcmLayout`)
           against the one pass from the first span to the last that compressed formats take
           (the same code with the seek switched off): wall time locally, and GET bytes over S3
 """
@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
-from losatok import audio  # noqa: E402
-from losatok.testing import convert, synth_music  # noqa: E402
+from losatok_input import decoder as audio  # noqa: E402
+from losatok_input.sources import InputItem, input_key  # noqa: E402
+from losatok_input.testing import convert, synth_music  # noqa: E402
 from pipelines.config import SegmentConfig  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.plan import make_units  # noqa: E402
-from pipelines.sources import InputItem, input_key  # noqa: E402
 
 SEGMENT = SegmentConfig(max_seconds=30.0)
 

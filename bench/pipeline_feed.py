@@ -47,20 +47,20 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from losatok import preset  # noqa: E402
-from losatok.testing import convert, synth_music, synth_speech  # noqa: E402
+from losatok_input.sources import list_inputs  # noqa: E402
+from losatok_input.testing import convert, synth_music, synth_speech  # noqa: E402
 from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig  # noqa: E402
+from pipelines.dataflow import decode_stage, init_ray, run_units  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import frames_of  # noqa: E402
-from pipelines.flow import decode_stage, init_ray, run_units  # noqa: E402
 from pipelines.plan import UnitRef, make_units, write_partition  # noqa: E402
 from pipelines.records import EncodedSegment, pack_payload, unpack_payload  # noqa: E402
 from pipelines.run import run_identity  # noqa: E402
-from pipelines.sources import list_inputs  # noqa: E402
 from pipelines.write import DatasetSink  # noqa: E402
 
 
 class NullEncodeStage:
-    """Bench-only stand-in for `pipelines.flow.EncodeStage`: zero arrays, no model. Never shipped."""
+    """Bench-only stand-in for `pipelines.dataflow.EncodeStage`: zero arrays, no model. Never shipped."""
 
     def __init__(self, config: TokenizeConfig) -> None:
         self.dims = {

@@ -29,7 +29,8 @@ import psutil  # noqa: E402
 import ray  # noqa: E402
 
 from losatok import preset  # noqa: E402
-from losatok.testing import convert, synth_music, synth_speech  # noqa: E402
+from losatok_input.sources import list_inputs  # noqa: E402
+from losatok_input.testing import convert, synth_music, synth_speech  # noqa: E402
 from pipelines.config import (  # noqa: E402
     ClusterConfig,
     ModelConfig,
@@ -38,13 +39,12 @@ from pipelines.config import (  # noqa: E402
     SourceConfig,
     TokenizeConfig,
 )
+from pipelines.dataflow import decode_stage, init_ray  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import SegmentEncoder  # noqa: E402
-from pipelines.flow import decode_stage, init_ray  # noqa: E402
 from pipelines.plan import make_units, write_partition  # noqa: E402
 from pipelines.records import EncodeFailure  # noqa: E402
 from pipelines.run import run_identity, tokenize  # noqa: E402
-from pipelines.sources import list_inputs  # noqa: E402
 from pipelines.write import DatasetSink  # noqa: E402
 
 

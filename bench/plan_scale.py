@@ -59,8 +59,8 @@ def make_manifest(path: Path, rows: int, chunk: int = 1_000_000) -> None:
 
 
 def child(mode: str, manifest: str, root: str) -> dict:
+    from losatok_input.sources.manifest import iter_manifest_items, list_manifest
     from pipelines.config import SourceConfig
-    from pipelines.manifest_source import iter_manifest_items, list_manifest
     from pipelines.plan import PlanStore, make_units, plan_table, units_from_table
 
     source = SourceConfig(kind="manifest", path=manifest)

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
-from losatok import load_audio  # noqa: E402
 from losatok.metrics import mel_distance  # noqa: E402
-from losatok.testing import convert, synth_music, synth_speech, write_float_wav  # noqa: E402
+from losatok_input.decoder import load_audio  # noqa: E402
+from losatok_input.testing import convert, synth_music, synth_speech, write_float_wav  # noqa: E402
 
 TARGET = 16_000
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/storage_faults.py [--files 24] [--up 2.0] [--down 3.0]
 
 A loopback S3 server (moto) holds the corpus and the dataset; every request of the run goes
-through `schemas.faults.FaultProxy`. In one process, one local Ray:
+through `losatok_storage.testing.FaultProxy`. In one process, one local Ray:
   clean      no fault: the baseline time
   flapping   the connection is cut for `--down` s every `--up + --down` s for the whole run
              (outages shorter than the retry budget: the run must ride them out)
@@ -35,13 +35,13 @@ import ray  # noqa: E402
 import s3fs  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from losatok.testing import synth_music, synth_speech  # noqa: E402
+from losatok_data.reader import open_dataset  # noqa: E402
+from losatok_data.verify import verify_dataset  # noqa: E402
+from losatok_input.sources import input_key  # noqa: E402
+from losatok_input.testing import synth_music, synth_speech  # noqa: E402
+from losatok_storage.testing import FaultProxy  # noqa: E402
 from pipelines.run import StorageOutageError, tokenize  # noqa: E402
-from pipelines.sources import input_key  # noqa: E402
 from pipelines.testing import tiny_run  # noqa: E402
-from schemas.faults import FaultProxy  # noqa: E402
-from schemas.reader import open_dataset  # noqa: E402
-from schemas.verify import verify_dataset  # noqa: E402
 
 CREDENTIALS = {"key": "bench", "secret": "bench"}
 RETRIES = {"retries": 8, "retry_base_seconds": 0.25, "retry_max_seconds": 2.0}  # ~10 s budget
@@ -93,8 +93,8 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     retries = Counter()
-    logging.getLogger("schemas.retry").addHandler(retries)
-    logging.getLogger("schemas.retry").setLevel(logging.WARNING)
+    logging.getLogger("losatok_storage.retry").addHandler(retries)
+    logging.getLogger("losatok_storage.retry").setLevel(logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="faults-"))
     with socket.socket() as s:

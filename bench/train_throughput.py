@@ -24,10 +24,11 @@ from pipeline_throughput import make_corpus  # noqa: E402
 
 from jobs.data import LatentBatches, LoaderConfig  # noqa: E402
 from jobs.train_dit import TrainDiTConfig, model_config  # noqa: E402
-from losatok import LoSATok, collate_waveforms, load_audio, preset  # noqa: E402
+from losatok import LoSATok, collate_waveforms, preset  # noqa: E402
 from losatok.dit import DiT  # noqa: E402
 from losatok.flow import flow_matching_loss  # noqa: E402
 from losatok.text import encode_texts  # noqa: E402
+from losatok_input.decoder import load_audio
 from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig  # noqa: E402
 from pipelines.run import tokenize  # noqa: E402
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.retry import RetryPolicy
-from schemas.storage import open_atomic, url_to_fs
+from losatok_storage.filesystem import open_atomic, url_to_fs
+from losatok_storage.retry import RetryPolicy
 
 LATEST = "latest"
 

@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.errors import SchemaError
-from schemas.fields import SEMANTIC_GROUP
-from schemas.index import assign_shards
-from schemas.layout import shard_number
-from schemas.reader import DatasetReader, open_dataset
-from schemas.retry import RetryPolicy
-from schemas.sample import LatentSample, decode_sample
-from schemas.versioning import SCHEMA_VERSION, parse_version
+from losatok_data.errors import SchemaError
+from losatok_data.fields import SEMANTIC_GROUP
+from losatok_data.index import assign_shards
+from losatok_data.layout import shard_number
+from losatok_data.reader import DatasetReader, open_dataset
+from losatok_data.sample import LatentSample, decode_sample
+from losatok_data.versioning import SCHEMA_VERSION, parse_version
+from losatok_storage.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from losatok import AudioError, load_audio
-from losatok.audio import probe_audio
-from losatok.cli.usage import Parser, add_tokenizer_arguments, existing_path, fail, load_tokenizer
+from jobs.usage import Parser, add_tokenizer_arguments, existing_path, fail, load_tokenizer
 from losatok.metrics import mel_distance, semantic_preservation, si_sdr, stft_distance
-from schemas.audio_shards import SkippedFiles, audio_skip_reason
+from losatok_input.decoder import AudioError, load_audio
+from losatok_input.listing import iter_audio_files
+from losatok_input.rule import SkippedFiles
 
 METRICS = ("mel_distance", "stft_distance", "si_sdr", "semantic_preservation")
 
@@ -53,15 +53,10 @@ def evaluate_file(model, path: Path) -> dict[str, float]:
 
 
 def audio_files(folder: Path) -> tuple[list[Path], SkippedFiles]:
-    """Audio files under `folder` by the pipeline's rule (`audio_skip_reason`), sorted, and the
+    """Audio files under `folder` by the pipeline's rule (`losatok_input.listing`), sorted, and the
     files left out counted by reason."""
-    files, unlisted = [], SkippedFiles()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        reason = audio_skip_reason(str(path), probe=lambda p=path: probe_audio(p))
-        if reason is None:
-            files.append(path)
-        else:
-            unlisted.add(reason, str(path))
+    unlisted = SkippedFiles()
+    files = sorted(Path(listed.location) for listed in iter_audio_files(str(folder), skipped=unlisted))
     return files, unlisted
 
 

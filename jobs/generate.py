@@ -26,9 +26,7 @@ import torch
 from jobs import checkpointing
 from jobs.tokenizer_ref import build_tokenizer, check_tokenizer, warn
 from jobs.train_dit import build_dit
-from losatok.audio import save_audio
-from losatok.checkpoint import CheckpointError
-from losatok.cli.usage import (
+from jobs.usage import (
     Parser,
     UsageError,
     check_output_dir,
@@ -38,11 +36,13 @@ from losatok.cli.usage import (
     positive_float,
     positive_int,
 )
+from losatok.audio import save_audio
+from losatok.checkpoint import CheckpointError
 from losatok.config import PRESETS
 from losatok.dit import DiT, DiTConfig
 from losatok.flow import sample
 from losatok.text import encode_texts
-from schemas.storage import url_to_fs
+from losatok_storage.filesystem import url_to_fs
 
 CHARS_PER_SECOND = 14.0  # speaking rate of read English, for durations estimated from text
 

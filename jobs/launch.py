@@ -19,7 +19,8 @@ from typing import Any
 
 import torch.distributed as dist
 
-from losatok.cli.usage import UsageError, fail
+from jobs.usage import UsageError, fail
+from losatok_storage.paths import is_url
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -41,7 +42,7 @@ def absolute_paths(
     """
     for dotted in (*fields, *must_exist, *if_present):
         value = _get(config, dotted)
-        if not value or "://" in str(value):
+        if not value or is_url(str(value)):
             continue
         absolute = os.path.abspath(os.path.expanduser(str(value)))
         if dotted in must_exist and not os.path.exists(absolute):
@@ -71,11 +72,11 @@ def train_storage(out_dir: str, storage_options: dict[str, Any] | None = None) -
     Under the run's own out_dir, so runs with different out_dirs never see each other's state;
     an s3:// out_dir goes through the same fsspec options as the checkpoints.
     """
-    if "://" not in out_dir:
+    if not is_url(out_dir):
         return os.path.join(os.path.abspath(out_dir), "ray_train"), None
     import pyarrow.fs
 
-    from schemas.storage import url_to_fs
+    from losatok_storage.filesystem import url_to_fs
 
     fs, root = url_to_fs(out_dir, storage_options)
     return f"{root.rstrip('/')}/ray_train", pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
@@ -105,20 +106,9 @@ def run_workers(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        if address:
-            from raycluster.connect import connect
+    from raycluster.connect import join_or_start
 
-            flag = "trainer.address=auto" if address == "auto" else f"trainer.address={address}"
-            connect(address, flag, log_to_driver=False)
-        else:
-            from raycluster.reaper import watch_this_process
-
-            watch_this_process()  # a SIGKILLed driver must not leave Ray's agents running
-            ray.init(address="local", log_to_driver=False, logging_level=logging.WARNING)
-        from raycluster.console import quiet_ray_loggers
-
-        quiet_ray_loggers()
+    join_or_start(address, "trainer.address=auto" if address == "auto" else f"trainer.address={address}")
 
     from jobs.relay import WorkerRelay
 
@@ -146,7 +136,7 @@ def run_workers(
 def write_worker_result(out_dir: str, result: dict[str, Any]) -> None:
     """`final-rank<r>.json` per worker of a distributed run, so replicas can be compared."""
     rank, world = rank_and_world()
-    if world > 1 and "://" not in out_dir:
+    if world > 1 and not is_url(out_dir):
         with open(os.path.join(out_dir, f"final-rank{rank}.json"), "w") as handle:
             json.dump(result, handle)
 
@@ -211,10 +201,10 @@ def cli(
     """
     from jobs.data import DatasetMismatchError
     from losatok.checkpoint import CheckpointError
+    from losatok_data.errors import SchemaError
+    from losatok_storage.retry import TransientStorageError, outage_in
+    from losatok_storage.secrets import scrub
     from raycluster.connect import ClusterError
-    from schemas.errors import SchemaError
-    from schemas.retry import TransientStorageError, outage_in
-    from schemas.secrets import scrub
 
     secrets = secrets or set()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -262,7 +252,7 @@ def entry(
         return
     from hydra import compose, initialize_config_module
 
-    from schemas.secrets import scrub
+    from losatok_storage.secrets import scrub
 
     secrets = override_secrets(argv)  # never printed: every error line is scrubbed of them
     try:
@@ -282,7 +272,7 @@ def entry(
 def override_secrets(overrides: Sequence[str]) -> set[str]:
     """The values of command-line overrides whose key names a credential
     (`+data.storage_options.secret=...`, `storage_options.key=...`)."""
-    from schemas.secrets import is_secret_key
+    from losatok_storage.secrets import is_secret_key
 
     found = set()
     for override in overrides:
@@ -300,7 +290,7 @@ class ScrubSecrets(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from schemas.secrets import scrub
+        from losatok_storage.secrets import scrub
 
         record.msg, record.args = scrub(record.getMessage(), self.secrets), None
         return True

@@ -27,7 +27,7 @@ class WorkerRelay:
     would have, while `fit()` runs.
     """
 
-    LOGGERS = ("jobs", "losatok", "schemas")
+    LOGGERS = ("jobs", "losatok", "losatok_data", "losatok_storage", "losatok_input")
 
     def __init__(self) -> None:
         from ray.util.queue import Queue

@@ -19,8 +19,8 @@ import torch
 from losatok import LoSATok, load_model, preset
 from losatok.checkpoint import checkpoint_config
 from losatok.config import PRESETS, LoSATokConfig
-from schemas.card import sha256_file
-from schemas.reader import DatasetReader
+from losatok_data.card import sha256_file
+from losatok_data.reader import DatasetReader
 
 # Written by the pipeline beside card.json (pipelines.plan.RUN_FILE); jobs never import pipelines,
 # so the name is repeated here. It holds the seed of an untrained tokenizer.

@@ -40,14 +40,15 @@ from jobs.launch import (
 )
 from jobs.relay import progress_bar
 from jobs.tokenizer_ref import TokenizerSource, dataset_tokenizer
-from losatok.cli.usage import check_exists, check_output_dir
+from jobs.usage import check_exists, check_output_dir
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
 from losatok.text import encode_texts, load_text_encoder
-from schemas.reader import open_dataset
-from schemas.retry import RetryPolicy
-from schemas.secrets import redact
-from schemas.storage import url_to_fs
+from losatok_data.reader import open_dataset
+from losatok_storage.filesystem import url_to_fs
+from losatok_storage.paths import is_url
+from losatok_storage.retry import RetryPolicy
+from losatok_storage.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class TrainerConfig:
 @dataclass
 class RetryConfig:
     # every storage call of the run (dataset reads, checkpoint reads and writes) retries a
-    # transient error (schemas.retry) with exponential backoff and jitter: `attempts` tries, the
+    # transient error (losatok_storage.retry) with exponential backoff and jitter: `attempts` tries, the
     # first wait base_seconds, doubling, each at most max_seconds (defaults: ~60 s in all). Past
     # that the run stops (exit 1, one line); rerunning resumes from the last checkpoint
     attempts: int = 8
@@ -139,7 +140,7 @@ class MetricsLog:
     """
 
     def __init__(self, out_dir: str, enabled: bool, resumed_step: int = 0) -> None:
-        self.enabled = enabled and "://" not in out_dir
+        self.enabled = enabled and not is_url(out_dir)
         if enabled and not self.enabled:
             log.warning(
                 "metrics are written to a local folder; set log_dir to keep them (out_dir is %s)", out_dir

@@ -40,13 +40,13 @@ from jobs.launch import (
     write_worker_result,
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
+from jobs.usage import check_exists, check_output_dir
 from losatok import load_model, preset
 from losatok.checkpoint import SEMANTIC_FORMAT
-from losatok.cli.usage import check_exists, check_output_dir
 from losatok.config import PRESETS
 from losatok.losses import sembo_loss
 from losatok.semantic import SemanticBottleneck
-from schemas.reader import DatasetReader, open_dataset
+from losatok_data.reader import DatasetReader, open_dataset
 
 log = logging.getLogger(__name__)
 

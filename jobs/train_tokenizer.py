@@ -44,10 +44,10 @@ from jobs.launch import (
     write_worker_result,
 )
 from jobs.train_dit import MetricsLog, TrainerConfig
-from losatok import AudioError, LoSATok, load_audio, load_semantic_encoder, preset, save_checkpoint
-from losatok.audio import probe_audio, save_audio
+from jobs.usage import check_exists, check_output_dir
+from losatok import LoSATok, load_semantic_encoder, preset, save_checkpoint
+from losatok.audio import save_audio
 from losatok.checkpoint import checkpoint_config
-from losatok.cli.usage import check_exists, check_output_dir
 from losatok.config import PRESETS
 from losatok.discriminators import (
     DiscriminatorConfig,
@@ -58,15 +58,13 @@ from losatok.discriminators import (
     tiny_discriminators,
 )
 from losatok.losses import MultiResolutionMelLoss, kl_loss, semantic_supervision_loss
-from schemas.audio_shards import (
-    SkippedFiles,
-    audio_samples,
-    audio_skip_reason,
-    file_extension,
-    iter_tar_samples,
-)
-from schemas.manifest import iter_manifest
-from schemas.storage import is_local, url_to_fs
+from losatok_data.manifest import iter_manifest
+from losatok_input.decoder import AudioError, load_audio, probe_audio
+from losatok_input.listing import iter_audio_files
+from losatok_input.opening import open_tar
+from losatok_input.rule import SkippedFiles, audio_samples, file_extension, iter_tar_samples
+from losatok_storage.filesystem import url_to_fs
+from losatok_storage.paths import is_url, resolve_relative
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = ("parquet", "jsonl", "ndjson", "csv")
@@ -117,53 +115,39 @@ def recordings(
     """(name, path or bytes, start, end) of every recording in a folder of audio files, a folder of
     WebDataset audio shards (`.tar`), or an input manifest (parquet/jsonl/csv).
 
-    In a folder, what counts as audio is the pipeline's rule (`audio_skip_reason`: FFmpeg's
+    In a folder, what counts as audio is the pipeline's rule (`losatok_input.listing`: FFmpeg's
     audio extensions, other unknown files probed); files left out are counted in `skipped`.
     """
     if config.path.rsplit(".", 1)[-1].lower() in MANIFEST_SUFFIXES:
-        base = config.path.rsplit("/", 1)[0]
         for row in iter_manifest(config.path, config.storage_options):
-            location = (
-                row.location
-                if "://" in row.location or row.location.startswith("/")
-                else f"{base}/{row.location}"
-            )
+            location = resolve_relative(row.location, config.path)
             yield location, _read(location, config.storage_options), row.start, row.end
         return
-    fs, root = url_to_fs(config.path, config.storage_options)
-    protocol = config.path.split("://", 1)[0] + "://" if "://" in config.path else ""
-    for path in [root] if root.endswith(".tar") else sorted(fs.find(root)):
-        if file_extension(path) == "tar":
-            yield from tar_recordings(fs, protocol + path, path, skipped)
-            continue
-        reason = audio_skip_reason(path, probe=lambda p=path: _probe(fs, p))
-        if reason is None:
-            yield protocol + path, fs.cat_file(path) if protocol else path, None, None
-        elif skipped is not None:
-            skipped.add(reason, protocol + path)
+    if file_extension(config.path) == "tar":
+        yield from tar_recordings(config.path, config.storage_options, skipped)
+        return
+    for listed in iter_audio_files(config.path, config.storage_options, tars=True, skipped=skipped):
+        if listed.tar:
+            yield from tar_recordings(listed.location, config.storage_options, skipped)
+        else:
+            yield listed.location, _read(listed.location, config.storage_options), None, None
 
 
 def tar_recordings(
-    fs: Any, location: str, path: str, skipped: SkippedFiles | None
+    location: str, storage_options: dict[str, Any], skipped: SkippedFiles | None
 ) -> Iterator[tuple[str, bytes, None, None]]:
     """The audio samples of one WebDataset tar, streamed, by the pipeline's rule
     (`audio_samples`); samples without audio and stray members go to `skipped`."""
-    with fs.open(path, "rb") as handle:
+    with open_tar(location, storage_options) as handle:
         samples = iter_tar_samples(handle, skipped, location)
         probe = lambda data: probe_audio(io.BytesIO(data))  # noqa: E731
         for key, extension, members in audio_samples(samples, location, skipped, probe):
             yield f"{location}#{key}.{extension}", members[extension], None, None
 
 
-def _probe(fs: Any, path: str) -> str | None:
-    if is_local(fs):
-        return probe_audio(path)
-    with fs.open(path, "rb", block_size=256 * 1024) as handle:  # the header, not the object
-        return probe_audio(handle)
-
-
 def _read(location: str, storage_options: dict[str, Any]) -> bytes | str:
-    if "://" not in location:
+    """A local file by its path (the decoder opens it); a remote one's bytes, fetched whole."""
+    if not is_url(location):
         return location
     fs, path = url_to_fs(location, storage_options)
     return fs.cat_file(path)

@@ -6,30 +6,34 @@ Public API:
     load_model, load_published, load_semantic_encoder,
     save_checkpoint, load_checkpoint                    checkpoints
     load_official                                       published weights from the Hugging Face Hub
-    load_audio, collate_waveforms, AudioError           audio input
+    collate_waveforms                                   batch waveforms
+
+Decoding input audio (`load_audio`, `AudioError`) is `losatok_input.decoder`'s job; the old
+names here still work for one release, with a DeprecationWarning.
 """
 
-from losatok.audio import AudioError, collate_waveforms, load_audio
+import warnings
+from typing import Any
+
+from losatok.audio import collate_waveforms
 from losatok.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    load_model,
     load_published,
     load_semantic_encoder,
     save_checkpoint,
 )
 from losatok.config import LoSATokConfig, official, preset, tiny
 from losatok.hub import load_official
+from losatok.loading import load_model
 from losatok.model import EncodeResult, LoSATok
 
 __all__ = [
-    "AudioError",
     "CheckpointError",
     "EncodeResult",
     "LoSATok",
     "LoSATokConfig",
     "collate_waveforms",
-    "load_audio",
     "load_checkpoint",
     "load_model",
     "load_official",
@@ -40,3 +44,16 @@ __all__ = [
     "save_checkpoint",
     "tiny",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("AudioError", "load_audio"):
+        import losatok_input.decoder as decoder
+
+        warnings.warn(
+            f"losatok.{name} moved to losatok_input.decoder.{name}; the old path goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(decoder, name)
+    raise AttributeError(f"module 'losatok' has no attribute {name!r}")

@@ -210,10 +210,14 @@ def load_published(
     """
     model = LoSATok(config or official())
     load_into(model, read_state_dict(path), strict, key_map, source=str(path))
-    return _finish(model, semantic_encoder_path, strict)
+    return ready_for_use(model, semantic_encoder_path, strict)
 
 
-def _finish(model: LoSATok, semantic_encoder_path: str | os.PathLike | None, strict: bool = True) -> LoSATok:
+def ready_for_use(
+    model: LoSATok, semantic_encoder_path: str | os.PathLike | None = None, strict: bool = True
+) -> LoSATok:
+    """`model` with a separate `semantic_encoder.pth` loaded over its encoder (when given), the
+    encoder frozen, in eval mode: the last step of every loader."""
     if semantic_encoder_path is not None:
         load_semantic_encoder(model, semantic_encoder_path, strict=strict)
     model.freeze_semantic_encoder()
@@ -260,7 +264,7 @@ def load_checkpoint(path: str | os.PathLike, strict: bool = True, payload: objec
         )
     model = LoSATok(LoSATokConfig.from_dict(payload["config"]))
     load_into(model, payload["state_dict"], strict=strict, source=str(path))
-    return _finish(model, None)
+    return ready_for_use(model, None)
 
 
 def checkpoint_config(path: str | os.PathLike) -> LoSATokConfig | None:
@@ -275,28 +279,17 @@ def checkpoint_config(path: str | os.PathLike) -> LoSATokConfig | None:
     return None
 
 
-def load_model(
-    path: str | os.PathLike | None,
-    config: LoSATokConfig | None = None,
-    semantic_encoder_path: str | os.PathLike | None = None,
-    *,
-    variant: str | None = None,
-    revision: str | None = None,
-) -> LoSATok:
-    """One entry point for every source: our checkpoint (config inside), a published file
-    (config from `config`, default official), or nothing: for the official preset the published
-    weights (`variant` kl1e-3 or kl1e-2, at `revision`) from the Hugging Face Hub or its cache
-    (`losatok.hub`), for any other preset an untrained model of `config`."""
-    if path is None:
-        config = config or official()
-        if config.preset == "official":  # the only preset with published weights
-            from losatok.hub import load_official  # losatok.hub builds on this module
+def __getattr__(name: str) -> object:
+    if name == "load_model":  # moved to losatok.loading (it dispatches to this module and losatok.hub)
+        import warnings
 
-            return load_official(config, variant, revision, semantic_encoder_path)
-        return _finish(LoSATok(config), semantic_encoder_path)
-    payload = read_payload(path)  # read once: official checkpoints are gigabytes
-    if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
-        return _finish(load_checkpoint(path, payload=payload), semantic_encoder_path)
-    model = LoSATok(config or official())
-    load_into(model, unwrap_state_dict(payload, path), source=str(path))
-    return _finish(model, semantic_encoder_path)
+        from losatok import loading
+
+        warnings.warn(
+            "losatok.checkpoint.load_model moved to losatok.loading.load_model (or `from losatok import "
+            "load_model`); the old path goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return loading.load_model
+    raise AttributeError(f"module 'losatok.checkpoint' has no attribute {name!r}")

@@ -24,11 +24,11 @@ import torch
 
 from losatok.checkpoint import (
     CheckpointError,
-    _finish,
     compare_state,
     load_into,
     read_payload,
     read_state_dict,
+    ready_for_use,
 )
 from losatok.config import LoSATokConfig, official
 from losatok.model import LoSATok
@@ -215,4 +215,4 @@ def load_official(
     model = LoSATok(config)
     load_into(model, state, strict=True, source=source)
     log.info("loaded the published LoSATok from %s", source)
-    return _finish(model, semantic_encoder_path)
+    return ready_for_use(model, semantic_encoder_path)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.audio_shards import AUDIO_EXTENSIONS
-from schemas.retry import RetryPolicy
+from losatok_input.config import SourceConfig  # noqa: F401  (part of TokenizeConfig)
+from losatok_storage.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -21,21 +21,6 @@ class ModelConfig:
     semantic_encoder: str | None = None  # optional published semantic_encoder.pth loaded over it
     seed: int = 0  # initialises an untrained model identically in every actor (no checkpoint)
     bf16: bool | None = None  # autocast on the accelerator; None = on CUDA only
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    kind: str = "dir"  # "dir", "manifest" (parquet/jsonl/csv), "nemo", "lhotse", "wds" or "hf_parquet"
-    path: str = ""  # local path or s3:// URI
-    # "dir": audio without opening the file; None or empty: FFmpeg's audio extensions
-    extensions: tuple[str, ...] | None = AUDIO_EXTENSIONS
-    probe: bool = True  # "dir": a file of another, unknown extension is audio if FFmpeg opens it
-    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (e.g. endpoint_url)
-    # manifests, nemo, hf_parquet: {their column: ours}, e.g. {"wav": "location", "sentence": "text"}
-    columns: dict[str, str] = field(default_factory=dict)
-    audio_root: str | None = (
-        None  # hf_parquet: where a row's audio `path` resolves (default: the file's folder)
-    )
 
 
 @dataclass(frozen=True)

@@ -11,107 +11,26 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-import fsspec
 import numpy as np
 
-from losatok.audio import AudioError, MonoDecoder, decode_spans, probe_audio
+from losatok_data.ledger import FailureRecord
+from losatok_input.decoder import AudioError, MonoDecoder, decode_spans, probe_audio
+from losatok_input.items import InputItem, input_key
+from losatok_input.opening import RecordingReader, open_remote, open_tar
+from losatok_input.rule import SkippedFiles, audio_samples, iter_tar_samples, sidecar_metadata
+from losatok_storage.paths import is_remote, local_path
+from losatok_storage.retry import Retries, is_transient, iter_resuming, policy_of, with_retries
 from pipelines.config import SegmentConfig
 from pipelines.records import Segment, compact_pcm
 from pipelines.segment import segment_bounds
-from pipelines.sources import InputItem, input_key
-from schemas.audio_shards import SkippedFiles, audio_samples, iter_tar_samples, sidecar_metadata
-from schemas.ledger import FailureRecord
-from schemas.retry import RetryPolicy, call, is_transient, iter_resuming
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-
-# Remote reads: FFmpeg asks for small pieces (tens of kB); each miss fetches this much more
-# ahead. 1 MiB keeps a request's latency small against its transfer on S3, and the bytes
-# fetched for a sparse span within ~1 MiB of the span itself (bench/decode_spans.py).
-READ_BLOCK_BYTES = 1 << 20
 
 Result = list[Segment] | FailureRecord
-
-
-Retries = int | RetryPolicy  # attempts (with the default backoff), or a whole policy
-
-
-def policy_of(retries: Retries, base_delay: float = 0.5) -> RetryPolicy:
-    return (
-        retries if isinstance(retries, RetryPolicy) else RetryPolicy(attempts=retries, base_delay=base_delay)
-    )
-
-
-def with_retries(action: Callable[[], T], retries: Retries, base_delay: float = 0.5) -> tuple[T, int]:
-    """Run `action`, retrying transient storage errors (classified by kind: `schemas.retry`) with
-    bounded exponential backoff and jitter; returns (value, attempts). A permanent error is
-    raised at once; an outage past the attempts raises TransientStorageError."""
-    return call(action, "storage read", policy_of(retries, base_delay))
-
-
-def is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
-class RecordingReader:
-    """A binary file object that remembers the first I/O error it raised.
-
-    FFmpeg turns a failed read into a generic decode error; this lets the decode stage tell
-    "the storage failed" (transient: retry, else a `read` failure) from "the bytes are bad".
-    """
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        self.error: Exception | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self.handle.read(size)
-        except Exception as err:
-            self.error = self.error or err
-            raise
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        try:
-            return self.handle.seek(offset, whence)
-        except Exception as err:
-            self.error = self.error or err
-            raise
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-    def read_range(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) in one request for exactly them (an fsspec file's filesystem
-        fetches the range; the file's read-ahead block would add up to READ_BLOCK_BYTES)."""
-        try:
-            fs, path = getattr(self.handle, "fs", None), getattr(self.handle, "path", None)
-            if fs is not None and path is not None:
-                return fs.cat_file(path, start=start, end=min(end, self.size))
-            self.handle.seek(start)
-            return self.handle.read(end - start)
-        except Exception as err:
-            self.error = self.error or err
-            raise
-
-    @property
-    def size(self) -> int:
-        size = getattr(self.handle, "size", None)
-        return size if isinstance(size, int) else self.handle.seek(0, 2)
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def open_remote(location: str, storage_options: dict[str, Any], cache_type: str = "readahead") -> Any:
-    """A seekable fsspec file object over `location` that reads by range requests."""
-    fs, path = fsspec.core.url_to_fs(location, **storage_options)
-    return fs.open(path, "rb", block_size=READ_BLOCK_BYTES, cache_type=cache_type)
 
 
 def to_segments(item: InputItem, wav: np.ndarray, segment: SegmentConfig, sample_rate: int) -> Result:
@@ -157,9 +76,7 @@ def decode_location(
             if is_remote(location):
                 handle, _ = with_retries(lambda: open_remote(location, storage_options), retries)
                 reader = RecordingReader(handle)
-            waves = decode_spans_once(
-                reader or location.removeprefix("file://"), location, items, sample_rate
-            )
+            waves = decode_spans_once(reader or local_path(location), location, items, sample_rate)
         except Exception as err:  # open failed for good (missing object, no permission, retries spent)
             return [_failure(item, "read", err, getattr(err, "attempts", attempt)) for item in items]
         finally:
@@ -323,7 +240,7 @@ def decode_parquet(
     Only this row group is read. A row's audio is its embedded bytes, or the file its `path`
     names (opened like any other input: range requests when remote).
     """
-    from pipelines.hf_parquet_source import iter_rows
+    from losatok_input.sources.hf_parquet import iter_rows
 
     try:
         rows, _ = with_retries(lambda: list(iter_rows(item, storage_options)), retries)
@@ -341,7 +258,7 @@ def decode_parquet(
             if isinstance(source, str) and is_remote(source):
                 source, _ = with_retries(lambda path=source: open_remote(path, storage_options), retries)
             elif isinstance(source, str):
-                source = source.removeprefix("file://")
+                source = local_path(source)
             wave = MonoDecoder(source, sample_rate, name=row.location).span()
         except AudioError as err:
             yield _failure(member, "decode", err, 1)
@@ -350,10 +267,3 @@ def decode_parquet(
             yield _failure(member, "read", err, getattr(err, "attempts", 1))
             continue
         yield to_segments(member, wave.numpy(), segment, sample_rate)
-
-
-def open_tar(location: str, storage_options: dict[str, Any]) -> Any:
-    """A tar read front to back: local files as they are, remote ones by streamed range requests."""
-    if not is_remote(location):
-        return open(location.removeprefix("file://"), "rb")
-    return open_remote(location, storage_options)

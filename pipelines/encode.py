@@ -1,7 +1,7 @@
 """The encode stage: length-sorted, frame-budgeted batches through LoSATok, valid frames only.
 
 `SegmentEncoder` is a plain class (tests drive it without Ray); the Ray actor in
-`pipelines.flow` is a thin shell that builds one per accelerator and keeps it.
+`pipelines.dataflow` is a thin shell that builds one per accelerator and keeps it.
 """
 
 from __future__ import annotations

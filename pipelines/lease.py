@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.storage import is_local, unwrap
+from losatok_storage.filesystem import is_local, unwrap
 
 log = logging.getLogger(__name__)
 

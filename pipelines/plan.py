@@ -40,11 +40,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.sources import InputItem
+from losatok_input.sources import InputItem
+from losatok_storage.filesystem import retrying, url_to_fs
+from losatok_storage.retry import RetryPolicy, call, iter_resuming
+from losatok_storage.secrets import redact_text
 from pipelines.spill import HashBuckets, ItemSpill, hash_starts, item_of_row, to_items
-from schemas.retry import RetryPolicy, call, iter_resuming
-from schemas.secrets import redact_text
-from schemas.storage import retrying, url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +559,7 @@ class PlanStore:
 class RunIdentity:
     """What makes two runs write the same samples; a rerun must match it to resume."""
 
-    tokenizer: dict[str, Any]  # schemas.card.TokenizerIdentity as a dict
+    tokenizer: dict[str, Any]  # losatok_data.card.TokenizerIdentity as a dict
     seed: int | None  # initialisation of an untrained model; None with a checkpoint
     fields: dict[str, Any]
     segment: dict[str, Any]

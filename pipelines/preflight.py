@@ -10,20 +10,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from losatok_storage.filesystem import url_to_fs
+from losatok_storage.paths import is_remote, is_url
 from pipelines.config import TokenizeConfig
-from schemas.storage import url_to_fs
 
 
 def check_paths(config: TokenizeConfig) -> None:
     """Raise ValueError naming the culprit when a path of `config` cannot work."""
     check_source(config.source.path, config.source.storage_options)
-    if "://" not in config.sink.path or config.sink.path.startswith("file://"):
+    if not is_remote(config.sink.path):
         check_local_sink(config.sink.path.removeprefix("file://"))
     for key, path in (
         ("model.checkpoint", config.model.checkpoint),
         ("model.semantic_encoder", config.model.semantic_encoder),
     ):
-        if path and "://" not in path and not Path(path).is_file():
+        if path and not is_url(path) and not Path(path).is_file():
             raise ValueError(f"{key}={path} is not a file; give the path of a checkpoint file")
 
 

@@ -15,19 +15,19 @@ import ray
 from losatok import LoSATokConfig, preset
 from losatok.checkpoint import checkpoint_config
 from losatok.hub import OfficialFiles, fetch_official
+from losatok_data.card import TokenizerIdentity, read_card, sha256_file
+from losatok_data.layout import DatasetLayout
+from losatok_input.rule import SkippedFiles
+from losatok_input.sources import EmptySourceError, iter_inputs, nothing_found, source_label
+from losatok_storage.retry import outage_in
+from losatok_storage.secrets import redact_text
 from pipelines.config import TokenizeConfig
-from pipelines.flow import encode_actor_count, init_ray, run_units
+from pipelines.dataflow import encode_actor_count, init_ray, run_units
 from pipelines.lease import Lease, new_run_id
 from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
-from pipelines.sources import EmptySourceError, iter_inputs, nothing_found, source_label
 from pipelines.write import DatasetSink, field_set, resolve_url
 from raycluster.console import drop_benign_stderr
-from schemas.audio_shards import SkippedFiles
-from schemas.card import TokenizerIdentity, read_card, sha256_file
-from schemas.layout import DatasetLayout
-from schemas.retry import outage_in
-from schemas.secrets import redact_text
 
 log = logging.getLogger(__name__)
 

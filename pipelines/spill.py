@@ -28,7 +28,7 @@ from types import TracebackType
 import numpy as np
 import pyarrow as pa
 
-from pipelines.sources import InputItem
+from losatok_input.sources import InputItem
 
 # one entry: a 128-bit hash as two 64-bit halves, a sequence number (a listing position, a plan
 # row) and a small caller-defined kind; 25 bytes packed

@@ -42,12 +42,12 @@ def _main(cfg: DictConfig) -> None:
     global _started
     _started = True
     from losatok.checkpoint import CheckpointError
+    from losatok_storage.retry import TransientStorageError
+    from losatok_storage.secrets import scrub, secret_values
     from pipelines.lease import LeaseHeldError
     from pipelines.run import StorageOutageError, tokenize
     from pipelines.write import SinkMismatchError
     from raycluster.connect import ClusterError
-    from schemas.retry import TransientStorageError
-    from schemas.secrets import scrub, secret_values
 
     if not cfg.cluster.address:
         # a cluster of this machine alone listens on loopback, not on the host's network address;

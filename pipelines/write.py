@@ -1,6 +1,6 @@
-"""The sink: a latent dataset (`schemas` layout) that units commit into, exactly once.
+"""The sink: a latent dataset (`losatok_data` layout) that units commit into, exactly once.
 
-Beyond the `schemas` layout (which includes `stats/shard-*.json`, per-shard latent
+Beyond the `losatok_data` layout (which includes `stats/shard-*.json`, per-shard latent
 statistics merged into the card) the pipeline keeps small files of its own at the root:
 `run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan/` and
 `generations/` (which inputs make which shard, one generation per append; see
@@ -26,6 +26,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from losatok_data.card import (
+    DatasetCard,
+    GenerationInfo,
+    TokenizerIdentity,
+    Totals,
+    read_card,
+    utc_now,
+    write_card,
+)
+from losatok_data.fields import FieldSet, default_fields
+from losatok_data.index import ShardInfo, shard_summaries
+from losatok_data.layout import DatasetLayout, shard_name
+from losatok_data.ledger import (
+    FailureRecord,
+    failure_counts,
+    open_failures,
+    read_failures,
+    recovered_records,
+    write_failures,
+)
+from losatok_data.reader import DatasetReader
+from losatok_data.sample import LatentSample, SampleMetadata
+from losatok_data.stats import ChannelStats, read_stats_fragment, write_stats_fragment
+from losatok_data.writer import write_shard
+from losatok_storage.filesystem import open_atomic
+from losatok_storage.retry import RetryPolicy
+from losatok_storage.secrets import redact, redact_text
 from pipelines.config import FieldsConfig, SinkConfig
 from pipelines.plan import (
     Generation,
@@ -39,33 +66,6 @@ from pipelines.plan import (
 )
 from pipelines.records import EncodedSegment, EncodeFailure, Segment, unpack_payload
 from pipelines.spill import HashBuckets, hash_starts
-from schemas.card import (
-    DatasetCard,
-    GenerationInfo,
-    TokenizerIdentity,
-    Totals,
-    read_card,
-    utc_now,
-    write_card,
-)
-from schemas.fields import FieldSet, default_fields
-from schemas.index import ShardInfo, shard_summaries
-from schemas.layout import DatasetLayout, shard_name
-from schemas.ledger import (
-    FailureRecord,
-    failure_counts,
-    open_failures,
-    read_failures,
-    recovered_records,
-    write_failures,
-)
-from schemas.reader import DatasetReader
-from schemas.retry import RetryPolicy
-from schemas.sample import LatentSample, SampleMetadata
-from schemas.secrets import redact, redact_text
-from schemas.stats import ChannelStats, read_stats_fragment, write_stats_fragment
-from schemas.storage import open_atomic
-from schemas.writer import write_shard
 
 if TYPE_CHECKING:  # the commit stage must not import torch, which losatok does
     from losatok import LoSATokConfig
@@ -226,7 +226,7 @@ class DatasetSink:
         return len(recovered)
 
     def open_failures(self) -> list[dict]:
-        """The inputs failed now, one ledger row each (see schemas.ledger.open_failures)."""
+        """The inputs failed now, one ledger row each (see losatok_data.ledger.open_failures)."""
         return open_failures(read_failures(self.layout))
 
     def _with_samples(self, hashes: np.ndarray) -> np.ndarray:

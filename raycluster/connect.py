@@ -190,3 +190,25 @@ def connect(address: str, flag: str, **init_args: Any) -> None:
         ray.shutdown()
         raise ClusterError(mismatch_message(driver, cluster, host_port))
     log.info("joined Ray at %s", host_port)
+
+
+def join_or_start(address: str | None, flag: str, **init_args: Any) -> None:
+    """Join the cluster at `address` ("auto" or host:port; `flag` names the setting in errors), or
+    with no address start a Ray of this machine: a new one even when `ray start` left one
+    running, watched by the reaper so that even a kill during start-up leaves no Ray process.
+    Nothing happens when this process is already connected. Ray's console noise is kept to
+    what a user can act on, before and after. Raises ClusterError (one line) when it cannot join.
+    """
+    from raycluster.console import quiet_ray_loggers
+    from raycluster.reaper import watch_this_process
+
+    quiet_ray_loggers()
+    if not ray.is_initialized():
+        init_args.setdefault("log_to_driver", False)
+        init_args.setdefault("logging_level", logging.WARNING)
+        if address:
+            connect(address, flag, **init_args)
+        else:
+            watch_this_process()
+            ray.init(address="local", **init_args)
+    quiet_ray_loggers()

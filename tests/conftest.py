@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from losatok.testing import convert, make_mixed_corpus, synth_music, synth_speech
+from losatok_input.testing import convert, make_mixed_corpus, synth_music, synth_speech
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,9 @@ def test_the_uploaded_working_dir_holds_the_code_and_nothing_else(tmp_path):
     names = zipped_names(ROOT, tmp_path / "repo.zip")  # this checkout, as the README's command sends it
     assert {n.split("/")[0] for n in names} == {
         "losatok",
+        "losatok_data",
+        "losatok_input",
+        "losatok_storage",
         "schemas",
         "raycluster",
         "pipelines",

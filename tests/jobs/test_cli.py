@@ -11,7 +11,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 from jobs.train_dit import build_config
-from losatok import LoSATok, load_audio, save_checkpoint, tiny
+from losatok import LoSATok, save_checkpoint, tiny
+from losatok_input.decoder import load_audio
 
 EXPERIMENTS = sorted(
     p.stem for p in (Path(__file__).parents[2] / "jobs" / "conf" / "experiment").glob("*.yaml")

@@ -1,4 +1,4 @@
-"""The training loader over real latent datasets (written with the schemas writer)."""
+"""The training loader over real latent datasets (written with the losatok_data writer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
-from schemas.testing import write_fake_dataset
+from losatok_data.testing import write_fake_dataset
 
 
 def loader(path, **overrides) -> LoaderConfig:
@@ -84,7 +84,7 @@ def test_a_dataset_of_another_latent_width_is_refused_naming_both(tmp_path):
 
 
 def test_a_newer_schema_major_is_refused(tmp_path):
-    from schemas.errors import SchemaVersionError
+    from losatok_data.errors import SchemaVersionError
 
     fake = simple_dataset(tmp_path, shards=1)
     card = tmp_path / "simple" / "card.json"
@@ -202,7 +202,7 @@ def test_batches_are_planned_within_the_frame_budget_and_split_evenly():
 def test_the_loader_sees_the_whole_dataset_or_a_pinned_generation(tmp_path):
     from dataclasses import replace
 
-    from schemas.card import GenerationInfo, write_card
+    from losatok_data.card import GenerationInfo, write_card
 
     fake = simple_dataset(tmp_path)  # shards 0..3; say 0-1 came first and 2-3 were appended
     generations = (

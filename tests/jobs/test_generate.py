@@ -17,7 +17,8 @@ from jobs.data import LoaderConfig
 from jobs.generate import load_dit, read_dit
 from jobs.tokenizer_ref import build_tokenizer
 from jobs.train_dit import OptimConfig, TrainDiTConfig, train_loop
-from losatok import LoSATok, load_audio, save_checkpoint, tiny
+from losatok import LoSATok, save_checkpoint, tiny
+from losatok_input.decoder import load_audio
 from pipelines.config import ModelConfig
 from pipelines.encode import build_model
 

@@ -22,7 +22,7 @@ from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
 from jobs.generate import generate, load_dit
 from jobs.train_dit import OptimConfig, TrainDiTConfig, TrainerConfig, run, train_loop
 from losatok.dit import DiT
-from schemas.faults import FaultProxy
+from losatok_storage.testing import FaultProxy
 
 
 def tiny_config(dataset: str, out: Path, **changes) -> TrainDiTConfig:
@@ -259,7 +259,7 @@ def test_a_checkpoint_write_in_an_outage_past_the_budget_stops_the_run_and_a_rer
     retry budget: the run stops with TransientStorageError (the CLI's one line, exit 1), the
     step-5 checkpoint stands, and the rerun resumes from it onto the uninterrupted run's weights."""
     from jobs.train_dit import RetryConfig
-    from schemas.retry import TransientStorageError
+    from losatok_storage.retry import TransientStorageError
 
     monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # s3fs's own quick retries off: ours are tested
     reference = train_loop(tiny_config(pipeline_dataset, tmp_path / "local", max_steps=15, ckpt_every=5))

@@ -11,7 +11,8 @@ import torch
 
 from jobs.data import LoaderConfig
 from jobs.train_sembo import TrainSemboConfig, train
-from losatok import LoSATok, load_audio, load_semantic_encoder, tiny
+from losatok import LoSATok, load_semantic_encoder, tiny
+from losatok_input.decoder import load_audio
 
 
 def sembo_config(dataset: str, out, **changes) -> TrainSemboConfig:

@@ -19,9 +19,9 @@ from jobs.train_tokenizer import (
 )
 from losatok import load_published, tiny
 from losatok.losses import MultiResolutionMelLoss
+from losatok_data.verify import verify_dataset
 from pipelines.run import tokenize
 from pipelines.testing import tiny_run
-from schemas.verify import verify_dataset
 
 
 def config_for(corpus, out, **changes) -> TrainTokenizerConfig:
@@ -155,8 +155,8 @@ def test_crops_come_from_webdataset_audio_shards(small_corpus, tmp_path):
 def test_crops_take_what_the_pipeline_takes_as_audio(small_corpus, tmp_path):
     # one rule for every reader: .oga (ignored by training before) and an unknown extension
     # FFmpeg opens are audio; sidecars and macOS litter are counted, not read
-    from losatok.testing import convert
-    from schemas.audio_shards import SkippedFiles
+    from losatok_input.rule import SkippedFiles
+    from losatok_input.testing import convert
 
     source = sorted(small_corpus.glob("music_*.flac"))[0]
     data = tmp_path / "data"
@@ -201,7 +201,7 @@ def test_the_export_carries_its_config_so_every_command_needs_no_preset(small_co
     (tmp_path / "heldout" / "a.wav").write_bytes((small_corpus / "speech_00.wav").read_bytes())
     commands = [  # the default --preset is official: the file's own config must win
         ["jobs.eval_tokenizer", str(tmp_path / "heldout"), "--checkpoint", export],
-        ["losatok.cli.reconstruct", str(small_corpus / "speech_01.wav"), str(tmp_path / "r.wav"), "--checkpoint", export],
+        ["jobs.reconstruct", str(small_corpus / "speech_01.wav"), str(tmp_path / "r.wav"), "--checkpoint", export],
     ]  # fmt: skip
     for command in commands:
         done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=300)

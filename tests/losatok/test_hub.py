@@ -117,7 +117,7 @@ def test_a_file_that_does_not_fit_is_refused_before_the_model_is_built(hub):
 def test_reconstruct_preset_official_uses_the_published_weights(
     hub, audio_dir, tmp_path, monkeypatch, capsys
 ):
-    from losatok.cli.reconstruct import main
+    from jobs.reconstruct import main
     from losatok.config import PRESETS
 
     monkeypatch.setitem(PRESETS, "official", lambda: TINY_OFFICIAL)

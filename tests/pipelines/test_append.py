@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from losatok_data.reader import open_dataset
+from losatok_data.verify import verify_dataset
+from losatok_input.sources import input_key
 from pipelines.lease import LEASE_FILE, Lease
 from pipelines.run import tokenize
-from pipelines.sources import input_key
 from pipelines.testing import tiny_run
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

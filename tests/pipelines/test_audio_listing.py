@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from losatok import load_audio
-from losatok.audio import probe_audio
-from losatok.testing import convert, synth_speech
+from losatok_input.decoder import load_audio, probe_audio
+from losatok_input.rule import SkippedFiles
+from losatok_input.sources import EmptySourceError, list_directory, list_inputs
+from losatok_input.testing import convert, synth_speech
 from pipelines.config import SourceConfig
 from pipelines.run import tokenize
-from pipelines.sources import EmptySourceError, list_directory, list_inputs
 from pipelines.testing import tiny_run
-from schemas.audio_shards import SkippedFiles
 
 AUDIO = ["a.oga", "b.opus", "c.m4a", "d.aiff", "e.caf", "f.wv", "g.mka", "h.au", "sub/i.wav", "sub/j.clip"]
 SKIPPED = {

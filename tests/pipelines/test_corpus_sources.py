@@ -14,12 +14,12 @@ import pytest
 
 from jobs.data import LoaderConfig
 from jobs.train_dit import OptimConfig, TrainDiTConfig, train_loop
-from losatok.testing import synth_music, synth_speech
+from losatok_data.reader import open_dataset
+from losatok_data.verify import verify_dataset
+from losatok_input.sources import list_inputs
+from losatok_input.testing import synth_music, synth_speech
 from pipelines.run import tokenize
-from pipelines.sources import list_inputs
 from pipelines.testing import tiny_run
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +195,10 @@ def write_hf_audio_parquet(path, rows: list[dict], row_group_size: int) -> None:
 
 
 def test_hf_parquet_rows_by_row_group_with_bytes_paths_and_broken_rows(ray_address, recordings, tmp_path):
-    from losatok.testing import convert
-    from pipelines.hf_parquet_source import list_row_groups
-    from schemas.layout import DatasetLayout
-    from schemas.ledger import read_failures
+    from losatok_data.layout import DatasetLayout
+    from losatok_data.ledger import read_failures
+    from losatok_input.sources.hf_parquet import list_row_groups
+    from losatok_input.testing import convert
 
     root, music, speech = recordings
     mp3 = convert(speech, tmp_path / "speech.mp3")

@@ -7,16 +7,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import losatok.audio
-from losatok import load_audio
-from losatok.testing import convert, synth_music
+import losatok_input.decoder
+from losatok_input.decoder import load_audio
+from losatok_input.rule import iter_tar_samples, tar_members
+from losatok_input.sources import InputItem
+from losatok_input.sources.manifest import group_by_file
+from losatok_input.testing import convert, synth_music
 from pipelines import decode
 from pipelines.config import SegmentConfig
 from pipelines.decode import decode_items
-from pipelines.manifest_source import group_by_file
 from pipelines.records import compact_pcm, pcm_to_float
-from pipelines.sources import InputItem
-from schemas.audio_shards import iter_tar_samples, tar_members
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,12 @@ def long_wav(tmp_path_factory):
 def count_opens(monkeypatch) -> list[str]:
     opened: list[str] = []
 
-    class Counting(losatok.audio.MonoDecoder):
+    class Counting(losatok_input.decoder.MonoDecoder):
         def __init__(self, source, sample_rate=16_000, name=None):
             opened.append(name)
             super().__init__(source, sample_rate, name)
 
-    monkeypatch.setattr(losatok.audio, "MonoDecoder", Counting)
+    monkeypatch.setattr(losatok_input.decoder, "MonoDecoder", Counting)
     return opened
 
 
@@ -191,7 +191,7 @@ def test_payload_round_trip_keeps_arrays_and_records(long_wav):
 def test_a_tar_cut_part_way_is_reopened_and_each_sample_decoded_once(audio_dir, tmp_path, monkeypatch):
     """The shard's connection drops after its first sample: the tar is opened again, the sample
     already decoded is skipped, and the stray member is counted once, not once per pass."""
-    from schemas.audio_shards import SkippedFiles
+    from losatok_input.rule import SkippedFiles
 
     path = tmp_path / "part.tar"
     with tarfile.open(path, "w") as archive:

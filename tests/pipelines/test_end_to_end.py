@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from losatok import load_audio
+from losatok_data.layout import DatasetLayout
+from losatok_data.ledger import read_failures
+from losatok_data.reader import open_dataset
+from losatok_data.verify import verify_dataset
+from losatok_input.decoder import load_audio
+from losatok_input.sources import input_key
 from pipelines.config import (
     FieldsConfig,
     ModelConfig,
@@ -18,12 +23,7 @@ from pipelines.config import (
 from pipelines.encode import build_model
 from pipelines.run import tokenize
 from pipelines.segment import segment_bounds
-from pipelines.sources import input_key
 from pipelines.testing import tiny_run
-from schemas.layout import DatasetLayout
-from schemas.ledger import read_failures
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 
 def config_for(source: str, sink: str) -> TokenizeConfig:
@@ -163,7 +163,7 @@ def test_our_checkpoint_with_its_own_config_drives_the_dataset(ray_address, audi
     from dataclasses import replace
 
     from losatok import LoSATok, save_checkpoint, tiny
-    from schemas.card import sha256_file
+    from losatok_data.card import sha256_file
 
     torch.manual_seed(3)
     custom = LoSATok(replace(tiny(), latent_dim=8, preset="tiny-8")).eval()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from losatok_data.verify import verify_dataset
 from pipelines.testing import alone
-from schemas.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

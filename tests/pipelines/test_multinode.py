@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.verify import verify_dataset
+from losatok_data.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -6,9 +6,9 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
+from losatok_input.sources import InputItem, input_key
 from pipelines import plan as plan_module
 from pipelines.plan import PlanStore, load_unit, make_units, plan_table
-from pipelines.sources import InputItem, input_key
 
 
 def items(names: list[str], folder: str = "/corpus") -> list[InputItem]:

@@ -11,11 +11,11 @@ from losatok import LoSATok, tiny
 from losatok.config import PRESETS
 from losatok.hub import HubError
 from losatok.testing import fill_hub_cache
+from losatok_data.card import sha256_file
 from pipelines.builders import check
 from pipelines.config import FieldsConfig, ModelConfig, SourceConfig, TokenizeConfig
 from pipelines.encode import SegmentEncoder
 from pipelines.run import model_config, run_identity
-from schemas.card import sha256_file
 
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 TINY_OFFICIAL = dataclasses.replace(tiny(), preset="official")  # official code path, test-sized

@@ -14,14 +14,14 @@ import numpy as np
 import psutil
 import pytest
 
+from losatok_data.reader import open_dataset
+from losatok_data.verify import verify_dataset
 from pipelines.config import (
     FieldsConfig,
     TokenizeConfig,
 )
 from pipelines.run import tokenize
 from pipelines.testing import tiny_run
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
+from losatok_data.ledger import FailureRecord, write_failures
+from losatok_data.stats import ChannelStats, read_stats_fragment
+from losatok_data.testing import tiny_tokenizer, write_fake_dataset
+from losatok_data.verify import verify_dataset
 from pipelines import spill
 from pipelines.plan import RunIdentity
 from pipelines.write import DatasetSink
-from schemas.ledger import FailureRecord, write_failures
-from schemas.stats import ChannelStats, read_stats_fragment
-from schemas.testing import tiny_tokenizer, write_fake_dataset
-from schemas.verify import verify_dataset
 
 
 def test_finalize_rebuilds_a_missing_stats_fragment_from_the_shard(tmp_path):

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from losatok import load_audio
+from losatok_data.ledger import FailureRecord
+from losatok_input.decoder import load_audio
+from losatok_input.sources import InputItem, input_key
 from pipelines.config import FieldsConfig, ModelConfig, SegmentConfig
 from pipelines.decode import decode_items, with_retries
 from pipelines.encode import SegmentEncoder, build_model, frames_of, plan_batches
 from pipelines.plan import make_units
 from pipelines.records import EncodeFailure
 from pipelines.segment import segment_bounds
-from pipelines.sources import InputItem, input_key
-from schemas.ledger import FailureRecord
 
 
 def test_segments_lie_on_the_token_grid_and_cover_everything():
@@ -100,7 +100,7 @@ def test_decode_segments_good_inputs_and_records_bad_ones(audio_dir, tmp_path):
 
 
 def test_too_short_input_is_a_failure(tmp_path):
-    from losatok.testing import write_float_wav
+    from losatok_input.testing import write_float_wav
 
     write_float_wav(tmp_path / "blip.wav", [0.1] * 1600)  # 0.1 s
     segments, failures = decode_items(

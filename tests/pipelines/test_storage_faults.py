@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 import s3fs
 
+from losatok_data.layout import DatasetLayout
+from losatok_data.ledger import RECOVERED, read_failures
+from losatok_data.reader import open_dataset
+from losatok_data.verify import verify_dataset
+from losatok_input.sources import input_key
+from losatok_storage.testing import FaultProxy
 from pipelines.config import SourceConfig
 from pipelines.run import tokenize
-from pipelines.sources import input_key
 from pipelines.testing import tiny_run
-from schemas.faults import FaultProxy
-from schemas.layout import DatasetLayout
-from schemas.ledger import RECOVERED, read_failures
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,15 +8,15 @@ import tarfile
 
 import numpy as np
 
-from losatok import load_audio
+from losatok_data.layout import DatasetLayout
+from losatok_data.ledger import read_failures
+from losatok_data.reader import open_dataset
+from losatok_data.verify import verify_dataset
+from losatok_input.decoder import load_audio
+from losatok_input.sources import input_key
 from pipelines.encode import build_model
 from pipelines.run import tokenize
-from pipelines.sources import input_key
 from pipelines.testing import tiny_run
-from schemas.layout import DatasetLayout
-from schemas.ledger import read_failures
-from schemas.reader import open_dataset
-from schemas.verify import verify_dataset
 
 
 def add(archive: tarfile.TarFile, name: str, data: bytes) -> None:

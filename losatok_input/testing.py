@@ -1,0 +1,149 @@
+"""Real test audio made on the spot: speech from espeak-ng, music from sox, formats via ffmpeg.
+
+Used by tests, benchmarks and the demo, so that nothing large is committed and nothing is
+downloaded. Each helper raises a clear error when the Debian tool it needs is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(
+            f"{name} is not installed; run `make setup` (as root it installs ffmpeg, sox, espeak-ng)"
+        )
+    return path
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {done.stderr.strip()}")
+
+
+def synth_speech(path: str | Path, text: str, sample_rate: int = 22_050, voice: str = "en") -> Path:
+    """Speak `text` with espeak-ng into a mono wav at `sample_rate` Hz."""
+    path = Path(path)
+    raw = path.with_suffix(".espeak.wav")
+    _run([_tool("espeak-ng"), "-v", voice, "-w", str(raw), text])
+    convert(raw, path, sample_rate=sample_rate)
+    raw.unlink()
+    return path
+
+
+def synth_music(
+    path: str | Path,
+    seconds: float,
+    sample_rate: int = 44_100,
+    channels: int = 2,
+    notes: tuple[str, ...] = ("C4", "E4", "G4"),
+) -> Path:
+    """A plucked chord with a slow tremolo from sox: tonal, non-stationary, `channels` channels."""
+    path = Path(path)
+    raw = path.with_suffix(".sox.wav")
+    args = [_tool("sox"), "-n", "-r", str(sample_rate), "-c", str(channels), str(raw), "synth", str(seconds)]
+    args += [a for note in notes for a in ("pluck", note)] + ["tremolo", "3", "40", "gain", "-6"]
+    _run(args)
+    convert(raw, path, sample_rate=sample_rate)
+    raw.unlink()
+    return path
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    codec: str | None = None,
+) -> Path:
+    """Re-encode with ffmpeg; the container and codec follow `dst`'s extension (flac, mp3, ogg,
+    opus, m4a, aiff), or `codec` names FFmpeg's encoder (e.g. "adpcm_ima_wav" in a .wav)."""
+    dst = Path(dst)
+    args = [_tool("ffmpeg"), "-loglevel", "error", "-y", "-i", str(src)]
+    if sample_rate:
+        args += ["-ar", str(sample_rate)]
+    if channels:
+        args += ["-ac", str(channels)]
+    if codec:
+        args += ["-c:a", codec]
+    elif dst.suffix == ".ogg":
+        args += ["-c:a", "libvorbis"]
+    args.append(str(dst))
+    _run(args)
+    return dst
+
+
+def write_float_wav(
+    path: str | Path, samples: list[float] | tuple[float, ...], sample_rate: int = 16_000
+) -> Path:
+    """A mono IEEE-float WAV written byte by byte, so it can hold NaN or Inf (encoders refuse to)."""
+    import struct
+
+    data = struct.pack(f"<{len(samples)}f", *samples)
+    fmt = struct.pack("<HHIIHH", 3, 1, sample_rate, sample_rate * 4, 4, 32)  # format 3 = IEEE float
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
+    path = Path(path)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str, list[Path]]:
+    """A small corpus of every kind of input a real one holds.
+
+    Good: wav, flac, mp3, ogg, m4a, opus and aiff at 8 to 48 kHz, mono and stereo, speech and
+    music, an IMA ADPCM wav (which torchcodec 0.11 decodes short: `losatok.audio` redoes it
+    with the ffmpeg command line), one file of `long_seconds` (cut into segments), one in a
+    subfolder. Bad: random bytes named .flac, an empty .wav, a text file named .ogg.
+    Returns {"good": [...], "bad": [...]}.
+    """
+    root = Path(root)
+    (root / "nested").mkdir(parents=True, exist_ok=True)
+    good = [
+        synth_speech(root / "speech_22k.wav", "Tokenize every corpus exactly once.", sample_rate=22_050),
+        synth_speech(
+            root / "nested" / "speech_16k.mp3", "Resume after a crash and lose nothing.", sample_rate=16_000
+        ),
+        synth_music(root / "music_44k_stereo.flac", seconds=3.0, sample_rate=44_100, channels=2),
+        synth_music(
+            root / "long_music_8k.wav",
+            seconds=long_seconds,
+            sample_rate=8_000,
+            channels=1,
+            notes=("A3", "E4"),
+        ),
+    ]
+    good.append(convert(good[2], root / "music_48k.ogg", sample_rate=48_000))
+    good.append(convert(good[0], root / "speech_8k.m4a", sample_rate=8_000))
+    good.append(convert(good[1], root / "speech_48k_stereo.opus", sample_rate=48_000, channels=2))
+    good.append(convert(good[0], root / "speech_11k_adpcm.wav", sample_rate=11_025, codec="adpcm_ima_wav"))
+    good.append(convert(good[2], root / "music_22k_stereo.aiff", sample_rate=22_050))
+    bad = [root / "corrupt.flac", root / "empty.wav", root / "notes.ogg"]
+    bad[0].write_bytes(bytes(range(256)) * 40)
+    bad[1].write_bytes(b"")
+    bad[2].write_text("these are not audio samples\n" * 20)
+    return {"good": good, "bad": bad}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m losatok_input.testing DIR`: write the mixed corpus to DIR (kept if already there)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    root = Path(args[0] if args else "demo/corpus")
+    if root.exists() and any(root.iterdir()):
+        print(f"corpus {root} already exists; keeping it")
+        return 0
+    made = make_mixed_corpus(root)
+    print(f"wrote {len(made['good'])} recordings and {len(made['bad'])} broken files to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""The Ray dataflow: units stream through decode tasks (CPU, spread over the cluster), encode
+actors (one per accelerator) and commit actors, with Ray Data's backpressure in between.
+
+Each row is one unit; the stages themselves are the plain functions of `decode`, `encode`
+and `write`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
+its unit; a unit commits atomically, so a retry never duplicates a sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray
+
+from losatok_input.rule import SkippedFiles
+from pipelines.config import ClusterConfig, TokenizeConfig
+from pipelines.decode import decode_items
+from pipelines.encode import SegmentEncoder
+from pipelines.plan import UnitRef, load_unit
+from pipelines.records import pack_payload, unpack_payload
+from pipelines.write import CommitStage, DatasetSink
+from raycluster.connect import join_or_start
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cluster: ClusterConfig) -> None:
+    """Join the configured cluster, or start a local one on this machine (dashboard on loopback).
+
+    A cluster that is not there, or whose token authentication differs from this driver's,
+    raises `raycluster.connect.ClusterError` (one line) before anything is written.
+    """
+    join_or_start(
+        cluster.address,
+        f"cluster.address={cluster.address}" if cluster.address != "auto" else "cluster=auto",
+        **({"_node_ip_address": cluster.node_ip_address} if cluster.address else {}),
+        **(
+            {}
+            if cluster.address
+            else {"num_cpus": cluster.num_cpus, "dashboard_host": cluster.dashboard_host}
+        ),
+    )
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own progress line says more in less space
+    context.print_on_execution_start = False
+
+
+def encode_actor_count(cluster: ClusterConfig) -> tuple[int, dict[str, Any]]:
+    """(actors, Ray resources per actor): one per GPU, else one per unit of the custom resource, else 1."""
+    if cluster.encode_resources:
+        name, amount = next(iter(cluster.encode_resources.items()))
+        available = ray.cluster_resources().get(name, 0)
+        count = cluster.encode_actors or max(1, int(available // amount))
+        return count, {"resources": dict(cluster.encode_resources), "num_cpus": 1}
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        return cluster.encode_actors or gpus, {"num_gpus": 1}
+    return cluster.encode_actors or 1, {"num_cpus": 1}
+
+
+def _node() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_rate: int) -> dict[str, list]:
+    """Ray task body: decode and segment each unit of the batch (read from its plan partition)."""
+    payloads = []
+    for index, partition in zip(batch["unit"], batch["plan"], strict=True):
+        policy = config.cluster.retry_policy()
+        unit = load_unit(str(partition), config.sink.storage_options, int(index), policy)
+        started_at, started = time.time(), time.perf_counter()
+        skipped = SkippedFiles()  # what WebDataset tars hold besides audio samples
+        segments, failures = decode_items(
+            unit.items, config.segment, sample_rate, config.source.storage_options, policy, skipped
+        )
+        stats = {
+            "decode_node": _node(),
+            "decode_seconds": time.perf_counter() - started,
+            "decode_started_at": started_at,  # epoch s: bench/pipeline_feed.py's steady-state window
+            "skipped": skipped.to_dict(),
+        }
+        payloads.append(pack_payload((unit, segments, failures, stats)))
+    return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+class EncodeStage:
+    """Ray actor body: the model is loaded once per actor and kept."""
+
+    def __init__(self, config: TokenizeConfig) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            # Ray pins a 1-CPU actor to one thread; on a CPU-only cluster the encoder is the
+            # bottleneck and shares the node with decode tasks, so let it use the node's cores
+            torch.set_num_threads(config.cluster.encode_threads or os.cpu_count() or 1)
+        self.encoder = SegmentEncoder(config.model, config.fields, config.cluster.max_frames_per_batch)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        payloads = []
+        for blob in batch["payload"]:
+            unit, segments, failures, stats = unpack_payload(blob)
+            started = time.perf_counter()
+            results = self.encoder.encode([s.float_wav() for s in segments])
+            stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
+            segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
+            payloads.append(pack_payload((unit, segments, results, failures, stats)))
+        return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+def run_units(
+    config: TokenizeConfig,
+    units: list[UnitRef],
+    sink: DatasetSink,
+    sample_rate: int,
+    encode_stage: type = EncodeStage,
+) -> Iterator[dict[str, Any]]:
+    """Stream `units` through the three stages; yields one summary dict per committed unit.
+
+    A unit travels as a reference (its number and plan partition); the decode task reads its
+    inputs, so the driver never holds or pickles item lists. `encode_stage`: the encode actor's
+    class (bench/pipeline_feed.py swaps in one that does no work, to measure what the rest of
+    the dataflow can feed).
+    """
+    if not units:
+        return
+    actors, actor_args = encode_actor_count(config.cluster)
+    layout = sink.layout
+    rows = [{"unit": u.index, "plan": layout.url_of(layout.path(u.partition))} for u in units]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*is deprecated")
+    ds = ds.map_batches(
+        decode_stage,
+        fn_kwargs={"config": config, "sample_rate": sample_rate},
+        batch_size=1,
+        num_cpus=config.cluster.decode_cpus,
+        compute=ray.data.TaskPoolStrategy(),
+        # SPREAD puts decode work on every node; a remote-args function also keeps Ray Data
+        # from fusing decode into the encode actors, which would pin decoding to their nodes
+        ray_remote_args_fn=lambda: {"scheduling_strategy": "SPREAD"},
+    )
+    ds = ds.map_batches(
+        encode_stage,
+        fn_constructor_kwargs={"config": config},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        **actor_args,
+    )
+    ds = ds.map_batches(
+        CommitStage,
+        fn_constructor_kwargs={"sink": sink},
+        batch_size=1,
+        # no CPU reserved: Ray Data budgets each operator's reservation out of the cluster's
+        # CPUs, so even 0.1 CPU here cost a decode slot on a 3-CPU cluster; a commit uses
+        # ~0.4 core per 10 000 audio s/s (16 ms per 440 audio s, bench/pipeline_feed.py)
+        num_cpus=0,
+        # one process commits ~27 000 audio s/s to a local disk; two per encode actor leave
+        # room for a slower store
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2 * actors),
+    )
+    for row in ds.iter_rows():
+        yield pickle.loads(row["summary"])
