@@ -4,8 +4,8 @@
 
 Makes real audio (sox music at 44.1 kHz stereo, espeak-ng speech at 22.05 kHz) in mp3, flac,
 ogg and wav, then measures on the same files, in audio seconds per wall second, one thread:
-  torchaudio (before)    torchaudio.load + torchaudio's sinc resample: `load_audio` before issue 11
-  load_audio             `losatok.load_audio`, the one public decode entry point (torchcodec)
+  torchaudio             torchaudio.load + torchaudio's sinc resample (the plain baseline)
+  load_audio             `losatok_input.decoder.load_audio`, the one public decode entry point (torchcodec)
   torchcodec             AudioDecoder(path, sample_rate=16000, num_channels=1).get_all_samples()
   decode_items           `pipelines.decode.decode_items` on one input: decode, checks, segments
   decode stage           the same + packing its payload (`pack_payload`), as a decode task does per core
@@ -128,7 +128,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="losatok-decode-"))
     corpus = make_corpus(work, args.seconds, args.files)
     methods = {
-        "torchaudio (before)": torchaudio_before,
+        "torchaudio": torchaudio_before,
         "load_audio": load_audio,
         "torchcodec": torchcodec_plain,
         "decode_items": decode_items_only,

@@ -7,12 +7,12 @@ spans covering it (`--span-seconds` each; 360 for 30 minutes), then measures in 
   local   the decode stage on the whole file as one input, against the same stage on all the
           spans as inputs of one unit (one open, one pass); on the units the plan makes of them
           at `--per-shard` inputs a shard (`make_units`), against units cut every `--per-shard`
-          inputs as before (each unit reads the file from its start); and the path before
-          issue 11, a full `torchaudio.load` + resample per span, timed on 3 spans and scaled
+          inputs (each unit reads the file from its start); and a full `torchaudio.load` +
+          resample per span, timed on 3 spans and scaled
           to all of them
   S3      the same spans read from a loopback S3 server (moto) through the decode stage; the
           bytes sent in GET responses are counted at the server, against the bytes of the
-          spans (file size x covered fraction) and against the whole-object reads of before
+          spans (file size x covered fraction) and against reading the whole object per span
           (one download per span); then a sparse manifest (10 spans in the first 10 % of the
           file) for what range reads save when spans do not cover the file
   PCM wav a 16 kHz mono wav of the same length (the usual speech corpus layout) with 10 spans
@@ -49,7 +49,7 @@ SEGMENT = SegmentConfig(max_seconds=30.0)
 
 
 def before(path: str, start: float, end: float) -> torch.Tensor:
-    """A span as `load_audio` read it before issue 11: the whole file decoded, then sliced."""
+    """A span the plain way: the whole file decoded, then sliced."""
     wav, rate = torchaudio.load(path)
     wav = wav[:, round(start * rate) : round(end * rate)]
     return torchaudio.functional.resample(wav.mean(0), rate, 16_000)
@@ -136,10 +136,10 @@ def main() -> None:
         f"| all {n} spans in the plan's {len(planned)} unit(s) | {as_planned:.2f} | {as_planned / once:.2f} |"
     )
     print(
-        f"| all {n} spans cut every {args.per_shard} ({len(cut)} units, before) | {as_cut:.2f} | {as_cut / once:.2f} |"
+        f"| all {n} spans cut every {args.per_shard} ({len(cut)} units) | {as_cut:.2f} | {as_cut / once:.2f} |"
     )
     print(
-        f"| all {n} spans before (3 timed, x{n / 3:.0f}) | {per_span_before * n:.0f} | {per_span_before * n / once:.0f} |"
+        f"| all {n} spans, a full decode each (3 timed, x{n / 3:.0f}) | {per_span_before * n:.0f} | {per_span_before * n / once:.0f} |"
     )
 
     import s3fs
@@ -156,7 +156,7 @@ def main() -> None:
     size = os.path.getsize(path)
     sparse = [(i * seconds / 100, i * seconds / 100 + args.span_seconds) for i in range(10)]
     print(
-        "| S3 manifest | spans' bytes | GET bytes at the server | GET requests | fetched / spans' bytes | before: whole object per span |"
+        "| S3 manifest | spans' bytes | GET bytes at the server | GET requests | fetched / spans' bytes | whole object per span |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for name, manifest in ((f"{n} spans covering the file", spans), ("10 spans in the first 10 %", sparse)):
@@ -187,7 +187,7 @@ def pcm_spans(work: Path, seconds: float, span_seconds: float, server, fs, optio
     once = min(timed(lambda: decode_items(whole, SEGMENT, 16_000, {}, 1)) for _ in range(2))
     layout = audio.MonoDecoder._pcm_layout
     rows = []
-    for name, seek in (("by seeking (now)", True), ("one pass to the last span (before)", False)):
+    for name, seek in (("by seeking", True), ("one pass to the last span", False)):
         audio.MonoDecoder._pcm_layout = layout if seek else (lambda self: None)
         try:
             local = min(

@@ -92,7 +92,7 @@ def main() -> None:
         write_float_wav(path, wav.tolist(), sample_rate=rate)  # IEEE float: no quantisation noise
         outputs = {
             "swresample (load_audio)": load_audio(path),
-            "torchaudio default (before)": before(wav, rate),
+            "torchaudio default": before(wav, rate),
             "reference (kaiser, 64 zero crossings)": reference(wav, rate),
         }
         ref = outputs["reference (kaiser, 64 zero crossings)"][: len(freq)]
@@ -105,7 +105,7 @@ def main() -> None:
     )
     music = synth_music(work / "music.wav", seconds=20.0, sample_rate=44_100, channels=2)
     music48 = convert(music, work / "music48.wav", sample_rate=48_000)
-    print("| signal | swresample (load_audio) | torchaudio default (before) |")
+    print("| signal | swresample (load_audio) | torchaudio default |")
     print("| --- | --- | --- |")
     for name, path in (
         ("speech 22.05 kHz", speech),

@@ -75,7 +75,7 @@ class MonoDecoder:
 
     `source` may be a path, bytes, or a binary file object with read/seek (an fsspec file
     reads by range requests). FFmpeg's swresample resamples each decoded frame with its
-    default filter (see README, "Decoding"), so memory stays at the output rate. FFmpeg also
+    default filter (see docs/decoding.md), so memory stays at the output rate. FFmpeg also
     downmixes mono and stereo; a source with more channels is resampled per channel and
     averaged here. Either way the result is the channel mean.
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 START_HINT = (
     "start one with `ray start --head` (on a single machine add --node-ip-address=127.0.0.2; "
-    "see README, Running on a cluster), or drop `{flag}` to run on a Ray of this machine alone"
+    "see docs/cluster.md), or drop `{flag}` to run on a Ray of this machine alone"
 )
 AUTH_HINT = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
 

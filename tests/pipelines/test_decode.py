@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import losatok_input.decoder
+from losatok_input import reading
 from losatok_input.decoder import load_audio
 from losatok_input.rule import iter_tar_samples, tar_members
 from losatok_input.sources import InputItem
 from losatok_input.sources.manifest import group_by_file
 from losatok_input.testing import convert, synth_music
-from pipelines import decode
 from pipelines.config import SegmentConfig
 from pipelines.decode import decode_items
 from pipelines.records import compact_pcm, pcm_to_float
@@ -109,14 +109,14 @@ def test_remote_span_is_read_by_range_requests(long_wav, s3_endpoint, s3_bucket,
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
     fs.put(str(long_wav), f"{s3_bucket}/long.wav")
     handles = []
-    real_open = decode.open_remote
+    real_open = reading.open_remote
 
     def remember(location, storage_options, cache_type="readahead"):
         handle = real_open(location, storage_options, cache_type)
         handles.append(handle.cache)  # dropped when the file closes
         return handle
 
-    monkeypatch.setattr(decode, "open_remote", remember)
+    monkeypatch.setattr(reading, "open_remote", remember)
     url = f"s3://{s3_bucket}/long.wav"
     items = [InputItem("early", url, 5.0, 6.0), InputItem("gone", f"s3://{s3_bucket}/absent.wav")]
     segments, failures = decode_items(items, SegmentConfig(), 16_000, options, retries=2)
@@ -134,7 +134,7 @@ def test_transient_read_error_part_way_is_retried(long_wav, s3_endpoint, s3_buck
 
     options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
     s3fs.S3FileSystem(skip_instance_cache=True, **options).put(str(long_wav), f"{s3_bucket}/long.wav")
-    real_open = decode.open_remote
+    real_open = reading.open_remote
     failed = []
 
     class Flaky:  # the real S3 file, whose connection drops once in the middle of the stream
@@ -156,14 +156,14 @@ def test_transient_read_error_part_way_is_retried(long_wav, s3_endpoint, s3_buck
         def close(self):
             self.handle.close()
 
-    monkeypatch.setattr(decode, "open_remote", lambda *a, **k: Flaky(real_open(*a, **k)))
+    monkeypatch.setattr(reading, "open_remote", lambda *a, **k: Flaky(real_open(*a, **k)))
     monkeypatch.setattr("time.sleep", lambda seconds: None)  # the retry backoff
     url = f"s3://{s3_bucket}/long.wav"
     segments, failures = decode_items([InputItem("all", url, end=60.0)], SegmentConfig(), 16_000, options, 3)
     assert failed and not failures  # the drop happened, and the reopened read is whole
     got = np.concatenate([s.float_wav() for s in segments])
     np.testing.assert_array_equal(got, load_audio(long_wav, end=60.0).numpy())
-    monkeypatch.setattr(decode, "open_remote", lambda *a, **k: Flaky(real_open(*a, **k)))
+    monkeypatch.setattr(reading, "open_remote", lambda *a, **k: Flaky(real_open(*a, **k)))
     failed.clear()
     _, failures = decode_items([InputItem("all", url, end=60.0)], SegmentConfig(), 16_000, options, 1)
     assert failures[0].stage == "read" and "connection reset" in failures[0].message
@@ -225,7 +225,7 @@ def test_a_tar_cut_part_way_is_reopened_and_each_sample_decoded_once(audio_dir, 
             self.inner.close()
             super().close()
 
-    monkeypatch.setattr(decode, "open_tar", lambda *args: DropsOnce())
+    monkeypatch.setattr(reading, "open_tar", lambda *args: DropsOnce())
     monkeypatch.setattr("time.sleep", lambda seconds: None)  # the retry backoff
     skipped = SkippedFiles()
     item = InputItem("shard", str(path), container="tar")

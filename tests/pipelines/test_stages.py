@@ -7,8 +7,9 @@ import torch
 from losatok_data.ledger import FailureRecord
 from losatok_input.decoder import load_audio
 from losatok_input.sources import InputItem, input_key
+from losatok_storage.retry import with_retries
 from pipelines.config import FieldsConfig, ModelConfig, SegmentConfig
-from pipelines.decode import decode_items, with_retries
+from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder, build_model, frames_of, plan_batches
 from pipelines.plan import make_units
 from pipelines.records import EncodeFailure

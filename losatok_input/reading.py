@@ -1,0 +1,217 @@
+"""Reading inputs: an `InputItem` in, its waveform (mono float32 at the asked rate) or why not out.
+
+The whole way from a location to samples is here, for every kind of input: a file or spans of
+one (`read_location`: one open, spans cut by seeking), a WebDataset audio shard streamed member
+by member (`iter_tar`), a Hugging Face parquet row group (`iter_parquet`). Storage faults are
+retried and ridden through (a file is reopened, a tar read on past what it already gave); what
+fails for good is a `ReadFailure` that says where (`read`: the storage; `decode`: the bytes),
+never an exception that stops the other inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from losatok_input.decoder import AudioError, MonoDecoder, decode_spans, probe_audio
+from losatok_input.items import InputItem, input_key
+from losatok_input.opening import RecordingReader, open_remote, open_tar
+from losatok_input.rule import SkippedFiles, audio_samples, iter_tar_samples, sidecar_metadata
+from losatok_storage.paths import is_remote, local_path
+from losatok_storage.retry import Retries, is_transient, iter_resuming, policy_of, with_retries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """Why an input gave no waveform: a failure ledger row's content, without its place."""
+
+    stage: str  # "read" (the storage failed, or the input is missing) or "decode" (the bytes are bad)
+    error_type: str
+    message: str
+    attempts: int = 1
+    transient: bool = False  # the storage's fault past the retries: the next run tries again
+
+    @classmethod
+    def of(cls, stage: str, error: Exception, attempts: int) -> ReadFailure:
+        """From an error; a `read` failure of the storage's making (retries spent) is transient."""
+        message = error.reason if isinstance(error, AudioError) else str(error)
+        transient = stage == "read" and is_transient(error)
+        return cls(stage, type(error).__name__, message, attempts, transient)
+
+
+Wave = torch.Tensor | ReadFailure  # (S,) float32 at the asked rate, or why not
+Read = tuple[InputItem, Wave]  # the input (for a container: its member) and what came of it
+
+
+def read_items(
+    items: Sequence[InputItem],
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: Retries,
+    skipped: SkippedFiles | None = None,
+) -> list[list[Read]]:
+    """What each of `items` gave, in their order: one `Read` per file or span, one per audio
+    sample of a tar or row of a parquet row group (the container's own failure if it is
+    unreadable). Inputs that share a location (spans of one file) are read from one open of it.
+    What a tar holds that is not audio is counted in `skipped`."""
+    per_item: list[list[Read]] = [[] for _ in items]
+    for location, indices in group_by_location(items).items():
+        for index in indices:
+            if items[index].container == "tar":
+                per_item[index] = list(iter_tar(items[index], sample_rate, storage_options, retries, skipped))
+            elif items[index].container == "parquet":
+                per_item[index] = list(iter_parquet(items[index], sample_rate, storage_options, retries))
+        files = [i for i in indices if items[i].container is None]
+        if files:
+            # spans in source order, so the decoder seeks forward through the file
+            files.sort(key=lambda i: (items[i].start or 0.0, i))
+            waves = read_location(location, [items[i] for i in files], sample_rate, storage_options, retries)
+            for index, wave in zip(files, waves, strict=True):
+                per_item[index] = [(items[index], wave)]
+    return per_item
+
+
+def group_by_location(items: Sequence[InputItem]) -> dict[str, list[int]]:
+    """Indices of `items` per location, locations in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.location, []).append(index)
+    return groups
+
+
+def read_location(
+    location: str,
+    items: Sequence[InputItem],
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: Retries,
+) -> list[Wave]:
+    """All inputs (whole file or spans) of one location from a single open: one wave per item.
+
+    A transient storage error part-way reopens the file and decodes again, up to `retries`
+    attempts; then every item of the location is a `read` failure naming the error (transient:
+    the next run tries again).
+    """
+    attempts = policy_of(retries).attempts
+    for attempt in range(1, attempts + 1):
+        reader: RecordingReader | None = None
+        try:
+            if is_remote(location):
+                handle, _ = with_retries(lambda: open_remote(location, storage_options), retries)
+                reader = RecordingReader(handle)
+            waves = _decode_spans_once(reader or local_path(location), location, items, sample_rate)
+        except Exception as err:  # open failed for good (missing object, no permission, retries spent)
+            return [ReadFailure.of("read", err, getattr(err, "attempts", attempt)) for _ in items]
+        finally:
+            if reader is not None:
+                reader.close()
+        if reader is not None and reader.error is not None:
+            # FFmpeg may take a failed read for the end of the stream: nothing of this pass is trusted
+            if is_transient(reader.error) and attempt < attempts:
+                log.warning("reading %s failed (%s); reopening it", location, reader.error)
+                continue
+            return [ReadFailure.of("read", reader.error, attempt) for _ in items]
+        return [
+            ReadFailure.of("decode", wave, attempt) if isinstance(wave, AudioError) else wave
+            for wave in waves
+        ]
+    raise AssertionError("unreachable")
+
+
+def _decode_spans_once(source: Any, location: str, items: Sequence[InputItem], sample_rate: int) -> list[Any]:
+    """One open of `source`, each item's span cut from runs read by seeking (`decode_spans`):
+    a waveform or an AudioError per item."""
+    try:
+        return decode_spans(source, [(item.start, item.end) for item in items], sample_rate, name=location)
+    except AudioError as err:
+        return [err] * len(items)
+
+
+def iter_tar(
+    item: InputItem,
+    sample_rate: int,
+    storage_options: dict[str, Any],
+    retries: Retries,
+    skipped: SkippedFiles | None = None,
+) -> Iterator[Read]:
+    """Every audio sample of a WebDataset shard, as a member input (`<tar>#<key>.<ext>`, its
+    sidecar's metadata over the shard's) and its wave.
+
+    The tar is streamed: one sample's members are in memory at a time. A transient storage
+    error part-way reopens the stream and skips the samples already read (`iter_resuming`);
+    past the retry budget the shard itself is one `read` failure. Samples without audio and
+    stray members are counted in `skipped` (once, however often the tar is reopened).
+    """
+    passes: list[SkippedFiles] = []  # stray members, tallied afresh by each pass over the tar
+
+    def samples(handle: Any) -> Iterator[tuple[str, dict[str, bytes]]]:
+        passes.append(SkippedFiles())
+        return iter_tar_samples(handle, passes[-1], item.location)
+
+    stream = iter_resuming(
+        lambda: open_tar(item.location, storage_options), samples, f"read {item.location}", policy_of(retries)
+    )
+    probe = lambda data: probe_audio(io.BytesIO(data))  # noqa: E731  # unknown extensions, as files
+    try:
+        for key, audio, members in audio_samples(stream, item.location, skipped, probe):
+            yield _read_member(item, key, audio, members, sample_rate)
+    except Exception as err:  # unreadable for good: a permanent error, or an outage past the budget
+        yield item, ReadFailure.of("read", err, getattr(err, "attempts", 1))
+        return
+    if skipped is not None and passes:
+        skipped.update(passes[-1])  # the pass that read the tar to its end
+
+
+def _read_member(item: InputItem, key: str, audio: str, members: dict[str, bytes], sample_rate: int) -> Read:
+    """One tar sample's audio member (extension `audio`) with its sidecar."""
+    location = f"{item.location}#{key}.{audio}"
+    member = InputItem(input_key(location), location)
+    try:
+        metadata = sidecar_metadata(members)
+    except (ValueError, UnicodeDecodeError) as err:
+        return member, ReadFailure("decode", type(err).__name__, f"bad sidecar: {err}")
+    member = InputItem(member.key, location, metadata={**item.metadata, **metadata})
+    try:
+        return member, MonoDecoder(members[audio], sample_rate, name=location).span()
+    except AudioError as err:
+        return member, ReadFailure.of("decode", err, 1)
+
+
+def iter_parquet(
+    item: InputItem, sample_rate: int, storage_options: dict[str, Any], retries: Retries
+) -> Iterator[Read]:
+    """Every row of a Hugging Face parquet row group, as a member input keyed by its row id.
+
+    Only this row group is read. A row's audio is its embedded bytes, or the file its `path`
+    names (opened like any other input: range requests when remote).
+    """
+    from losatok_input.sources.hf_parquet import iter_rows
+
+    try:
+        rows, _ = with_retries(lambda: list(iter_rows(item, storage_options)), retries)
+    except Exception as err:
+        yield item, ReadFailure.of("read", err, getattr(err, "attempts", 1))
+        return
+    for row in rows:
+        member = InputItem(input_key(row.location), row.location, metadata=row.metadata)
+        if row.data is None:
+            yield member, ReadFailure("read", "MissingAudio", "the row's audio has neither bytes nor a path")
+            continue
+        try:
+            source = row.data
+            if isinstance(source, str) and is_remote(source):
+                source, _ = with_retries(lambda path=source: open_remote(path, storage_options), retries)
+            elif isinstance(source, str):
+                source = local_path(source)
+            yield member, MonoDecoder(source, sample_rate, name=row.location).span()
+        except AudioError as err:
+            yield member, ReadFailure.of("decode", err, 1)
+        except Exception as err:  # the referenced file could not be read
+            yield member, ReadFailure.of("read", err, getattr(err, "attempts", 1))
