@@ -12,10 +12,9 @@ Decoding input audio (`load_audio`, `AudioError`) is `losatok_input.decoder`'s j
 names here still work for one release, with a DeprecationWarning.
 """
 
-import warnings
 from typing import Any
 
-from losatok.audio import collate_waveforms
+from losatok.audio import collate_waveforms, moved_to_decoder
 from losatok.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -47,13 +46,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("AudioError", "load_audio"):
-        import losatok_input.decoder as decoder
-
-        warnings.warn(
-            f"losatok.{name} moved to losatok_input.decoder.{name}; the old path goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(decoder, name)
-    raise AttributeError(f"module 'losatok' has no attribute {name!r}")
+    return moved_to_decoder(__name__, name)  # `load_audio`, `AudioError`: one release, with a warning

@@ -42,20 +42,26 @@ def collate_waveforms(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 
 
 # Moved to losatok_input.decoder; importable from here, with a warning, for one release.
-_MOVED = {
+MOVED_TO_DECODER = {
     "AudioError", "MonoDecoder", "check_waveform", "decode_spans", "describe_source", "load_audio",
     "plan_runs", "probe_audio",
 }  # fmt: skip
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import losatok_input.decoder as decoder
+def moved_to_decoder(module: str, name: str) -> Any:
+    """`name`, which `module` (`losatok` or `losatok.audio`) held, from losatok_input.decoder, with
+    a DeprecationWarning naming the new path; AttributeError for any other name."""
+    if name not in MOVED_TO_DECODER or (module == "losatok" and name not in ("AudioError", "load_audio")):
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    import losatok_input.decoder as decoder
 
-        warnings.warn(
-            f"losatok.audio.{name} moved to losatok_input.decoder.{name}; the old path goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(decoder, name)
-    raise AttributeError(f"module 'losatok.audio' has no attribute {name!r}")
+    warnings.warn(
+        f"{module}.{name} moved to losatok_input.decoder.{name}; the old path goes in the next release",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(decoder, name)
+
+
+def __getattr__(name: str) -> Any:
+    return moved_to_decoder(__name__, name)

@@ -131,6 +131,75 @@ def make_mixed_corpus(root: str | Path, long_seconds: float = 65.0) -> dict[str,
     return {"good": good, "bad": bad}
 
 
+# The format corpus: ten real recordings in ten containers (one with an extension no list
+# knows), and six files that are not audio, with how a listing counts them.
+FORMAT_CORPUS_AUDIO = [
+    "a.oga",
+    "b.opus",
+    "c.m4a",
+    "d.aiff",
+    "e.caf",
+    "f.wv",
+    "g.mka",
+    "h.au",
+    "sub/i.wav",
+    "sub/j.clip",
+]
+FORMAT_CORPUS_SKIPPED = {
+    "not audio (.txt)": 1,
+    "not audio (.json)": 1,
+    "hidden file": 2,
+    "no audio stream (.mkv, probed)": 1,
+    "not a format FFmpeg opens (.dat, probed)": 1,
+}
+
+
+def make_format_corpus(root: str | Path, scratch: str | Path) -> Path:
+    """Write the format corpus to `root` (`scratch` holds the source speech): FORMAT_CORPUS_AUDIO,
+    plus sidecars, macOS litter, a video without sound and a text file."""
+    root, scratch = Path(root), Path(scratch)
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    speech = synth_speech(scratch / "speech.wav", "one two three", sample_rate=16_000)
+    for name in FORMAT_CORPUS_AUDIO:
+        if name.endswith(".clip"):  # ogg vorbis under a name no list knows: found by probing
+            _run(
+                [
+                    _tool("ffmpeg"),
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(speech),
+                    "-c:a",
+                    "libvorbis",
+                    "-f",
+                    "ogg",
+                    str(root / name),
+                ]
+            )
+        else:
+            convert(speech, root / name)
+    (root / "notes.txt").write_text("one two three")
+    (root / "meta.json").write_text("{}")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "._a.oga").write_bytes(b"\0\5\26\7" + b"\0" * 60)  # a macOS resource fork
+    _run(
+        [
+            _tool("ffmpeg"),
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=1:size=32x32:rate=5",
+            str(root / "video.mkv"),
+        ]
+    )
+    (root / "mystery.dat").write_text("not audio at all")
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m losatok_input.testing DIR`: write the mixed corpus to DIR (kept if already there)."""
     import sys

@@ -25,7 +25,6 @@ ALLOWED = {
 }
 # the one-release aliases of moved names (a module `__getattr__` that warns): not a dependency
 DEPRECATED_ALIASES = {
-    ("losatok", "losatok_input.decoder"),
     ("losatok.audio", "losatok_input.decoder"),
     ("losatok.checkpoint", "losatok.loading"),
     ("losatok.checkpoint", "losatok"),
