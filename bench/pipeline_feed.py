@@ -49,39 +49,48 @@ import ray  # noqa: E402
 from losatok import preset  # noqa: E402
 from losatok_input.sources import list_inputs  # noqa: E402
 from losatok_input.testing import convert, synth_music, synth_speech  # noqa: E402
-from pipelines.config import ClusterConfig, ModelConfig, SinkConfig, SourceConfig, TokenizeConfig  # noqa: E402
-from pipelines.dataflow import decode_stage, init_ray, run_units  # noqa: E402
+from pipelines.config import (  # noqa: E402
+    ClusterConfig,
+    FieldsConfig,
+    ModelConfig,
+    SinkConfig,
+    SourceConfig,
+    TokenizeConfig,
+)
+from pipelines.dataflow import decode_arguments, decode_stage, init_ray, run_units  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import frames_of  # noqa: E402
+from pipelines.finalise import DatasetFinaliser  # noqa: E402
 from pipelines.plan import UnitRef, make_units, write_partition  # noqa: E402
-from pipelines.records import EncodedSegment, pack_payload, unpack_payload  # noqa: E402
+from pipelines.records import EncodedSegment, StageStats, pack_payload, unpack_payload  # noqa: E402
 from pipelines.run import run_identity  # noqa: E402
-from pipelines.write import DatasetSink  # noqa: E402
 
 
 class NullEncodeStage:
     """Bench-only stand-in for `pipelines.dataflow.EncodeStage`: zero arrays, no model. Never shipped."""
 
-    def __init__(self, config: TokenizeConfig) -> None:
+    def __init__(
+        self, model: ModelConfig, fields: FieldsConfig, max_frames: int, threads: int | None
+    ) -> None:
         self.dims = {
-            "latent": preset(config.model.preset).latent_dim,
-            "semantic_low": preset(config.model.preset).latent_dim,
+            "latent": preset(model.preset).latent_dim,
+            "semantic_low": preset(model.preset).latent_dim,
         }
-        self.dtype = np.dtype(config.fields.dtype)
+        self.dtype = np.dtype(fields.dtype)
         self.ready_at = time.time()  # epoch s: the pipeline's last stage is up from here
 
     def __call__(self, batch):
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stats = unpack_payload(blob)
+            unit, segments, failures, stages = unpack_payload(blob)
             results = []
             for s in segments:
                 frames = frames_of(s.num_samples)
                 arrays = {name: np.zeros((frames, dim), self.dtype) for name, dim in self.dims.items()}
                 results.append(EncodedSegment(arrays, frames))
-            stats.update(encode_node="bench", encode_seconds=0.0, encode_ready_at=self.ready_at)
+            stages = replace(stages, encode_node="bench", encode_seconds=0.0, encode_ready_at=self.ready_at)
             payloads.append(
-                pack_payload((unit, [s.without_audio() for s in segments], results, failures, stats))
+                pack_payload((unit, [s.without_audio() for s in segments], results, failures, stages))
             )
         return {"unit": list(batch["unit"]), "payload": payloads}
 
@@ -109,15 +118,18 @@ def payload_costs(segments, dtype, pack, unpack) -> tuple[float, float]:
     return len(blob) / 2**20, time.perf_counter() - start
 
 
-def rates(stats: list[dict], started: float, ended: float, ready: float) -> tuple[float, float, int]:
+def rates(
+    units: list[tuple[float, StageStats]], started: float, ended: float, ready: float
+) -> tuple[float, float, int]:
     """(audio s / wall s with start-up, steady audio s / wall s, units in the steady window).
 
-    `stats`: per unit, "audio_seconds" and "decode_started_at" (epoch s); `ready`: when the last
-    stage was up. Steady counts units whose decode began at or after `ready`, over [ready, ended].
+    `units`: per unit, its audio seconds and its stage stats (`decode_started_at`, epoch s);
+    `ready`: when the last stage was up. Steady counts units whose decode began at or after
+    `ready`, over [ready, ended].
     """
-    audio = sum(s["audio_seconds"] for s in stats)
-    steady = [s for s in stats if s["decode_started_at"] >= ready]
-    steady_rate = sum(s["audio_seconds"] for s in steady) / (ended - ready) if steady else float("nan")
+    audio = sum(seconds for seconds, _ in units)
+    steady = [seconds for seconds, stages in units if stages.decode_started_at >= ready]
+    steady_rate = sum(steady) / (ended - ready) if steady else float("nan")
     return audio / (ended - started), steady_rate, len(steady)
 
 
@@ -164,18 +176,18 @@ def main() -> None:
     write_partition(fsspec.filesystem("file"), plan_path, units)
     rows = [{"unit": u.index, "plan": plan_path} for u in units]
 
-    def decode_alone(rows: list[dict]) -> list[dict]:
+    def decode_alone(rows: list[dict]) -> list[tuple[float, StageStats]]:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             decode_stage,
-            fn_kwargs={"config": config, "sample_rate": 16_000},
+            fn_kwargs=decode_arguments(config, 16_000),
             batch_size=1,
             num_cpus=1,
             compute=ray.data.TaskPoolStrategy(size=cores),
         )
         stats = []
         for row in ds.iter_rows():  # the stats only: the arrays are views, nothing is copied
-            unit, _, _, unit_stats = unpack_payload(row["payload"])
-            stats.append({**unit_stats, "audio_seconds": audio_of[unit.index]})
+            unit, _, _, stages = unpack_payload(row["payload"])
+            stats.append((audio_of[unit.index], stages))
         return stats
 
     decode_alone(rows[:cores])  # warm-up: worker processes started, torch and FFmpeg imported
@@ -188,20 +200,23 @@ def main() -> None:
         start = time.time()
         stats = decode_alone(rows)
         end = time.time()
-        alone = rates(stats, start, end, min(s["decode_started_at"] for s in stats))
+        alone = rates(stats, start, end, min(stages.decode_started_at for _, stages in stats))
 
         sink_config = replace(config.sink, path=f"{config.sink.path}-{attempt}")
-        sink = DatasetSink.open(sink_config, config.fields, tokenizer, run_identity(config, tokenizer))
-        write_partition(sink.layout.fs, sink.layout.path("plan", "feed.parquet"), units)
+        dataset = DatasetFinaliser.open(
+            sink_config, config.fields, tokenizer, run_identity(config, tokenizer)
+        )
+        write_partition(dataset.layout.fs, dataset.layout.path("plan", "feed.parquet"), units)
         refs = [UnitRef(u.index, "plan/feed.parquet") for u in units]
         start = time.time()
-        summaries = list(run_units(config, refs, sink, 16_000, encode_stage=NullEncodeStage))
+        summaries = list(run_units(config, refs, dataset.committer(), 16_000, encode_stage=NullEncodeStage))
         end = time.time()
-        ready = max(s["encode_ready_at"] for s in summaries)
-        moved = sum(s["audio_seconds"] for s in summaries)
+        ready = max(s.stages.encode_ready_at for s in summaries)
+        moved = sum(s.audio_seconds for s in summaries)
         assert abs(moved - audio) < 1e-3 * audio, (moved, audio)
-        busy = sum(s["decode_seconds"] for s in summaries)
-        pairs.append((alone, rates(summaries, start, end, ready), ready - start, end - start))
+        busy = sum(s.stages.decode_seconds for s in summaries)
+        units_run = [(s.audio_seconds, s.stages) for s in summaries]
+        pairs.append((alone, rates(units_run, start, end, ready), ready - start, end - start))
 
     segments, _ = decode_items(units[0].items, config.segment, 16_000, {}, 1)
     unit_audio = sum(s.duration for s in segments)

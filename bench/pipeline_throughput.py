@@ -39,13 +39,13 @@ from pipelines.config import (  # noqa: E402
     SourceConfig,
     TokenizeConfig,
 )
-from pipelines.dataflow import decode_stage, init_ray  # noqa: E402
+from pipelines.dataflow import decode_arguments, decode_stage, init_ray  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import SegmentEncoder  # noqa: E402
+from pipelines.finalise import DatasetFinaliser  # noqa: E402
 from pipelines.plan import make_units, write_partition  # noqa: E402
 from pipelines.records import EncodeFailure  # noqa: E402
 from pipelines.run import run_identity, tokenize  # noqa: E402
-from pipelines.write import DatasetSink  # noqa: E402
 
 
 def make_corpus(root: Path, files: int, seconds: float) -> None:
@@ -129,7 +129,7 @@ def main() -> None:
     rows = [{"unit": u.index, "plan": plan_path} for u in units]
     start = time.perf_counter()
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        decode_stage, fn_kwargs={"config": config, "sample_rate": 16_000}, batch_size=1, num_cpus=1
+        decode_stage, fn_kwargs=decode_arguments(config, 16_000), batch_size=1, num_cpus=1
     )
     for _ in ds.iter_rows():
         pass
@@ -147,9 +147,9 @@ def main() -> None:
     encode_wall = time.perf_counter() - start
 
     # the plain loop: decode -> encode -> commit, one unit at a time, one process
-    sink = DatasetSink.open(
+    committer = DatasetFinaliser.open(
         SinkConfig(path=str(work / "single")), config.fields, model_config, run_identity(config, model_config)
-    )
+    ).committer()
     start = time.perf_counter()
     for unit in units:
         unit_segments, failures = decode_items(unit.items, config.segment, 16_000, {}, 1)
@@ -157,7 +157,7 @@ def main() -> None:
         encoded = [
             (s, r) for s, r in zip(unit_segments, results, strict=True) if not isinstance(r, EncodeFailure)
         ]
-        sink.commit_unit(unit, encoded, failures)
+        committer.commit_unit(unit, encoded, failures)
     single_wall = time.perf_counter() - start
 
     with PeakWorkerMemory() as memory:

@@ -2,7 +2,7 @@
 actors (one per accelerator) and commit actors, with Ray Data's backpressure in between.
 
 Each row is one unit; the stages themselves are the plain functions of `decode`, `encode`
-and `write`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
+and `commit`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
 its unit; a unit commits atomically, so a retry never duplicates a sample.
 """
 
@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import ray
 
 from losatok_input.rule import SkippedFiles
-from pipelines.config import ClusterConfig, TokenizeConfig
+from losatok_storage.retry import RetryPolicy
+from pipelines.commit import CommitStage, ShardCommitter
+from pipelines.config import ClusterConfig, FieldsConfig, ModelConfig, SegmentConfig, TokenizeConfig
 from pipelines.decode import decode_items
 from pipelines.encode import SegmentEncoder
 from pipelines.plan import UnitRef, load_unit
-from pipelines.records import pack_payload, unpack_payload
-from pipelines.write import CommitStage, DatasetSink
+from pipelines.records import StageStats, UnitSummary, pack_payload, unpack_payload
 from raycluster.connect import join_or_start
 
 log = logging.getLogger(__name__)
@@ -69,75 +70,109 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def decode_stage(batch: dict[str, np.ndarray], config: TokenizeConfig, sample_rate: int) -> dict[str, list]:
-    """Ray task body: decode and segment each unit of the batch (read from its plan partition)."""
+def decode_stage(
+    batch: dict[str, np.ndarray],
+    segment: SegmentConfig,
+    sample_rate: int,
+    source_options: dict[str, Any],
+    plan_options: dict[str, Any],
+    retry: RetryPolicy,
+) -> dict[str, list]:
+    """Ray task body: decode and segment each unit of the batch (read from its plan partition).
+
+    `sample_rate`: Hz the tokenizer takes; `source_options`: fsspec options of the source's
+    storage, `plan_options` of the sink's (where the plan partitions lie); `retry`: every
+    storage call's retry policy.
+    """
     payloads = []
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
-        policy = config.cluster.retry_policy()
-        unit = load_unit(str(partition), config.sink.storage_options, int(index), policy)
+        unit = load_unit(str(partition), plan_options, int(index), retry)
         started_at, started = time.time(), time.perf_counter()
         skipped = SkippedFiles()  # what WebDataset tars hold besides audio samples
-        segments, failures = decode_items(
-            unit.items, config.segment, sample_rate, config.source.storage_options, policy, skipped
+        segments, failures = decode_items(unit.items, segment, sample_rate, source_options, retry, skipped)
+        stages = StageStats(
+            decode_node=_node(),
+            decode_seconds=time.perf_counter() - started,
+            decode_started_at=started_at,
+            skipped=skipped.to_dict(),
         )
-        stats = {
-            "decode_node": _node(),
-            "decode_seconds": time.perf_counter() - started,
-            "decode_started_at": started_at,  # epoch s: bench/pipeline_feed.py's steady-state window
-            "skipped": skipped.to_dict(),
-        }
-        payloads.append(pack_payload((unit, segments, failures, stats)))
+        payloads.append(pack_payload((unit, segments, failures, stages)))
     return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+def decode_arguments(config: TokenizeConfig, sample_rate: int) -> dict[str, Any]:
+    """`decode_stage`'s keyword arguments (past the batch) from a run's config."""
+    return {
+        "segment": config.segment,
+        "sample_rate": sample_rate,
+        "source_options": config.source.storage_options,
+        "plan_options": config.sink.storage_options,
+        "retry": config.cluster.retry_policy(),
+    }
 
 
 class EncodeStage:
     """Ray actor body: the model is loaded once per actor and kept."""
 
-    def __init__(self, config: TokenizeConfig) -> None:
+    def __init__(
+        self, model: ModelConfig, fields: FieldsConfig, max_frames: int, threads: int | None = None
+    ) -> None:
+        """`max_frames`: an encode batch's budget (count x longest, in latent frames); `threads`:
+        torch threads on a CPU-only node (None: the node's cores)."""
         import torch
 
         if not torch.cuda.is_available():
             # Ray pins a 1-CPU actor to one thread; on a CPU-only cluster the encoder is the
             # bottleneck and shares the node with decode tasks, so let it use the node's cores
-            torch.set_num_threads(config.cluster.encode_threads or os.cpu_count() or 1)
-        self.encoder = SegmentEncoder(config.model, config.fields, config.cluster.max_frames_per_batch)
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.encoder = SegmentEncoder(model, fields, max_frames)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stats = unpack_payload(blob)
+            unit, segments, failures, stages = unpack_payload(blob)
             started = time.perf_counter()
             results = self.encoder.encode([s.float_wav() for s in segments])
-            stats.update(encode_node=_node(), encode_seconds=time.perf_counter() - started)
+            stages = replace(stages, encode_node=_node(), encode_seconds=time.perf_counter() - started)
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
-            payloads.append(pack_payload((unit, segments, results, failures, stats)))
+            payloads.append(pack_payload((unit, segments, results, failures, stages)))
         return {"unit": list(batch["unit"]), "payload": payloads}
+
+
+def encode_arguments(config: TokenizeConfig) -> dict[str, Any]:
+    """The encode stage's constructor arguments from a run's config."""
+    return {
+        "model": config.model,
+        "fields": config.fields,
+        "max_frames": config.cluster.max_frames_per_batch,
+        "threads": config.cluster.encode_threads,
+    }
 
 
 def run_units(
     config: TokenizeConfig,
     units: list[UnitRef],
-    sink: DatasetSink,
+    committer: ShardCommitter,
     sample_rate: int,
     encode_stage: type = EncodeStage,
-) -> Iterator[dict[str, Any]]:
-    """Stream `units` through the three stages; yields one summary dict per committed unit.
+) -> Iterator[UnitSummary]:
+    """Stream `units` through the three stages; yields one summary per committed unit.
 
     A unit travels as a reference (its number and plan partition); the decode task reads its
     inputs, so the driver never holds or pickles item lists. `encode_stage`: the encode actor's
     class (bench/pipeline_feed.py swaps in one that does no work, to measure what the rest of
-    the dataflow can feed).
+    the dataflow can feed; it takes `encode_arguments`).
     """
     if not units:
         return
     actors, actor_args = encode_actor_count(config.cluster)
-    layout = sink.layout
+    layout = committer.layout
     rows = [{"unit": u.index, "plan": layout.url_of(layout.path(u.partition))} for u in units]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*is deprecated")
     ds = ds.map_batches(
         decode_stage,
-        fn_kwargs={"config": config, "sample_rate": sample_rate},
+        fn_kwargs=decode_arguments(config, sample_rate),
         batch_size=1,
         num_cpus=config.cluster.decode_cpus,
         compute=ray.data.TaskPoolStrategy(),
@@ -147,14 +182,14 @@ def run_units(
     )
     ds = ds.map_batches(
         encode_stage,
-        fn_constructor_kwargs={"config": config},
+        fn_constructor_kwargs=encode_arguments(config),
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
         **actor_args,
     )
     ds = ds.map_batches(
         CommitStage,
-        fn_constructor_kwargs={"sink": sink},
+        fn_constructor_kwargs={"committer": committer},
         batch_size=1,
         # no CPU reserved: Ray Data budgets each operator's reservation out of the cluster's
         # CPUs, so even 0.1 CPU here cost a decode slot on a 3-CPU cluster; a commit uses
@@ -165,4 +200,4 @@ def run_units(
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2 * actors),
     )
     for row in ds.iter_rows():
-        yield pickle.loads(row["summary"])
+        yield UnitSummary.from_row(row)

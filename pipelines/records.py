@@ -49,6 +49,44 @@ class EncodeFailure(Exception):
     """A segment that could not be encoded (NaN/Inf output, out of memory)."""
 
 
+@dataclass(frozen=True)
+class StageStats:
+    """Where and for how long a unit was decoded and encoded; it travels with the unit's payload,
+    each stage copying it with its own part filled in."""
+
+    decode_node: str = ""  # Ray node id
+    decode_seconds: float = 0.0  # wall time of the decode task's work on this unit
+    decode_started_at: float = 0.0  # epoch s: bench/pipeline_feed.py's steady-state window
+    skipped: dict[str, Any] = field(default_factory=dict)  # SkippedFiles.to_dict(): tar members not audio
+    encode_node: str = ""
+    encode_seconds: float = 0.0
+    encode_ready_at: float | None = None  # epoch s the encode actor was up; bench/pipeline_feed.py's only
+
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """What committing one unit did: its counts, and the stats of the stages it went through."""
+
+    unit: int  # the unit's (and its shard's) number
+    inputs: int  # planned inputs of the unit
+    samples: int  # written
+    audio_seconds: float  # of the samples written
+    failures: int  # failed inputs, by location
+    transient: int  # of them, failed because the storage did (retried by the next run)
+    bytes: int  # of the unit's tars, every field group
+    stages: StageStats = field(default_factory=StageStats)
+
+    @staticmethod
+    def to_batch(summaries: list[UnitSummary]) -> dict[str, list[bytes]]:
+        """The column batch Ray Data passes on: one row per summary, one pickled column."""
+        return {"summary": [pickle.dumps(s, protocol=5) for s in summaries]}
+
+    @staticmethod
+    def from_row(row: dict[str, Any]) -> UnitSummary:
+        """The summary one row of a `to_batch` batch holds."""
+        return pickle.loads(row["summary"])
+
+
 _INT16_SCALE = 32768.0  # FFmpeg's s16 -> float conversion: x / 2**15
 
 

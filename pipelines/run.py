@@ -1,4 +1,5 @@
-"""The driver of a tokenization run: identity check, lease, plan (append), resume, progress, card, verdict."""
+"""The driver of a tokenization run: identity check, lease, then plan (append, resume), execute
+(the Ray dataflow, progress), finalise (card, counts, verdict, run log)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from losatok_storage.retry import outage_in
 from losatok_storage.secrets import redact_text
 from pipelines.config import TokenizeConfig
 from pipelines.dataflow import encode_actor_count, init_ray, run_units
+from pipelines.finalise import DatasetFinaliser, field_set, resolve_url
 from pipelines.lease import Lease, new_run_id
 from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
-from pipelines.write import DatasetSink, field_set, resolve_url
+from pipelines.records import UnitSummary
 from raycluster.console import drop_benign_stderr
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,15 @@ class RunSummary:
     failure_fraction: float = 0.0
     skipped: dict = field(default_factory=dict)  # files the listing left out: SkippedFiles.to_dict()
     ok: bool = True
+
+    def add_unit(self, unit: UnitSummary) -> None:
+        """Count a unit this run committed: its samples, audio, nodes and busy times."""
+        self.samples += unit.samples
+        self.audio_seconds += unit.audio_seconds
+        self.decode_nodes.add(unit.stages.decode_node)
+        self.encode_nodes.add(unit.stages.encode_node)
+        self.decode_busy_seconds += unit.stages.decode_seconds
+        self.encode_busy_seconds += unit.stages.encode_seconds
 
     def describe_plan(self) -> str:
         verb = "would be" if self.dry_run else "planned"
@@ -166,11 +177,11 @@ class Progress:
         self.inputs = self.failures = 0
         self.seconds = 0.0
 
-    def update(self, summary: dict) -> None:
+    def update(self, unit: UnitSummary) -> None:
         self.done += 1
-        self.inputs += summary["inputs"]
-        self.failures += summary["failures"]
-        self.seconds += summary["audio_seconds"]
+        self.inputs += unit.inputs
+        self.failures += unit.failures
+        self.seconds += unit.audio_seconds
         now = time.perf_counter()
         last = self.done == self.total
         if now - self.last >= self.every or last:
@@ -189,22 +200,18 @@ class Progress:
 
 
 def tokenize(config: TokenizeConfig) -> RunSummary:
-    """Run (append to, or resume) the dataset at `config.sink.path`; see README for the guarantees.
+    """Run (append to, or resume) the dataset at `config.sink.path`; see docs/tokenizing.md for the guarantees.
 
+    Holding the dataset's lease, a `TokenizeRun` plans, executes and finalises the run.
     Raises LeaseHeldError at once when another live run writes the dataset.
     """
     started = time.perf_counter()
     check_paths(config)  # before anything is written: a bad path leaves no trace
-    hub = published_files(config)
-    if hub is not None:  # every encode actor loads exactly the commit the identity names
-        config = replace(config, model=replace(config.model, revision=hub.model.revision))
+    config = pin_published_revision(config)
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
     run_id = new_run_id()
-    # a source without audio is refused before the sink is touched (a peek: the listing streams)
-    skipped = SkippedFiles()
-    if next(iter_inputs(config.source, skipped), None) is None:
-        raise EmptySourceError(nothing_found(config.source, skipped))
+    refuse_empty_source(config)
     if config.dry_run:
         return plan_only(config, identity, run_id)
     if config.cluster.address:  # a cluster that is not there fails before the sink is touched
@@ -212,78 +219,129 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     url = resolve_url(config.sink, identity)
     layout = DatasetLayout(url, config.sink.storage_options, config.cluster.retry_policy())
     with Lease(layout.fs, layout.root, run_id, config.sink.lease_seconds).held() as lease:
-        sink = DatasetSink.open(
+        dataset = DatasetFinaliser.open(
             config.sink, config.fields, tokenizer, identity, config.cluster.retry_policy()
         )
-        summary = RunSummary(root=sink.root_uri, run_id=run_id)
-        sink.remove_uncommitted()
-        store = sink.plan()
-        skipped = SkippedFiles()
+        run = TokenizeRun(config, tokenizer, identity, run_id, dataset, lease)
+        run.plan()
+        run.execute()
+        return run.finalise(started)
+
+
+def pin_published_revision(config: TokenizeConfig) -> TokenizeConfig:
+    """`config` with the Hub commit of the published weights it loads (if any) as the model's
+    revision: every encode actor loads exactly the commit the identity names."""
+    hub = published_files(config)
+    if hub is None:
+        return config
+    return replace(config, model=replace(config.model, revision=hub.model.revision))
+
+
+def refuse_empty_source(config: TokenizeConfig) -> None:
+    """A source without audio is refused before the sink is touched (a peek: the listing streams)."""
+    skipped = SkippedFiles()
+    if next(iter_inputs(config.source, skipped), None) is None:
+        raise EmptySourceError(nothing_found(config.source, skipped))
+
+
+class TokenizeRun:
+    """One run over a dataset whose lease it holds: `plan`, `execute`, `finalise`, in that order,
+    each filling its part of `summary`."""
+
+    def __init__(
+        self,
+        config: TokenizeConfig,
+        tokenizer: LoSATokConfig,
+        identity: RunIdentity,
+        run_id: str,
+        dataset: DatasetFinaliser,
+        lease: Lease,
+    ) -> None:
+        self.config, self.tokenizer, self.identity, self.run_id = config, tokenizer, identity, run_id
+        self.dataset, self.lease = dataset, lease
+        self.summary = RunSummary(root=dataset.root_uri, run_id=run_id)
+        self.skipped = SkippedFiles()  # files the listing left out, and what tars hold besides audio
+        self.generations: list[Generation] = []  # the dataset's, this run's included
+        self.pending: list[UnitRef] = []  # units without a committed shard
+
+    def plan(self) -> None:
+        """Clear what a killed run left, append a generation of the inputs not yet in the dataset
+        (and of failed ones to retry), and find the units still to do."""
+        dataset, summary = self.dataset, self.summary
+        dataset.remove_uncommitted()
+        store = dataset.plan()
         # inputs that failed for a transient reason (every failed input with retry_failed) and
         # are not in a unit still to do are planned again, into new units
         earlier = store.generations()
-        retry = sink.inputs_to_retry(
-            store, store.pending(sink.committed_units(), earlier), config.retry_failed
+        retry = dataset.inputs_to_retry(
+            store, store.pending(dataset.committed_units(), earlier), self.config.retry_failed
         )
-        report = append(store, config, run_id, skipped=skipped, retry=retry)
-        summary.skipped = skipped.to_dict()
-        if skipped.total:
-            log.warning("%s", skipped.describe())
-        generations = store.generations()
-        pending = store.pending(sink.committed_units(), generations)
-        record_plan(summary, report, generations, pending)
+        report = append(store, self.config, self.run_id, skipped=self.skipped, retry=retry)
+        summary.skipped = self.skipped.to_dict()
+        if self.skipped.total:
+            log.warning("%s", self.skipped.describe())
+        self.generations = store.generations()
+        self.pending = store.pending(dataset.committed_units(), self.generations)
+        record_plan(summary, report, self.generations, self.pending)
         log.info("%s", summary.describe_plan())
         log.info(
             "%d shards planned, %d already committed, %d to do",
             summary.units,
             summary.units_resumed,
-            len(pending),
+            len(self.pending),
         )
 
-        if pending:
-            init_ray(config.cluster)
-            summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-            actors, _ = encode_actor_count(config.cluster)
-            summary.encode_actors = actors
-            progress = Progress(len(pending), actors)
-            with drop_benign_stderr(), stop_on_outage():  # Ray's expected C++ error line about actor restarts
-                for unit_summary in run_units(config, pending, sink, tokenizer.sample_rate):
-                    lease.check()
-                    progress.update(unit_summary)
-                    if unit_summary["inputs"] and unit_summary.get("transient", 0) >= unit_summary["inputs"]:
-                        raise StorageOutageError(
-                            f"storage outage: no input of shard {unit_summary['unit']} could be read "
-                            f"within the retry budget (cluster.retries={config.cluster.retries}); the run "
-                            "stopped; rerun the same command to resume and retry them"
-                        )
-                    summary.samples += unit_summary["samples"]
-                    summary.audio_seconds += unit_summary["audio_seconds"]
-                    summary.decode_nodes.add(unit_summary["decode_node"])
-                    summary.encode_nodes.add(unit_summary["encode_node"])
-                    summary.decode_busy_seconds += unit_summary["decode_seconds"]
-                    summary.encode_busy_seconds += unit_summary["encode_seconds"]
-                    skipped.update(unit_summary.get("skipped", {}))  # inside tars, found by decoding
-            if skipped.total > summary.skipped.get("total", 0):
-                summary.skipped = skipped.to_dict()
-                log.warning("%s", skipped.describe())
+    def execute(self) -> None:
+        """Stream the units still to do through the Ray dataflow, adding each committed one to
+        the summary. Stops with StorageOutageError when the storage failed past the retry budget
+        (a stage's call, or every input of a unit), LeaseLostError when the lease was taken over."""
+        if not self.pending:
+            return
+        config, summary = self.config, self.summary
+        init_ray(config.cluster)
+        summary.nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        actors, _ = encode_actor_count(config.cluster)
+        summary.encode_actors = actors
+        progress = Progress(len(self.pending), actors)
+        committer = self.dataset.committer()
+        with drop_benign_stderr(), stop_on_outage():  # Ray's expected C++ error line about actor restarts
+            for unit in run_units(config, self.pending, committer, self.tokenizer.sample_rate):
+                self.lease.check()
+                progress.update(unit)
+                if unit.inputs and unit.transient >= unit.inputs:
+                    raise StorageOutageError(
+                        f"storage outage: no input of shard {unit.unit} could be read "
+                        f"within the retry budget (cluster.retries={config.cluster.retries}); the run "
+                        "stopped; rerun the same command to resume and retry them"
+                    )
+                summary.add_unit(unit)
+                self.skipped.update(unit.stages.skipped)  # inside tars, found by decoding
+        if self.skipped.total > summary.skipped.get("total", 0):
+            summary.skipped = self.skipped.to_dict()
+            log.warning("%s", self.skipped.describe())
 
-        lease.check()
+    def finalise(self, started: float) -> RunSummary:
+        """Rebuild the card from what is committed, count the dataset's inputs, judge the run and
+        keep its log in `runs/`. `started`: `time.perf_counter()` when the run began."""
+        dataset, summary = self.dataset, self.summary
+        self.lease.check()
         with stop_on_outage():
-            before = {row["key"] or row["location"] for row in sink.open_failures()}
-            sink.finalize(identity, generations, run_id)
-            failed = sink.open_failures()
+            before = {row["key"] or row["location"] for row in dataset.open_failures()}
+            dataset.record_recoveries(self.run_id)
+            dataset.rebuild_card(self.identity, self.generations)
+            failed = dataset.open_failures()
             summary.recovered = len(before - {row["key"] or row["location"] for row in failed})
             transient = [row["location"] for row in failed if row["transient"]]
             summary.transient_failures, summary.transient_examples = len(transient), transient[:3]
             # counted from what the dataset holds: exact for every source kind, resumed shards
             # included (a WebDataset shard is one planned item but many inputs)
-            good, summary.failures = sink.input_counts()
+            good, summary.failures = dataset.input_counts()
         summary.inputs = good + summary.failures
         summary.failure_fraction = summary.failures / max(summary.inputs, 1)
-        summary.ok = summary.failure_fraction <= config.cluster.max_failure_fraction and not transient
+        summary.ok = summary.failure_fraction <= self.config.cluster.max_failure_fraction and not transient
         summary.wall_seconds = time.perf_counter() - started
-        sink.write_run_log(asdict(summary))
-    return summary
+        dataset.write_run_log(asdict(summary))
+        return summary
 
 
 @contextlib.contextmanager
@@ -347,10 +405,10 @@ def plan_only(config: TokenizeConfig, identity: RunIdentity, run_id: str) -> Run
     retry = None
     if layout.fs.exists(f"{layout.root}/{RUN_FILE}"):  # a dataset to retry failed inputs of
         tokenizer = model_config(config)
-        sink = DatasetSink(
+        dataset = DatasetFinaliser(
             layout, field_set(config.fields, tokenizer), tokenizer.sample_rate, tokenizer.frame_rate
         )
-        retry = sink.inputs_to_retry(store, store.pending(committed, generations), config.retry_failed)
+        retry = dataset.inputs_to_retry(store, store.pending(committed, generations), config.retry_failed)
     report = append(store, config, run_id, dry_run=True, retry=retry)
     summary = RunSummary(root=layout.url, run_id=run_id, dry_run=True)
     record_plan(summary, report, generations, store.pending(committed, generations))

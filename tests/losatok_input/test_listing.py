@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from losatok_input import listing
 from losatok_input.config import SourceConfig
 from losatok_input.decoder import load_audio, probe_audio
 from losatok_input.listing import iter_audio_files
@@ -97,3 +98,27 @@ def test_tars_are_listed_as_shards_when_asked(format_corpus, tmp_path):
     assert dict(skipped.counts) == {"not audio (.tar)": 1}
     with pytest.raises(FileNotFoundError, match="absent"):
         next(iter_audio_files(str(tmp_path / "absent")))
+
+
+def test_an_s3_folder_is_listed_page_by_page_in_key_order(s3_bucket, s3_endpoint, monkeypatch):
+    import s3fs
+
+    options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    names = ["c/b/2.wav", "c/a/1.wav", "c/a/0.flac", "c/z.txt", "c/b/x/3.wav", "cc/other.wav"]
+    for name in names:
+        fs.pipe_file(f"{s3_bucket}/{name}", b"RIFF")
+    pages = []
+    original = listing.iter_files
+
+    def paged(fs, root, page=1000):  # batches of 2: the async listing resumes where it stopped
+        for info in original(fs, root, page=2):
+            pages.append(info["name"])
+            yield info
+
+    monkeypatch.setattr(listing, "iter_files", paged)
+    found = [
+        i.location for i in list_directory(SourceConfig(path=f"s3://{s3_bucket}/c", storage_options=options))
+    ]
+    assert found == [f"s3://{s3_bucket}/{n}" for n in ["c/a/0.flac", "c/a/1.wav", "c/b/2.wav", "c/b/x/3.wav"]]
+    assert len(pages) == 5  # every object under c/ (the .txt filtered after), nothing of cc/

@@ -124,34 +124,6 @@ def test_a_plan_written_before_generations_reads_as_generation_one(store, tmp_pa
     assert [len(v) for v in planned(legacy).values()] == [2, 1, 1]
 
 
-def test_an_s3_folder_is_listed_page_by_page_in_key_order(s3_bucket, s3_endpoint, monkeypatch):
-    import s3fs
-
-    from pipelines import sources
-    from pipelines.config import SourceConfig
-
-    options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
-    names = ["c/b/2.wav", "c/a/1.wav", "c/a/0.flac", "c/z.txt", "c/b/x/3.wav", "cc/other.wav"]
-    for name in names:
-        fs.pipe_file(f"{s3_bucket}/{name}", b"RIFF")
-    pages = []
-    original = sources._iter_files
-
-    def paged(fs, root, page=1000):  # batches of 2: the async listing resumes where it stopped
-        for info in original(fs, root, page=2):
-            pages.append(info["name"])
-            yield info
-
-    monkeypatch.setattr(sources, "_iter_files", paged)
-    found = [
-        i.location
-        for i in sources.iter_directory(SourceConfig(path=f"s3://{s3_bucket}/c", storage_options=options))
-    ]
-    assert found == [f"s3://{s3_bucket}/{n}" for n in ["c/a/0.flac", "c/a/1.wav", "c/b/2.wav", "c/b/x/3.wav"]]
-    assert len(pages) == 5  # every object under c/ (the .txt filtered after), nothing of cc/
-
-
 def plan_three_generations(store: PlanStore) -> tuple[list[tuple], dict[int, list[str]]]:
     """Reports of appends that plan, append another source, drop and add inputs, then a dry run."""
     names = [f"f{i:03d}" for i in range(60)]

@@ -1,5 +1,5 @@
-"""The sink's card: its latent stats always cover every committed frame, even after a stats
-fragment was lost (no Ray needed: the sink is driven directly over a real dataset)."""
+"""The dataset's card: its latent stats always cover every committed frame, even after a stats
+fragment was lost (no Ray needed: the finaliser is driven directly over a real dataset)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,20 @@ from losatok_data.stats import ChannelStats, read_stats_fragment
 from losatok_data.testing import tiny_tokenizer, write_fake_dataset
 from losatok_data.verify import verify_dataset
 from pipelines import spill
+from pipelines.finalise import DatasetFinaliser
 from pipelines.plan import RunIdentity
-from pipelines.write import DatasetSink
 
 
-def test_finalize_rebuilds_a_missing_stats_fragment_from_the_shard(tmp_path):
+def test_rebuild_card_recomputes_a_missing_stats_fragment_from_the_shard(tmp_path):
     ds = write_fake_dataset(str(tmp_path / "ds"), n_shards=3, samples_per_shard=2)
     whole = ChannelStats.merge_all([read_stats_fragment(ds.layout, n) for n in range(3)])
     lost = ds.layout.fs.cat_file(ds.layout.stats_path(1))
     ds.layout.fs.rm(ds.layout.stats_path(1))
     assert [f.where for f in verify_dataset(ds.url).faults] == ["stats/shard-000001.json"]
 
-    sink = DatasetSink(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
+    dataset = DatasetFinaliser(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
     identity = RunIdentity(tokenizer={**tiny_tokenizer().__dict__}, seed=0, fields={}, segment={})
-    card = sink.finalize(identity)
+    card = dataset.rebuild_card(identity)
 
     assert card.latent_stats.count == whole.count == ds.card.totals.frames  # not 2/3 of the frames
     np.testing.assert_allclose(card.latent_stats.mean, whole.mean, rtol=1e-12)
@@ -49,5 +49,5 @@ def test_input_counts_count_each_input_once_whatever_the_buckets(tmp_path, monke
         FailureRecord("/c.wav", "decode", "E", "m"),  # no key: counted by location
     ]
     write_failures(ds.layout, "shard-000001", failed)
-    sink = DatasetSink(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
-    assert sink.input_counts() == (12, 3)  # lost, /c.wav and the fake's own /corpus/broken-0.mp3
+    dataset = DatasetFinaliser(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
+    assert dataset.input_counts() == (12, 3)  # lost, /c.wav and the fake's own /corpus/broken-0.mp3

@@ -1,24 +1,22 @@
-"""The sink: a latent dataset (`losatok_data` layout) that units commit into, exactly once.
+"""The dataset as the driver keeps it around a run: open it, clear what a killed run left, name
+the failed inputs to plan again; afterwards record recoveries, rebuild the card from what is
+committed, count inputs and log the run. Units themselves commit in `pipelines.commit`.
 
 Beyond the `losatok_data` layout (which includes `stats/shard-*.json`, per-shard latent
 statistics merged into the card) the pipeline keeps small files of its own at the root:
 `run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan/` and
 `generations/` (which inputs make which shard, one generation per append; see
 `pipelines.plan`), `lease.json` (the one run writing now; see `pipelines.lease`) and
-`runs/run-*.json` (one log per run: counts, nodes, speed). A unit commits in this order: its
-failure-ledger fragment, its tars and stats, its index fragment (the commit point). Whatever a
-killed run left past the last commit point is removed by `remove_uncommitted` before a rerun
-writes anything.
+`runs/run-*.json` (one log per run: counts, nodes, speed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +35,8 @@ from losatok_data.card import (
 )
 from losatok_data.fields import FieldSet, default_fields
 from losatok_data.index import ShardInfo, shard_summaries
-from losatok_data.layout import DatasetLayout, shard_name
+from losatok_data.layout import STATS_DIR, DatasetLayout, shard_name
 from losatok_data.ledger import (
-    FailureRecord,
     failure_counts,
     open_failures,
     read_failures,
@@ -47,31 +44,27 @@ from losatok_data.ledger import (
     write_failures,
 )
 from losatok_data.reader import DatasetReader
-from losatok_data.sample import LatentSample, SampleMetadata
 from losatok_data.stats import ChannelStats, read_stats_fragment, write_stats_fragment
-from losatok_data.writer import write_shard
 from losatok_storage.filesystem import open_atomic
 from losatok_storage.retry import RetryPolicy
 from losatok_storage.secrets import redact, redact_text
+from pipelines.commit import ShardCommitter
 from pipelines.config import FieldsConfig, SinkConfig
 from pipelines.plan import (
     Generation,
     PlanStore,
     RunIdentity,
-    Unit,
     UnitRef,
     key_hashes,
     read_identity,
     write_identity,
 )
-from pipelines.records import EncodedSegment, EncodeFailure, Segment, unpack_payload
 from pipelines.spill import HashBuckets, hash_starts
 
-if TYPE_CHECKING:  # the commit stage must not import torch, which losatok does
+if TYPE_CHECKING:  # a type only: importing losatok imports torch
     from losatok import LoSATokConfig
 
 log = logging.getLogger(__name__)
-STATS_DIR = "stats"
 EMPTY_LEDGER = "empty"  # failures/empty.parquet: the ledger's schema and no rows
 RUNS_DIR = "runs"
 SAMPLED, FAILED = 0, 1  # kinds of input-key hashes counted by input_counts; SAMPLED sorts first
@@ -92,7 +85,9 @@ def field_set(fields: FieldsConfig, model: LoSATokConfig) -> FieldSet:
     )
 
 
-class DatasetSink:
+class DatasetFinaliser:
+    """The driver's side of the dataset, before and after the units commit."""
+
     def __init__(self, layout: DatasetLayout, fields: FieldSet, sample_rate: int, frame_rate: float) -> None:
         self.layout = layout
         self.fields = fields
@@ -111,7 +106,7 @@ class DatasetSink:
         model: LoSATokConfig,
         identity: RunIdentity,
         retry: RetryPolicy | None = None,
-    ) -> DatasetSink:
+    ) -> DatasetFinaliser:
         """Open the sink at `resolve_url(sink, identity)`, writing `run.json` if it is new.
 
         Call it while holding the dataset's lease: the identity is checked again here.
@@ -125,6 +120,10 @@ class DatasetSink:
         if existing is None:
             write_identity(layout.fs, layout.root, identity)
         return cls(layout, field_set(fields, model), model.sample_rate, model.frame_rate)
+
+    def committer(self) -> ShardCommitter:
+        """What the commit actors write this dataset's units with."""
+        return ShardCommitter(self.layout, self.fields, self.frame_rate)
 
     # --- plan and resume -------------------------------------------------------------------
     def plan(self) -> PlanStore:
@@ -158,43 +157,6 @@ class DatasetSink:
         if doomed:
             log.info("removed %d leftovers of an interrupted run", len(doomed))
         return doomed
-
-    # --- committing a unit -----------------------------------------------------------------
-    def commit_unit(
-        self, unit: Unit, encoded: list[tuple[Segment, EncodedSegment]], failures: list[FailureRecord]
-    ) -> dict[str, Any]:
-        """Write one unit's shard; returns its summary (samples, seconds, failures, bytes)."""
-        name = shard_name(unit.index)
-        failures = [replace(f, writer=name) for f in failures]
-        if failures:
-            write_failures(self.layout, name, failures)
-        samples = [self._sample(segment, result) for segment, result in encoded]
-        # write_shard writes the stats fragment before the index fragment (the commit point)
-        written = write_shard(self.layout, unit.index, samples, self.fields, frame_rate=self.frame_rate)
-        return {
-            "unit": unit.index,
-            "inputs": len(unit.items),
-            "samples": written.info.samples,
-            "audio_seconds": written.info.seconds,
-            "failures": len({f.location for f in failures}),
-            "transient": len({f.input_id for f in failures if f.transient}),  # the storage failed
-            "bytes": sum(written.bytes_by_group.values()),
-        }
-
-    def _sample(self, segment: Segment, result: EncodedSegment) -> LatentSample:
-        meta = dict(segment.metadata)
-        if meta.get("tags") is not None:
-            meta["tags"] = tuple(meta["tags"])
-        metadata = SampleMetadata(
-            source=segment.location,
-            offset=segment.offset,
-            duration=segment.duration,
-            sample_rate=segment.sample_rate,
-            frame_count=result.frames,
-            segment=int(segment.key.rsplit("_", 1)[1]),
-            **meta,
-        )
-        return LatentSample(segment.key, metadata, result.arrays)
 
     # --- failures: what to try again, what recovered ------------------------------------------
     def inputs_to_retry(
@@ -238,13 +200,9 @@ class DatasetSink:
         return present
 
     # --- the card --------------------------------------------------------------------------
-    def finalize(
-        self, identity: RunIdentity, generations: Sequence[Generation] = (), run_id: str = ""
-    ) -> DatasetCard:
+    def rebuild_card(self, identity: RunIdentity, generations: Sequence[Generation] = ()) -> DatasetCard:
         """Write `card.json` from what is committed: totals, merged latent stats, failures (inputs
-        failed now, after recording the recoveries), and one entry per generation."""
-        if run_id:
-            self.record_recoveries(run_id)
+        failed now: record the recoveries first), and one entry per generation."""
         shards = self._shard_summaries()
         committed = self.layout.committed_shards()
         by_number = {s.number: s for s in shards}
@@ -353,9 +311,6 @@ class DatasetSink:
             handle.write(json.dumps(redact(record), indent=2, sort_keys=True, default=sorted).encode())
         return path
 
-    def read_card(self) -> DatasetCard:
-        return read_card(self.layout)
-
     def _created_at(self) -> str | None:
         """The creation time recorded by an earlier run's card, if there is one."""
         if not self.layout.fs.exists(self.layout.card_path):
@@ -435,37 +390,3 @@ def _mismatch(url: str, existing: RunIdentity, identity: RunIdentity) -> str:
 def _shard_of(path: str) -> int | None:
     name = path.rsplit("/", 1)[-1].split(".", 1)[0]
     return int(name[6:]) if name.startswith("shard-") and name[6:].isdigit() else None
-
-
-def commit_stage(batch: dict[str, np.ndarray], sink: DatasetSink) -> dict[str, list]:
-    """The commit stage (`CommitStage` actors run it): write each unit's shard, index fragment
-    and failures, atomically."""
-    rows = []
-    for blob in batch["payload"]:
-        unit, segments, results, failures, stats = unpack_payload(blob)
-        encoded = []
-        for segment, result in zip(segments, results, strict=True):
-            if isinstance(result, EncodeFailure):
-                failures.append(
-                    FailureRecord(segment.location, "encode", "EncodeFailure", str(result), key=segment.key)
-                )
-            else:
-                encoded.append((segment, result))
-        summary = sink.commit_unit(unit, encoded, failures)
-        rows.append(pickle.dumps({**summary, **stats}, protocol=5))
-    return {"summary": rows}
-
-
-class CommitStage:
-    """Ray actor body around `commit_stage`: commits run in processes of their own.
-
-    Not tasks: a commit task op at a fraction of a CPU made Ray Data's resource budget hold back
-    decode tasks, and its extra worker processes came and went, so that decode tasks landed on
-    fresh workers and paid for importing torch (bench/pipeline_feed.py, README "Feed").
-    """
-
-    def __init__(self, sink: DatasetSink) -> None:
-        self.sink = sink
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        return commit_stage(batch, self.sink)
