@@ -95,7 +95,7 @@ class CommitStage:
 
     Not tasks: a commit task op at a fraction of a CPU made Ray Data's resource budget hold back
     decode tasks, and its extra worker processes came and went, so that decode tasks landed on
-    fresh workers and paid for importing torch (bench/pipeline_feed.py, README "Feed").
+    fresh workers and paid for importing torch (bench/pipeline_feed.py; docs/benchmarks.md).
     """
 
     def __init__(self, committer: ShardCommitter) -> None:

@@ -1,4 +1,4 @@
-"""`ray job submit` as the README documents it, on a `ray start` head with token authentication.
+"""`ray job submit` as docs/cluster.md documents it, on a `ray start` head with token authentication.
 
 One head node on a loopback address (127.0.0.2: Ray refuses 127.0.0.1 for a node other drivers
 join), in a PID namespace of its own so that `ray stop` stops this cluster and nothing else on
@@ -112,7 +112,7 @@ print(client.get_job_logs(sys.argv[2]), end="")
 
 
 def submit(dashboard: str, env: dict[str, str], entrypoint: list[str]) -> tuple[str, str]:
-    """`ray job submit --working-dir` from the repository root, as the README says; (final status, logs)."""
+    """`ray job submit --working-dir` from the repository root, as docs/cluster.md says; (final status, logs)."""
     job = f"test-{uuid.uuid4().hex[:8]}"
     command = [
         RAY,
