@@ -21,7 +21,7 @@ import torch
 from losatok_input.decoder import AudioError, MonoDecoder, decode_spans, probe_audio
 from losatok_input.items import InputItem, input_key
 from losatok_input.opening import RecordingReader, open_remote, open_tar
-from losatok_input.rule import SkippedFiles, audio_samples, iter_tar_samples, sidecar_metadata
+from losatok_input.rule import SkippedFiles, audio_samples, iter_shard_samples, sidecar_metadata
 from losatok_storage.paths import is_remote, local_path
 from losatok_storage.retry import Retries, is_transient, iter_resuming, policy_of, with_retries
 
@@ -153,7 +153,7 @@ def iter_tar(
 
     def samples(handle: Any) -> Iterator[tuple[str, dict[str, bytes]]]:
         passes.append(SkippedFiles())
-        return iter_tar_samples(handle, passes[-1], item.location)
+        return iter_shard_samples(handle, passes[-1], item.location)
 
     stream = iter_resuming(
         lambda: open_tar(item.location, storage_options), samples, f"read {item.location}", policy_of(retries)

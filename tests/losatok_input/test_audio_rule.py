@@ -9,7 +9,7 @@ from losatok_input.rule import (
     audio_member,
     audio_skip_reason,
     file_extension,
-    iter_tar_samples,
+    iter_shard_samples,
 )
 
 
@@ -130,7 +130,7 @@ def test_stray_tar_members_are_counted_by_reason():
             archive.addfile(info, io.BytesIO(b"x"))
     buffer.seek(0)
     skipped = SkippedFiles()
-    keys = [key for key, _ in iter_tar_samples(buffer, skipped, "s3://b/part.tar")]
+    keys = [key for key, _ in iter_shard_samples(buffer, skipped, "s3://b/part.tar")]
     assert keys == ["a", "sub/b"]
     assert dict(skipped.counts) == {"hidden file": 1, "tar member without an extension": 1}
     assert skipped.examples["hidden file"] == ["s3://b/part.tar#._a.flac"]

@@ -10,7 +10,7 @@ import pytest
 import losatok_input.decoder
 from losatok_input import reading
 from losatok_input.decoder import load_audio
-from losatok_input.rule import iter_tar_samples, tar_members
+from losatok_input.rule import iter_shard_samples, tar_members
 from losatok_input.sources import InputItem
 from losatok_input.sources.manifest import group_by_file
 from losatok_input.testing import convert, synth_music
@@ -97,7 +97,7 @@ def test_tar_is_read_as_a_stream(audio_dir):
         def read(self, size=-1):
             return self.inner.read(size)
 
-    streamed = list(iter_tar_samples(ReadOnly(buffer.getvalue())))
+    streamed = list(iter_shard_samples(ReadOnly(buffer.getvalue())))
     assert [k for k, _ in streamed] == ["a/x", "y"]
     assert dict(streamed) == tar_members(buffer.getvalue())
 
