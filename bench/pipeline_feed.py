@@ -60,10 +60,10 @@ from pipelines.config import (  # noqa: E402
 from pipelines.dataflow import decode_arguments, decode_stage, init_ray, run_units  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import frames_of  # noqa: E402
-from pipelines.finalise import DatasetFinaliser  # noqa: E402
 from pipelines.plan import UnitRef, make_units, write_partition  # noqa: E402
 from pipelines.records import EncodedSegment, StageStats, pack_payload, unpack_payload  # noqa: E402
 from pipelines.run import run_identity  # noqa: E402
+from pipelines.sink import SinkDataset  # noqa: E402
 
 
 class NullEncodeStage:
@@ -203,9 +203,7 @@ def main() -> None:
         alone = rates(stats, start, end, min(stages.decode_started_at for _, stages in stats))
 
         sink_config = replace(config.sink, path=f"{config.sink.path}-{attempt}")
-        dataset = DatasetFinaliser.open(
-            sink_config, config.fields, tokenizer, run_identity(config, tokenizer)
-        )
+        dataset = SinkDataset.open(sink_config, config.fields, tokenizer, run_identity(config, tokenizer))
         write_partition(dataset.layout.fs, dataset.layout.path("plan", "feed.parquet"), units)
         refs = [UnitRef(u.index, "plan/feed.parquet") for u in units]
         start = time.time()

@@ -42,10 +42,10 @@ from pipelines.config import (  # noqa: E402
 from pipelines.dataflow import decode_arguments, decode_stage, init_ray  # noqa: E402
 from pipelines.decode import decode_items  # noqa: E402
 from pipelines.encode import SegmentEncoder  # noqa: E402
-from pipelines.finalise import DatasetFinaliser  # noqa: E402
 from pipelines.plan import make_units, write_partition  # noqa: E402
 from pipelines.records import EncodeFailure  # noqa: E402
 from pipelines.run import run_identity, tokenize  # noqa: E402
+from pipelines.sink import SinkDataset  # noqa: E402
 
 
 def make_corpus(root: Path, files: int, seconds: float) -> None:
@@ -147,7 +147,7 @@ def main() -> None:
     encode_wall = time.perf_counter() - start
 
     # the plain loop: decode -> encode -> commit, one unit at a time, one process
-    committer = DatasetFinaliser.open(
+    committer = SinkDataset.open(
         SinkConfig(path=str(work / "single")), config.fields, model_config, run_identity(config, model_config)
     ).committer()
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 A unit commits in this order: its failure-ledger fragment, its tars and stats, its index
 fragment (the commit point). Whatever a killed run left past the last commit point is removed
-by `DatasetFinaliser.remove_uncommitted` (`pipelines.finalise`) before a rerun writes anything.
+by `SinkDataset.remove_uncommitted` (`pipelines.sink`) before a rerun writes anything.
 No torch here: a worker that only commits stays small and starts fast.
 """
 

@@ -1,13 +1,9 @@
-"""The dataset as the driver keeps it around a run: open it, clear what a killed run left, name
-the failed inputs to plan again; afterwards record recoveries, rebuild the card from what is
-committed, count inputs and log the run. Units themselves commit in `pipelines.commit`.
+"""Finalising a run: the dataset's card rebuilt from what is committed (totals, merged latent
+stats, failures, generations) and its inputs counted. The dataset the run writes is held by
+`pipelines.sink.SinkDataset`, which hands out a `DatasetFinaliser` once the units are committed.
 
-Beyond the `losatok_data` layout (which includes `stats/shard-*.json`, per-shard latent
-statistics merged into the card) the pipeline keeps small files of its own at the root:
-`run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan/` and
-`generations/` (which inputs make which shard, one generation per append; see
-`pipelines.plan`), `lease.json` (the one run writing now; see `pipelines.lease`) and
-`runs/run-*.json` (one log per run: counts, nodes, speed).
+Besides the shards and their index, the `losatok_data` layout holds `stats/shard-*.json`:
+per-shard latent statistics, merged into the card here.
 """
 
 from __future__ import annotations
@@ -17,10 +13,7 @@ import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,60 +26,23 @@ from losatok_data.card import (
     utc_now,
     write_card,
 )
-from losatok_data.fields import FieldSet, default_fields
+from losatok_data.fields import FieldSet
 from losatok_data.index import ShardInfo, shard_summaries
-from losatok_data.layout import STATS_DIR, DatasetLayout, shard_name
-from losatok_data.ledger import (
-    failure_counts,
-    open_failures,
-    read_failures,
-    recovered_records,
-    write_failures,
-)
+from losatok_data.layout import DatasetLayout, shard_name
+from losatok_data.ledger import failure_counts, read_failures, write_failures
 from losatok_data.reader import DatasetReader
 from losatok_data.stats import ChannelStats, read_stats_fragment, write_stats_fragment
-from losatok_storage.filesystem import open_atomic
-from losatok_storage.retry import RetryPolicy
-from losatok_storage.secrets import redact, redact_text
-from pipelines.commit import ShardCommitter
-from pipelines.config import FieldsConfig, SinkConfig
-from pipelines.plan import (
-    Generation,
-    PlanStore,
-    RunIdentity,
-    UnitRef,
-    key_hashes,
-    read_identity,
-    write_identity,
-)
+from losatok_storage.secrets import redact_text
+from pipelines.plan import Generation, RunIdentity, key_hashes
 from pipelines.spill import HashBuckets, hash_starts
-
-if TYPE_CHECKING:  # a type only: importing losatok imports torch
-    from losatok import LoSATokConfig
 
 log = logging.getLogger(__name__)
 EMPTY_LEDGER = "empty"  # failures/empty.parquet: the ledger's schema and no rows
-RUNS_DIR = "runs"
 SAMPLED, FAILED = 0, 1  # kinds of input-key hashes counted by input_counts; SAMPLED sorts first
 
 
-class SinkMismatchError(RuntimeError):
-    """The sink holds a dataset written by another tokenizer, fields or segmentation."""
-
-
-def field_set(fields: FieldsConfig, model: LoSATokConfig) -> FieldSet:
-    return default_fields(
-        model.latent_dim,
-        model.semantic_dim,
-        logvar=fields.logvar,
-        semantic_low=fields.semantic_low,
-        semantic=fields.semantic,
-        dtype=fields.dtype,
-    )
-
-
 class DatasetFinaliser:
-    """The driver's side of the dataset, before and after the units commit."""
+    """Rebuilds the card of the dataset at `layout` from what is committed, and counts its inputs."""
 
     def __init__(self, layout: DatasetLayout, fields: FieldSet, sample_rate: int, frame_rate: float) -> None:
         self.layout = layout
@@ -94,112 +50,6 @@ class DatasetFinaliser:
         self.sample_rate = sample_rate  # Hz of the audio the tokenizer sees
         self.frame_rate = frame_rate  # latent frames per second
 
-    @property
-    def root_uri(self) -> str:
-        return self.layout.url
-
-    @classmethod
-    def open(
-        cls,
-        sink: SinkConfig,
-        fields: FieldsConfig,
-        model: LoSATokConfig,
-        identity: RunIdentity,
-        retry: RetryPolicy | None = None,
-    ) -> DatasetFinaliser:
-        """Open the sink at `resolve_url(sink, identity)`, writing `run.json` if it is new.
-
-        Call it while holding the dataset's lease: the identity is checked again here.
-        """
-        url = resolve_url(sink, identity)
-        layout = DatasetLayout(url, sink.storage_options, retry)
-        existing = read_identity(layout.fs, layout.root)
-        if existing is not None and existing != identity:  # written by a run that held the lease before us
-            raise SinkMismatchError(_mismatch(url, existing, identity))
-        layout.fs.makedirs(layout.root, exist_ok=True)
-        if existing is None:
-            write_identity(layout.fs, layout.root, identity)
-        return cls(layout, field_set(fields, model), model.sample_rate, model.frame_rate)
-
-    def committer(self) -> ShardCommitter:
-        """What the commit actors write this dataset's units with."""
-        return ShardCommitter(self.layout, self.fields, self.frame_rate)
-
-    # --- plan and resume -------------------------------------------------------------------
-    def plan(self) -> PlanStore:
-        """The stored plan (its generations); a legacy plan is attributed to the card's source."""
-        legacy_source = None
-        if self.layout.fs.exists(self.layout.card_path):
-            legacy_source = read_card(self.layout).source
-        return PlanStore(self.layout.fs, self.layout.root, legacy_source)
-
-    def committed_units(self) -> set[int]:
-        return set(self.layout.committed_shards())
-
-    def remove_uncommitted(self) -> list[str]:
-        """Delete what a killed run left behind: temporary files, and tars, ledger fragments
-        and stats of shards whose index fragment (the commit point) was never written."""
-        committed = self.committed_units()
-        doomed = list(self.layout.temporary_files())
-        for group in self.fields.groups():
-            doomed += [p for n, p in self.layout.tars(group).items() if n not in committed]
-        for path in self.layout.failure_fragments():
-            number = _shard_of(path)
-            if number is not None and number not in committed:
-                doomed.append(path)
-        for path in self._stats_files():
-            number = _shard_of(path)
-            if number is not None and number not in committed:
-                doomed.append(path)
-        for path in doomed:
-            self.layout.fs.rm(path)
-        doomed += self.plan().remove_uncommitted()
-        if doomed:
-            log.info("removed %d leftovers of an interrupted run", len(doomed))
-        return doomed
-
-    # --- failures: what to try again, what recovered ------------------------------------------
-    def inputs_to_retry(
-        self, store: PlanStore, pending: Sequence[UnitRef], everything: bool = False
-    ) -> np.ndarray:
-        """Sorted key hashes of the inputs the next generation plans again: failed now (their
-        latest ledger row is a failure) for a transient reason, or for any reason with
-        `everything`; not those with samples, nor those in a unit still to do."""
-        failed = [
-            row["key"] for row in open_failures(read_failures(self.layout)) if everything or row["transient"]
-        ]
-        candidates = np.unique(key_hashes([k for k in failed if k]))
-        if not len(candidates):
-            return candidates
-        keep = ~self._with_samples(candidates) & ~np.isin(candidates, store.unit_hashes(pending))
-        return candidates[keep]
-
-    def record_recoveries(self, run_id: str) -> int:
-        """Add a `recovered` ledger row for every failed input that has samples now (a retry that
-        succeeded); returns how many. The rows go to `failures/recovered-<run_id>.parquet`."""
-        failed = [row for row in open_failures(read_failures(self.layout)) if row["key"]]
-        if not failed:
-            return 0
-        present = self._with_samples(key_hashes([row["key"] for row in failed]))
-        recovered = [row for row, yes in zip(failed, present, strict=True) if yes]
-        if recovered:
-            writer = f"recovered-{run_id}"
-            write_failures(self.layout, writer, recovered_records(recovered, writer))
-        return len(recovered)
-
-    def open_failures(self) -> list[dict]:
-        """The inputs failed now, one ledger row each (see losatok_data.ledger.open_failures)."""
-        return open_failures(read_failures(self.layout))
-
-    def _with_samples(self, hashes: np.ndarray) -> np.ndarray:
-        """For each input key hash, whether the dataset holds samples of that input (index streamed
-        a fragment at a time; a sample key is its input's key plus `_<segment>`)."""
-        present = np.zeros(len(hashes), bool)
-        for keys in self._index_column("key"):
-            present |= np.isin(hashes, key_hashes(sorted({k.rsplit("_", 1)[0] for k in keys})))
-        return present
-
-    # --- the card --------------------------------------------------------------------------
     def rebuild_card(self, identity: RunIdentity, generations: Sequence[Generation] = ()) -> DatasetCard:
         """Write `card.json` from what is committed: totals, merged latent stats, failures (inputs
         failed now: record the recoveries first), and one entry per generation."""
@@ -273,7 +123,7 @@ class DatasetFinaliser:
         """
         with tempfile.TemporaryDirectory(prefix="losatok-counts-") as scratch:
             with HashBuckets(scratch) as entries:
-                for keys in self._index_column("key"):
+                for keys in index_column(self.layout, "key"):
                     entries.add(key_hashes([k.rsplit("_", 1)[0] for k in keys]), 0, SAMPLED)
                 for batch in read_failures(self.layout).to_batches(max_chunksize=1 << 16):
                     keys = batch.column("key").to_pylist()
@@ -287,41 +137,18 @@ class DatasetFinaliser:
                 failed += int((kinds == FAILED).sum())  # failed, and never sampled
         return good, failed
 
-    def _index_column(self, *columns: str) -> Iterator[list]:
-        """Values of index columns, one committed shard's fragment at a time (one list per column
-        when one column is asked for, else lists of rows)."""
-        for path in self.layout.committed_shards().values():
-            table = pq.read_table(
-                pa.BufferReader(self.layout.fs.cat_file(path)), columns=list(columns), use_threads=False
-            )
-            yield table.column(0).to_pylist() if len(columns) == 1 else table
-
     def _shard_summaries(self) -> list[ShardInfo]:
         """Per-shard samples, frames and seconds, read a fragment at a time (bounded memory)."""
         out = []
-        for table in self._index_column("shard", "frame_count", "duration"):
+        for table in index_column(self.layout, "shard", "frame_count", "duration"):
             out += shard_summaries(table.append_column("key", table.column("shard")))
         return out
-
-    def write_run_log(self, record: dict[str, Any]) -> str:
-        """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.layout.path(RUNS_DIR, f"run-{stamp}.json")
-        with open_atomic(self.layout.fs, path) as handle:
-            handle.write(json.dumps(redact(record), indent=2, sort_keys=True, default=sorted).encode())
-        return path
 
     def _created_at(self) -> str | None:
         """The creation time recorded by an earlier run's card, if there is one."""
         if not self.layout.fs.exists(self.layout.card_path):
             return None
         return read_card(self.layout).created_at or None
-
-    def _stats_files(self) -> list[str]:
-        try:
-            return self.layout.fs.ls(self.layout.path(STATS_DIR), detail=False)
-        except FileNotFoundError:
-            return []
 
     def _read_stats(self, number: int) -> ChannelStats | None:
         """A committed shard's stats fragment; a missing one is rebuilt from the shard's latents.
@@ -356,37 +183,11 @@ class DatasetFinaliser:
         )
 
 
-def resolve_url(sink: SinkConfig, identity: RunIdentity) -> str:
-    """Where this run writes: `sink.path`, new or written with this identity; else refused.
-
-    A dataset written with another identity is refused, naming every difference, unless
-    `sink.force_new_version` is set: then the first `<path>-vN` that is free or written with
-    this identity. Reads only.
-    """
-    url, version = sink.path.rstrip("/"), 1
-    while True:
-        layout = DatasetLayout(url, sink.storage_options)
-        existing = read_identity(layout.fs, layout.root)
-        if existing is None or existing == identity:
-            break
-        if not sink.force_new_version:
-            raise SinkMismatchError(_mismatch(url, existing, identity))
-        version += 1
-        url = f"{sink.path.rstrip('/')}-v{version}"
-    if version > 1:
-        log.warning("%s holds another tokenizer's dataset; writing the new version to %s", sink.path, url)
-    return url
-
-
-def _mismatch(url: str, existing: RunIdentity, identity: RunIdentity) -> str:
-    differences = "\n  ".join(existing.differences(identity))
-    return (
-        f"{url} was written by a different run configuration:\n  {differences}\n"
-        "Use the same model, fields and segmentation to resume it, another sink.path, "
-        "or sink.force_new_version=true to write a new version beside it."
-    )
-
-
-def _shard_of(path: str) -> int | None:
-    name = path.rsplit("/", 1)[-1].split(".", 1)[0]
-    return int(name[6:]) if name.startswith("shard-") and name[6:].isdigit() else None
+def index_column(layout: DatasetLayout, *columns: str) -> Iterator[list]:
+    """Values of index columns, one committed shard's fragment at a time (one list per column
+    when one column is asked for, else lists of rows)."""
+    for path in layout.committed_shards().values():
+        table = pq.read_table(
+            pa.BufferReader(layout.fs.cat_file(path)), columns=list(columns), use_threads=False
+        )
+        yield table.column(0).to_pylist() if len(columns) == 1 else table

@@ -24,11 +24,11 @@ from losatok_storage.retry import outage_in
 from losatok_storage.secrets import redact_text
 from pipelines.config import TokenizeConfig
 from pipelines.dataflow import encode_actor_count, init_ray, run_units
-from pipelines.finalise import DatasetFinaliser, field_set, resolve_url
 from pipelines.lease import Lease, new_run_id
 from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
 from pipelines.records import UnitSummary
+from pipelines.sink import SinkDataset, field_set, resolve_url
 from raycluster.console import drop_benign_stderr
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     url = resolve_url(config.sink, identity)
     layout = DatasetLayout(url, config.sink.storage_options, config.cluster.retry_policy())
     with Lease(layout.fs, layout.root, run_id, config.sink.lease_seconds).held() as lease:
-        dataset = DatasetFinaliser.open(
+        dataset = SinkDataset.open(
             config.sink, config.fields, tokenizer, identity, config.cluster.retry_policy()
         )
         run = TokenizeRun(config, tokenizer, identity, run_id, dataset, lease)
@@ -254,7 +254,7 @@ class TokenizeRun:
         tokenizer: LoSATokConfig,
         identity: RunIdentity,
         run_id: str,
-        dataset: DatasetFinaliser,
+        dataset: SinkDataset,
         lease: Lease,
     ) -> None:
         self.config, self.tokenizer, self.identity, self.run_id = config, tokenizer, identity, run_id
@@ -324,18 +324,19 @@ class TokenizeRun:
         """Rebuild the card from what is committed, count the dataset's inputs, judge the run and
         keep its log in `runs/`. `started`: `time.perf_counter()` when the run began."""
         dataset, summary = self.dataset, self.summary
+        finaliser = dataset.finaliser()
         self.lease.check()
         with stop_on_outage():
             before = {row["key"] or row["location"] for row in dataset.open_failures()}
             dataset.record_recoveries(self.run_id)
-            dataset.rebuild_card(self.identity, self.generations)
+            finaliser.rebuild_card(self.identity, self.generations)
             failed = dataset.open_failures()
             summary.recovered = len(before - {row["key"] or row["location"] for row in failed})
             transient = [row["location"] for row in failed if row["transient"]]
             summary.transient_failures, summary.transient_examples = len(transient), transient[:3]
             # counted from what the dataset holds: exact for every source kind, resumed shards
             # included (a WebDataset shard is one planned item but many inputs)
-            good, summary.failures = dataset.input_counts()
+            good, summary.failures = finaliser.input_counts()
         summary.inputs = good + summary.failures
         summary.failure_fraction = summary.failures / max(summary.inputs, 1)
         summary.ok = summary.failure_fraction <= self.config.cluster.max_failure_fraction and not transient
@@ -405,7 +406,7 @@ def plan_only(config: TokenizeConfig, identity: RunIdentity, run_id: str) -> Run
     retry = None
     if layout.fs.exists(f"{layout.root}/{RUN_FILE}"):  # a dataset to retry failed inputs of
         tokenizer = model_config(config)
-        dataset = DatasetFinaliser(
+        dataset = SinkDataset(
             layout, field_set(config.fields, tokenizer), tokenizer.sample_rate, tokenizer.frame_rate
         )
         retry = dataset.inputs_to_retry(store, store.pending(committed, generations), config.retry_failed)

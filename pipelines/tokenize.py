@@ -44,9 +44,9 @@ def _main(cfg: DictConfig) -> None:
     from losatok.checkpoint import CheckpointError
     from losatok_storage.retry import TransientStorageError
     from losatok_storage.secrets import scrub, secret_values
-    from pipelines.finalise import SinkMismatchError
     from pipelines.lease import LeaseHeldError
     from pipelines.run import StorageOutageError, tokenize
+    from pipelines.sink import SinkMismatchError
     from raycluster.connect import ClusterError
 
     if not cfg.cluster.address:

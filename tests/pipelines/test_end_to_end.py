@@ -118,7 +118,7 @@ def test_a_dataset_without_failures_has_an_empty_ledger_to_query(ray_address, sm
 def test_another_tokenizer_config_is_refused_naming_the_difference(ray_address, mixed_corpus, tmp_path):
     from dataclasses import replace
 
-    from pipelines.finalise import SinkMismatchError
+    from pipelines.sink import SinkMismatchError
 
     root, _ = mixed_corpus
     config = config_for(str(root), str(tmp_path / "ds"))

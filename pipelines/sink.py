@@ -1,0 +1,225 @@
+"""The dataset a run writes, as the driver holds it: open it (resume or create, refusing another
+run configuration's dataset), clear what a killed run left, name the failed inputs to plan again,
+record the ones that recovered and log the run. Units themselves commit in `pipelines.commit`;
+the card is rebuilt in `pipelines.finalise`.
+
+Beyond the `losatok_data` layout the pipeline keeps small files of its own at the root:
+`run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan/` and
+`generations/` (which inputs make which shard, one generation per append; see
+`pipelines.plan`), `lease.json` (the one run writing now; see `pipelines.lease`) and
+`runs/run-*.json` (one log per run: counts, nodes, speed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from losatok_data.card import read_card
+from losatok_data.fields import FieldSet, default_fields
+from losatok_data.layout import STATS_DIR, DatasetLayout
+from losatok_data.ledger import open_failures, read_failures, recovered_records, write_failures
+from losatok_storage.filesystem import open_atomic
+from losatok_storage.retry import RetryPolicy
+from losatok_storage.secrets import redact
+from pipelines.commit import ShardCommitter
+from pipelines.config import FieldsConfig, SinkConfig
+from pipelines.finalise import DatasetFinaliser, index_column
+from pipelines.plan import PlanStore, RunIdentity, UnitRef, key_hashes, read_identity, write_identity
+
+if TYPE_CHECKING:  # a type only: importing losatok imports torch
+    from losatok import LoSATokConfig
+
+log = logging.getLogger(__name__)
+RUNS_DIR = "runs"
+
+
+class SinkMismatchError(RuntimeError):
+    """The sink holds a dataset written by another tokenizer, fields or segmentation."""
+
+
+def field_set(fields: FieldsConfig, model: LoSATokConfig) -> FieldSet:
+    return default_fields(
+        model.latent_dim,
+        model.semantic_dim,
+        logvar=fields.logvar,
+        semantic_low=fields.semantic_low,
+        semantic=fields.semantic,
+        dtype=fields.dtype,
+    )
+
+
+class SinkDataset:
+    """The driver's handle on the dataset a run writes: before the units commit (open, clear,
+    plan, retry) and after (recoveries, run log); hands out the unit committer and the finaliser."""
+
+    def __init__(self, layout: DatasetLayout, fields: FieldSet, sample_rate: int, frame_rate: float) -> None:
+        self.layout = layout
+        self.fields = fields
+        self.sample_rate = sample_rate  # Hz of the audio the tokenizer sees
+        self.frame_rate = frame_rate  # latent frames per second
+
+    @property
+    def root_uri(self) -> str:
+        return self.layout.url
+
+    @classmethod
+    def open(
+        cls,
+        sink: SinkConfig,
+        fields: FieldsConfig,
+        model: LoSATokConfig,
+        identity: RunIdentity,
+        retry: RetryPolicy | None = None,
+    ) -> SinkDataset:
+        """Open the sink at `resolve_url(sink, identity)`, writing `run.json` if it is new.
+
+        Call it while holding the dataset's lease: the identity is checked again here.
+        """
+        url = resolve_url(sink, identity)
+        layout = DatasetLayout(url, sink.storage_options, retry)
+        existing = read_identity(layout.fs, layout.root)
+        if existing is not None and existing != identity:  # written by a run that held the lease before us
+            raise SinkMismatchError(_mismatch(url, existing, identity))
+        layout.fs.makedirs(layout.root, exist_ok=True)
+        if existing is None:
+            write_identity(layout.fs, layout.root, identity)
+        return cls(layout, field_set(fields, model), model.sample_rate, model.frame_rate)
+
+    def committer(self) -> ShardCommitter:
+        """What the commit actors write this dataset's units with."""
+        return ShardCommitter(self.layout, self.fields, self.frame_rate)
+
+    def finaliser(self) -> DatasetFinaliser:
+        """What rebuilds this dataset's card and counts its inputs once the units are committed."""
+        return DatasetFinaliser(self.layout, self.fields, self.sample_rate, self.frame_rate)
+
+    # --- plan and resume -------------------------------------------------------------------
+    def plan(self) -> PlanStore:
+        """The stored plan (its generations); a legacy plan is attributed to the card's source."""
+        legacy_source = None
+        if self.layout.fs.exists(self.layout.card_path):
+            legacy_source = read_card(self.layout).source
+        return PlanStore(self.layout.fs, self.layout.root, legacy_source)
+
+    def committed_units(self) -> set[int]:
+        return set(self.layout.committed_shards())
+
+    def remove_uncommitted(self) -> list[str]:
+        """Delete what a killed run left behind: temporary files, and tars, ledger fragments
+        and stats of shards whose index fragment (the commit point) was never written."""
+        committed = self.committed_units()
+        doomed = list(self.layout.temporary_files())
+        for group in self.fields.groups():
+            doomed += [p for n, p in self.layout.tars(group).items() if n not in committed]
+        for path in self.layout.failure_fragments():
+            number = _shard_of(path)
+            if number is not None and number not in committed:
+                doomed.append(path)
+        for path in self._stats_files():
+            number = _shard_of(path)
+            if number is not None and number not in committed:
+                doomed.append(path)
+        for path in doomed:
+            self.layout.fs.rm(path)
+        doomed += self.plan().remove_uncommitted()
+        if doomed:
+            log.info("removed %d leftovers of an interrupted run", len(doomed))
+        return doomed
+
+    def _stats_files(self) -> list[str]:
+        try:
+            return self.layout.fs.ls(self.layout.path(STATS_DIR), detail=False)
+        except FileNotFoundError:
+            return []
+
+    # --- failures: what to try again, what recovered ------------------------------------------
+    def inputs_to_retry(
+        self, store: PlanStore, pending: Sequence[UnitRef], everything: bool = False
+    ) -> np.ndarray:
+        """Sorted key hashes of the inputs the next generation plans again: failed now (their
+        latest ledger row is a failure) for a transient reason, or for any reason with
+        `everything`; not those with samples, nor those in a unit still to do."""
+        failed = [
+            row["key"] for row in open_failures(read_failures(self.layout)) if everything or row["transient"]
+        ]
+        candidates = np.unique(key_hashes([k for k in failed if k]))
+        if not len(candidates):
+            return candidates
+        keep = ~self._with_samples(candidates) & ~np.isin(candidates, store.unit_hashes(pending))
+        return candidates[keep]
+
+    def record_recoveries(self, run_id: str) -> int:
+        """Add a `recovered` ledger row for every failed input that has samples now (a retry that
+        succeeded); returns how many. The rows go to `failures/recovered-<run_id>.parquet`."""
+        failed = [row for row in open_failures(read_failures(self.layout)) if row["key"]]
+        if not failed:
+            return 0
+        present = self._with_samples(key_hashes([row["key"] for row in failed]))
+        recovered = [row for row, yes in zip(failed, present, strict=True) if yes]
+        if recovered:
+            writer = f"recovered-{run_id}"
+            write_failures(self.layout, writer, recovered_records(recovered, writer))
+        return len(recovered)
+
+    def open_failures(self) -> list[dict]:
+        """The inputs failed now, one ledger row each (see losatok_data.ledger.open_failures)."""
+        return open_failures(read_failures(self.layout))
+
+    def _with_samples(self, hashes: np.ndarray) -> np.ndarray:
+        """For each input key hash, whether the dataset holds samples of that input (index streamed
+        a fragment at a time; a sample key is its input's key plus `_<segment>`)."""
+        present = np.zeros(len(hashes), bool)
+        for keys in index_column(self.layout, "key"):
+            present |= np.isin(hashes, key_hashes(sorted({k.rsplit("_", 1)[0] for k in keys})))
+        return present
+
+    # --- the run log -----------------------------------------------------------------------
+    def write_run_log(self, record: dict[str, Any]) -> str:
+        """Keep `runs/run-<UTC time>.json`: what each run (or resume) did, where, how fast."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.layout.path(RUNS_DIR, f"run-{stamp}.json")
+        with open_atomic(self.layout.fs, path) as handle:
+            handle.write(json.dumps(redact(record), indent=2, sort_keys=True, default=sorted).encode())
+        return path
+
+
+def resolve_url(sink: SinkConfig, identity: RunIdentity) -> str:
+    """Where this run writes: `sink.path`, new or written with this identity; else refused.
+
+    A dataset written with another identity is refused, naming every difference, unless
+    `sink.force_new_version` is set: then the first `<path>-vN` that is free or written with
+    this identity. Reads only.
+    """
+    url, version = sink.path.rstrip("/"), 1
+    while True:
+        layout = DatasetLayout(url, sink.storage_options)
+        existing = read_identity(layout.fs, layout.root)
+        if existing is None or existing == identity:
+            break
+        if not sink.force_new_version:
+            raise SinkMismatchError(_mismatch(url, existing, identity))
+        version += 1
+        url = f"{sink.path.rstrip('/')}-v{version}"
+    if version > 1:
+        log.warning("%s holds another tokenizer's dataset; writing the new version to %s", sink.path, url)
+    return url
+
+
+def _mismatch(url: str, existing: RunIdentity, identity: RunIdentity) -> str:
+    differences = "\n  ".join(existing.differences(identity))
+    return (
+        f"{url} was written by a different run configuration:\n  {differences}\n"
+        "Use the same model, fields and segmentation to resume it, another sink.path, "
+        "or sink.force_new_version=true to write a new version beside it."
+    )
+
+
+def _shard_of(path: str) -> int | None:
+    name = path.rsplit("/", 1)[-1].split(".", 1)[0]
+    return int(name[6:]) if name.startswith("shard-") and name[6:].isdigit() else None
