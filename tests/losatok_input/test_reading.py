@@ -36,8 +36,9 @@ def test_files_and_spans_each_give_a_wave_or_why_not(audio_dir, tmp_path):
         InputItem("past the end", wav, 100.0, 101.0),
     ]
     reads = read_items(items, 16_000, {}, retries=1)
-    assert [[item.key for item, _ in r] for r in reads] == [[item.key] for item in items]  # in the given order
-    waves = {item.key: wave for (item, wave), in reads}
+    # in the given order
+    assert [[item.key for item, _ in r] for r in reads] == [[item.key] for item in items]
+    waves = {item.key: wave for ((item, wave),) in reads}
     torch.testing.assert_close(waves["early"], load_audio(wav, start=0.0, end=0.5))
     torch.testing.assert_close(waves["late"], load_audio(wav, start=1.0, end=1.5))
     assert waves["whole"].shape == (32_000,)  # 2 s of stereo 44.1 kHz, mono at 16 kHz
