@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from jobs import checkpointing
+from jobs.builders import build_dit
 from jobs.tokenizer_ref import build_tokenizer, check_tokenizer, warn
-from jobs.train_dit import build_dit
 from jobs.usage import (
     Parser,
     UsageError,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,9 +24,12 @@ import torch
 import torch.distributed as dist
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from jobs import checkpointing, parallel
-from jobs.data import LatentBatches, LoaderConfig, make_loader
+from jobs.builders import build_dit
+from jobs.data import Batch, LatentBatches, LoaderConfig, make_loader
 from jobs.launch import (
     absolute_paths,
     cli,
@@ -40,13 +42,13 @@ from jobs.launch import (
 )
 from jobs.relay import progress_bar
 from jobs.tokenizer_ref import TokenizerSource, dataset_tokenizer
+from jobs.training import MetricsLog, TrainerConfig, training_device, use_bf16
 from jobs.usage import check_exists, check_output_dir
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
-from losatok.text import encode_texts, load_text_encoder
+from losatok.text import encode_texts
 from losatok_data.reader import open_dataset
 from losatok_storage.filesystem import url_to_fs
-from losatok_storage.paths import is_url
 from losatok_storage.retry import RetryPolicy
 from losatok_storage.secrets import redact
 
@@ -62,15 +64,6 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-
-
-@dataclass
-class TrainerConfig:
-    num_workers: int = 1  # >1: Ray Train TorchTrainer with that many DDP workers
-    use_gpu: bool = False
-    address: str | None = None  # Ray cluster to join; None starts a local one when workers > 1
-    strategy: str = "ddp"  # "ddp" replicates the model; "fsdp" shards it (models too large to replicate)
-    bf16: bool | None = None  # autocast on CUDA by default
 
 
 @dataclass
@@ -132,76 +125,46 @@ def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
     return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class MetricsLog:
-    """metrics.jsonl (appended, survives restarts) and TensorBoard, written by rank 0 only.
+@dataclass
+class Training:
+    """What the train loop needs, made by `setup`; its position (`step`, `epoch`, `skip`) and
+    losses advance as `train` runs."""
 
-    A run resumed from the checkpoint of step `resumed_step` replays the steps after it, so
-    their rows (written before the kill) are dropped first: every step appears once.
-    """
-
-    def __init__(self, out_dir: str, enabled: bool, resumed_step: int = 0) -> None:
-        self.enabled = enabled and not is_url(out_dir)
-        if enabled and not self.enabled:
-            log.warning(
-                "metrics are written to a local folder; set log_dir to keep them (out_dir is %s)", out_dir
-            )
-        if self.enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            os.makedirs(out_dir, exist_ok=True)
-            path = os.path.join(out_dir, "metrics.jsonl")
-            drop_rows_after(path, resumed_step)
-            self.jsonl = open(path, "a")  # noqa: SIM115
-            # TensorBoard's own resume rule: events from purge_step on are discarded
-            self.board = SummaryWriter(
-                os.path.join(out_dir, "tensorboard"), purge_step=resumed_step + 1 if resumed_step else None
-            )
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        self.jsonl.flush()
-        for name, value in values.items():
-            self.board.add_scalar(name, value, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            self.board.close()
-
-
-def drop_rows_after(path: str, step: int) -> None:
-    """Rewrite the metrics file at `path` (atomically) without rows past `step` or torn lines."""
-    if not os.path.exists(path):
-        return
-    kept, dropped = [], 0
-    with open(path) as handle:
-        for line in handle:
-            try:
-                keep = json.loads(line)["step"] <= step
-            except (ValueError, KeyError, TypeError):  # the torn last line of a killed run
-                keep = False
-            kept += [line] if keep else []
-            dropped += not keep
-    if dropped:
-        with open(path + ".tmp", "w") as handle:
-            handle.writelines(kept)
-        os.replace(path + ".tmp", path)
+    config: TrainDiTConfig
+    rank: int
+    distributed: bool  # a process group exists: this process is one DDP/FSDP worker
+    sharded: bool  # FSDP: gathering state and weights is a collective every rank joins
+    device: torch.device
+    dit_config: DiTConfig
+    batches: LatentBatches
+    tokenizer: dict[str, Any] | None  # the tokenizer that made the latents (rank 0 only): checkpointed
+    model: DiT
+    ema: AveragedModel
+    train_model: nn.Module  # `model` wrapped for DDP or FSDP; `model` itself on one process
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    metrics: MetricsLog
+    autocast: torch.autocast
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    skip: int = 0  # batches of `epoch` trained on before a resume: replayed, not trained on again
+    first_loss: float | None = None
+    last_loss: float | None = None
 
 
 def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     """Setup -> train -> cleanup on this process (one worker of DDP when a process group exists)."""
+    training = setup(config)
+    train(training)
+    return cleanup(training)
+
+
+def setup(config: TrainDiTConfig) -> Training:
+    """Data, model, EMA, optimizer, schedule and metrics, resumed from the latest checkpoint if any."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available() and config.trainer.use_gpu
-        else torch.device("cpu")
-    )
+    device = training_device(config.trainer)
     torch.manual_seed(config.seed)
-
-    # --- setup -------------------------------------------------------------------------------
     dit_config = model_config(config, _semantic_dim(config))
     batches = LatentBatches(
         config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim, config.retry.policy()
@@ -211,9 +174,7 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     model = build_dit(
         dit_config, config.text_encoder, config.text_encoder_path, config.freeze_text_encoder
     ).to(device)
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.optim.ema_decay)
-    )
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay))
     sharded = distributed and config.trainer.strategy == "fsdp"
     train_model = parallel.distribute(model, ema, config.trainer.strategy, device) if distributed else model
     optimizer = torch.optim.AdamW(
@@ -225,118 +186,155 @@ def train_loop(config: TrainDiTConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.optim, config.max_steps)
     )
-    step, epoch, skip = 0, 0, 0
+    step, epoch, skip = _resume(config, model, ema, optimizer, scheduler, sharded)
+    return Training(
+        config=config,
+        rank=rank,
+        distributed=distributed,
+        sharded=sharded,
+        device=device,
+        dit_config=dit_config,
+        batches=batches,
+        tokenizer=tokenizer,
+        model=model,
+        ema=ema,
+        train_model=train_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        metrics=MetricsLog(config.log_dir or config.out_dir, rank == 0, step),
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config.trainer, device)),
+        step=step,
+        epoch=epoch,
+        skip=skip,
+    )
+
+
+def _resume(
+    config: TrainDiTConfig,
+    model: DiT,
+    ema: AveragedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    sharded: bool,
+) -> tuple[int, int, int]:
+    """Load the latest checkpoint, if any, into the model, EMA, optimizer, schedule and RNGs:
+    (step, epoch, batch within the epoch) to continue from; (0, 0, 0) when there is none."""
     resumed = checkpointing.load_latest(_ckpt_dir(config), config.storage_options, config.retry.policy())
-    if resumed is not None:
-        parallel.restore_state(model, ema, optimizer, resumed, sharded)
-        scheduler.load_state_dict(resumed["scheduler"])
-        step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
-        checkpointing.restore_rng(resumed["rng"])
-        log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
-    metrics = MetricsLog(config.log_dir or config.out_dir, rank == 0, step)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16(config, device))
+    if resumed is None:
+        return 0, 0, 0
+    parallel.restore_state(model, ema, optimizer, resumed, sharded)
+    scheduler.load_state_dict(resumed["scheduler"])
+    step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
+    checkpointing.restore_rng(resumed["rng"])
+    log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
+    return step, epoch, skip
 
-    def generator_at(
-        at: int,
-    ) -> torch.Generator:  # a function of the step: a resumed run draws the same noise
-        return torch.Generator().manual_seed(config.seed * 1_000_003 + rank * 10_007 + at)
 
-    # --- train -------------------------------------------------------------------------------
-    first_loss = last_loss = None
+def train(training: Training) -> None:
+    """Steps up to max_steps, epoch after epoch: metrics every log_every steps, a checkpoint every
+    ckpt_every (and at the last step)."""
+    config, batches = training.config, training.batches
     started, frames_seen, samples_seen = time.perf_counter(), 0, 0
     # a bar on a terminal; elsewhere (a file, a Ray Train worker) one line per log_every
-    progress = progress_bar(config.max_steps, step, enabled=rank == 0)
+    progress = progress_bar(config.max_steps, training.step, enabled=training.rank == 0)
     loader = make_loader(batches)
-    while step < config.max_steps:
-        batches.epoch = epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
+    while training.step < config.max_steps:
+        batches.epoch = training.epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
         count = len(batches)  # this epoch's batches (iterating advances batches.epoch)
         for index, batch in enumerate(loader):
-            if index < skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
+            if index < training.skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
                 continue
-            if step >= config.max_steps:
+            if training.step >= config.max_steps:
                 break
-            generator = generator_at(step)
-            x1 = batch.latents.to(device)
-            mask = batch.mask.to(device)
-            ids, text_mask = encode_texts(batch.texts, dit_config.text_max_len)
-            drop = torch.rand(len(batch.texts), generator=generator) < config.cond_dropout
-            with autocast:
-                losses = flow_matching_loss(
-                    train_model,
-                    x1,
-                    mask,
-                    ids.to(device),
-                    text_mask.to(device),
-                    drop_text=drop.to(device),
-                    semantic_target=None if batch.semantic is None else batch.semantic.to(device),
-                    semantic_weight=config.semantic_weight,
-                    time_distribution=config.time_distribution,
-                    generator=generator,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            ema.update_parameters(model)
-            step += 1
+            losses, grad_norm = train_step(training, batch)
+            training.step += 1
+            step = training.step
             progress.update(1)
             loss_value = float(losses["loss"].detach())
-            first_loss = loss_value if first_loss is None else first_loss
-            last_loss = loss_value
-            frames_seen += int(mask.sum())
+            training.first_loss = loss_value if training.first_loss is None else training.first_loss
+            training.last_loss = loss_value
+            frames_seen += int(batch.mask.sum())
             samples_seen += len(batch.keys)
             if step % config.log_every == 0 or step == config.max_steps:
-                progress.set_postfix(
-                    loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False
-                )
+                lr = training.scheduler.get_last_lr()[0]
+                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
                 elapsed = time.perf_counter() - started
-                metrics.write(
+                training.metrics.write(
                     step,
                     {
                         "loss": loss_value,
                         "flow_loss": float(losses["flow"].detach()),
                         "semantic_loss": float(losses["semantic"].detach()),
                         "grad_norm": float(grad_norm),
-                        "lr": scheduler.get_last_lr()[0],
+                        "lr": lr,
                         "samples_per_s": samples_seen / elapsed,
                         "frames_per_s": frames_seen / elapsed,
                     },
                 )
             if step % config.ckpt_every == 0 or step == config.max_steps:
-                state = parallel.gather_state(model, ema, optimizer, sharded)  # collective under FSDP
-                if rank == 0:
-                    position = (epoch, index + 1) if index + 1 < count else (epoch + 1, 0)
-                    _save(config, step, position, state, scheduler, dit_config, batches, tokenizer)
-            if distributed and (step % config.ckpt_every == 0):
+                # where the next batch comes from: this epoch's next one, or the next epoch's first
+                position = (training.epoch, index + 1) if index + 1 < count else (training.epoch + 1, 0)
+                save_checkpoint(training, position)
+            if training.distributed and (step % config.ckpt_every == 0):
                 dist.barrier()
         else:
-            epoch, skip = epoch + 1, 0
-
-    # --- cleanup -------------------------------------------------------------------------------
+            training.epoch, training.skip = training.epoch + 1, 0
     progress.close()
-    metrics.close()
-    weights = parallel.full_weights(model, sharded)  # collective under FSDP
+
+
+def train_step(training: Training, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimizer step on `batch` (flow matching, optional semantic alignment, clipping, EMA):
+    its losses and the gradient norm before clipping. The noise is a function of the step, so a
+    resumed run draws the same noise."""
+    config, device = training.config, training.device
+    generator = torch.Generator().manual_seed(
+        config.seed * 1_000_003 + training.rank * 10_007 + training.step
+    )
+    ids, text_mask = encode_texts(batch.texts, training.dit_config.text_max_len)  # (B, L) each
+    drop = torch.rand(len(batch.texts), generator=generator) < config.cond_dropout  # (B,)
+    with training.autocast:
+        losses = flow_matching_loss(
+            training.train_model,
+            batch.latents.to(device),
+            batch.mask.to(device),
+            ids.to(device),
+            text_mask.to(device),
+            drop_text=drop.to(device),
+            semantic_target=None if batch.semantic is None else batch.semantic.to(device),
+            semantic_weight=config.semantic_weight,
+            time_distribution=config.time_distribution,
+            generator=generator,
+        )
+    training.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(training.model.parameters(), config.optim.grad_clip)
+    training.optimizer.step()
+    training.scheduler.step()
+    training.ema.update_parameters(training.model)
+    return losses, grad_norm
+
+
+def save_checkpoint(training: Training, position: tuple[int, int]) -> None:
+    """Gather the full state (a collective under FSDP: every rank calls this) and write it on rank 0."""
+    state = parallel.gather_state(training.model, training.ema, training.optimizer, training.sharded)
+    if training.rank == 0:
+        _save(training, position, state)
+
+
+def cleanup(training: Training) -> dict[str, Any]:
+    """Close the metrics and report this worker's step, first and last loss and weights checksum."""
+    training.metrics.close()
+    weights = parallel.full_weights(training.model, training.sharded)  # collective under FSDP
     checksum = float(sum(v.double().sum() for v in weights.values() if v.is_floating_point()))
     result = {
-        "step": step,
-        "first_loss": first_loss,
-        "last_loss": last_loss,
+        "step": training.step,
+        "first_loss": training.first_loss,
+        "last_loss": training.last_loss,
         "param_checksum": checksum,
-        "rank": rank,
+        "rank": training.rank,
     }
-    write_worker_result(config.out_dir, result)
+    write_worker_result(training.config.out_dir, result)
     return result
-
-
-def build_dit(config: DiTConfig, factory: str | None, path: str | None, freeze: bool = True) -> DiT:
-    """The DiT with its default byte-level text encoder, or with a pretrained one from `factory`."""
-    if factory is None:
-        return DiT(config)
-    encoder = load_text_encoder(factory, path)
-    if freeze:
-        encoder.requires_grad_(False)
-    return DiT(config, text_encoder=encoder)
 
 
 def _semantic_dim(config: TrainDiTConfig) -> int | None:
@@ -346,32 +344,31 @@ def _semantic_dim(config: TrainDiTConfig) -> int | None:
     return card.fields[config.data.semantic_field].frame_shape[0]
 
 
-def _bf16(config: TrainDiTConfig, device: torch.device) -> bool:
-    return device.type == "cuda" if config.trainer.bf16 is None else config.trainer.bf16
-
-
 def _ckpt_dir(config: TrainDiTConfig) -> str:
     return f"{config.out_dir.rstrip('/')}/checkpoints"
 
 
-def _save(config, step, position, state, scheduler, dit_config, batches, tokenizer) -> None:
+def _save(training: Training, position: tuple[int, int], state: dict[str, Any]) -> None:
+    config, batches = training.config, training.batches
     payload = {
         "format": "losatok-dit-checkpoint",
-        "step": step,
+        "step": training.step,
         "epoch": position[0],  # where the next batch comes from: epoch and index within it
         "batch_in_epoch": position[1],
         **state,  # model, ema, optimizer: full (unsharded) state dicts
-        "scheduler": scheduler.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
         "rng": checkpointing.rng_state(),
-        "dit_config": dit_config.to_dict(),
+        "dit_config": training.dit_config.to_dict(),
         "text_encoder": {"factory": config.text_encoder, "path": config.text_encoder_path},
-        "tokenizer": tokenizer,  # which tokenizer made the latents (jobs.tokenizer_ref): generation decodes with it
+        "tokenizer": training.tokenizer,  # which tokenizer made the latents (jobs.tokenizer_ref): generation decodes with it
         "train_config": json.dumps(redact(asdict(config)), default=str),  # no credentials in checkpoints
         # generation needs these to map samples back to the tokenizer's latent space
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
         "latent_std": torch.from_numpy(batches.std) if batches.std is not None else None,
     }
-    checkpointing.save(_ckpt_dir(config), step, payload, config.storage_options, config.retry.policy())
+    checkpointing.save(
+        _ckpt_dir(config), training.step, payload, config.storage_options, config.retry.policy()
+    )
 
 
 def run(config: TrainDiTConfig) -> list[dict[str, Any]]:

@@ -39,11 +39,11 @@ from jobs.launch import (
     run_workers,
     write_worker_result,
 )
-from jobs.train_dit import MetricsLog, TrainerConfig
+from jobs.training import MetricsLog, TrainerConfig, training_device
 from jobs.usage import check_exists, check_output_dir
 from losatok import load_model, preset
 from losatok.checkpoint import SEMANTIC_FORMAT
-from losatok.config import PRESETS
+from losatok.config import PRESETS, LoSATokConfig
 from losatok.losses import sembo_loss
 from losatok.semantic import SemanticBottleneck
 from losatok_data.reader import DatasetReader, open_dataset
@@ -106,7 +106,36 @@ def evaluate(bottleneck: SemanticBottleneck, batches: LatentBatches) -> dict[str
     return {f"heldout_{k}": v / max(count, 1) for k, v in totals.items()}
 
 
-def train(config: TrainSemboConfig) -> dict[str, Any]:
+@dataclass
+class Training:
+    """What the train loop needs, made by `setup`; `step` and `history` advance as `train` runs."""
+
+    config: TrainSemboConfig
+    model_config: LoSATokConfig  # the preset: widths of the bottleneck, recorded in checkpoints
+    rank: int
+    device: torch.device
+    batches: LatentBatches  # this worker's part of the training shards
+    heldout: LatentBatches  # the held-out shards, whole, on every worker
+    bottleneck: SemanticBottleneck
+    optimizer: torch.optim.Optimizer
+    metrics: MetricsLog
+    step: int = 0  # optimizer steps taken
+    history: list[dict[str, float]] = field(default_factory=list)  # every step's losses (this run)
+
+
+def train_loop(config: TrainSemboConfig) -> dict[str, Any]:
+    """Setup -> train -> cleanup on this process (one worker of DDP when a process group exists)."""
+    training = setup(config)
+    train(training)
+    return cleanup(training)
+
+
+def setup(config: TrainSemboConfig) -> Training:
+    """Split and check the features, build the bottleneck and its optimizer, resume from the latest
+    checkpoint if any.
+
+    Raises DatasetMismatchError when the dataset has no `semantic` field, features of another width
+    than the preset's, or too few shards to hold some out."""
     torch.manual_seed(config.seed)
     model_config = preset(config.preset)
     reader = open_dataset(config.data.path, config.data.storage_options)
@@ -126,62 +155,90 @@ def train(config: TrainSemboConfig) -> dict[str, Any]:
     batches = LatentBatches(train_data, latent_dim, rank, world, semantic_dim=width)
     heldout = LatentBatches(heldout_data, latent_dim, semantic_dim=width)
 
-    use_cuda = config.trainer.use_gpu and torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+    device = training_device(config.trainer)
     bottleneck = SemanticBottleneck(
         model_config.semantic_dim, model_config.latent_dim, model_config.sembo_hidden
     )
     bottleneck = bottleneck.to(device)
     optimizer = torch.optim.AdamW(bottleneck.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step, history = 0, []
+    step = 0
     resumed = checkpointing.load_latest(f"{config.out_dir}/checkpoints")
     if resumed is not None:
         bottleneck.load_state_dict(resumed["bottleneck"])
         optimizer.load_state_dict(resumed["optimizer"])
         step = resumed["step"]
         checkpointing.restore_rng(resumed["rng"])
-    metrics = MetricsLog(config.out_dir, rank == 0, step)
-    while step < config.max_steps:
-        for batch in batches:
-            if step >= config.max_steps:
+    return Training(
+        config=config,
+        model_config=model_config,
+        rank=rank,
+        device=device,
+        batches=batches,
+        heldout=heldout,
+        bottleneck=bottleneck,
+        optimizer=optimizer,
+        metrics=MetricsLog(config.out_dir, rank == 0, step),
+        step=step,
+    )
+
+
+def train(training: Training) -> None:
+    """Steps up to max_steps: metrics every log_every steps; every eval_every (and at the last
+    step) a held-out evaluation and a checkpoint."""
+    config, bottleneck, rank, device = training.config, training.bottleneck, training.rank, training.device
+    while training.step < config.max_steps:
+        for batch in training.batches:
+            if training.step >= config.max_steps:
                 break
-            high, mask = batch.semantic.to(device), batch.mask.to(device)
+            high, mask = batch.semantic.to(device), batch.mask.to(device)  # (B, T, S), (B, T)
             low, recon = bottleneck(high)
             losses = sembo_loss(high, recon, low, mask)
-            optimizer.zero_grad(set_to_none=True)
+            training.optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             average_gradients(bottleneck.parameters())
-            optimizer.step()
-            step += 1
+            training.optimizer.step()
+            training.step += 1
+            step = training.step
             row = {k: float(v.detach()) for k, v in losses.items()}
-            history.append(row)
+            training.history.append(row)
             if (step % config.eval_every == 0 or step == config.max_steps) and rank == 0:
-                row |= evaluate(bottleneck, heldout)
-                checkpointing.save(
-                    f"{config.out_dir}/checkpoints",
-                    step,
-                    {
-                        "step": step,
-                        "config": model_config.to_dict(),  # the widths of the bottleneck
-                        "bottleneck": bottleneck.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": checkpointing.rng_state(),
-                    },
-                )
+                row |= evaluate(bottleneck, training.heldout)
+                save_training_checkpoint(training)
             if step % config.log_every == 0 or "heldout_cosine" in row:
-                metrics.write(step, row)
+                training.metrics.write(step, row)
             if step % config.eval_every == 0:
                 barrier()
-    metrics.close()
-    export = export_semantic_encoder(config, bottleneck) if rank == 0 else None
-    final = evaluate(bottleneck, heldout)
+
+
+def save_training_checkpoint(training: Training) -> None:
+    """The bottleneck, its optimizer and the RNGs: a restart continues exactly."""
+    checkpointing.save(
+        f"{training.config.out_dir}/checkpoints",
+        training.step,
+        {
+            "step": training.step,
+            "config": training.model_config.to_dict(),  # the widths of the bottleneck
+            "bottleneck": training.bottleneck.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "rng": checkpointing.rng_state(),
+        },
+    )
+
+
+def cleanup(training: Training) -> dict[str, Any]:
+    """Close the metrics, export the semantic encoder (rank 0), and report this worker's run with
+    a last held-out evaluation."""
+    config, bottleneck, history = training.config, training.bottleneck, training.history
+    training.metrics.close()
+    export = export_semantic_encoder(config, bottleneck) if training.rank == 0 else None
+    final = evaluate(bottleneck, training.heldout)
     checksum = float(sum(p.detach().double().sum() for p in bottleneck.parameters()))
     result = {
-        "step": step,
+        "step": training.step,
         "first": history[0] if history else None,
         "last": history[-1] if history else None,
     }
-    result |= {**final, "export": export, "param_checksum": checksum, "rank": rank}
+    result |= {**final, "export": export, "param_checksum": checksum, "rank": training.rank}
     write_worker_result(config.out_dir, result)
     return result
 
@@ -191,7 +248,7 @@ def run(config: TrainSemboConfig) -> list[dict[str, Any]]:
         config, ["out_dir"], must_exist=["data.path", "tokenizer.checkpoint"]
     )  # Ray Train workers run elsewhere
     t = config.trainer
-    return run_workers(train, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "sembo")
+    return run_workers(train_loop, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "sembo")
 
 
 def export_semantic_encoder(config: TrainSemboConfig, bottleneck: SemanticBottleneck) -> str:

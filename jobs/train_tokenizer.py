@@ -43,7 +43,7 @@ from jobs.launch import (
     run_workers,
     write_worker_result,
 )
-from jobs.train_dit import MetricsLog, TrainerConfig
+from jobs.training import MetricsLog, TrainerConfig, training_device, use_bf16
 from jobs.usage import check_exists, check_output_dir
 from losatok import LoSATok, load_semantic_encoder, preset, save_checkpoint
 from losatok.audio import save_audio
@@ -62,7 +62,7 @@ from losatok_data.manifest import iter_manifest
 from losatok_input.decoder import AudioError, load_audio, probe_audio
 from losatok_input.listing import iter_audio_files
 from losatok_input.opening import open_tar
-from losatok_input.rule import SkippedFiles, audio_samples, file_extension, iter_tar_samples
+from losatok_input.rule import SkippedFiles, audio_samples, file_extension, iter_shard_samples
 from losatok_storage.filesystem import url_to_fs
 from losatok_storage.paths import is_url, resolve_relative
 
@@ -139,7 +139,7 @@ def tar_recordings(
     """The audio samples of one WebDataset tar, streamed, by the pipeline's rule
     (`audio_samples`); samples without audio and stray members go to `skipped`."""
     with open_tar(location, storage_options) as handle:
-        samples = iter_tar_samples(handle, skipped, location)
+        samples = iter_shard_samples(handle, skipped, location)
         probe = lambda data: probe_audio(io.BytesIO(data))  # noqa: E731
         for key, extension, members in audio_samples(samples, location, skipped, probe):
             yield f"{location}#{key}.{extension}", members[extension], None, None
@@ -202,10 +202,37 @@ def build_tokenizer(config: TrainTokenizerConfig) -> LoSATok:
     return model.train()
 
 
-def train(config: TrainTokenizerConfig) -> dict[str, Any]:
-    use_cuda = config.trainer.use_gpu and torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
-    bf16 = use_cuda if config.trainer.bf16 is None else config.trainer.bf16
+@dataclass
+class Training:
+    """What the train loop needs, made by `setup`; `step` and the logged rows advance as `train` runs."""
+
+    config: TrainTokenizerConfig
+    rank: int
+    device: torch.device
+    bf16: bool  # autocast; the mel front ends and the iSTFT run in float32 inside the model
+    model: LoSATok
+    trainable: list[torch.nn.Parameter]  # the acoustic branch, fusion/VAE head and decoder
+    discriminators: Discriminators
+    data: AudioCrops
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    mel_loss: MultiResolutionMelLoss
+    metrics: MetricsLog
+    step: int = 0  # optimizer steps taken
+    first: dict[str, float] | None = None  # the first and the latest step's losses
+    last: dict[str, float] | None = None
+
+
+def train_loop(config: TrainTokenizerConfig) -> dict[str, Any]:
+    """Setup -> train -> cleanup on this process (one worker of DDP when a process group exists)."""
+    training = setup(config)
+    train(training)
+    return cleanup(training)
+
+
+def setup(config: TrainTokenizerConfig) -> Training:
+    """Tokenizer, discriminators, crops, optimizers and metrics, resumed from the latest checkpoint if any."""
+    device = training_device(config.trainer)
     model = build_tokenizer(config).to(device)
     discriminators = Discriminators(
         tiny_discriminators() if model.config.preset == "tiny" else DiscriminatorConfig()
@@ -225,95 +252,131 @@ def train(config: TrainTokenizerConfig) -> dict[str, Any]:
         step = resumed["step"]
         checkpointing.restore_rng(resumed["rng"])
         log.info("resumed from step %d", step)
-    rank, world = rank_and_world()
-    metrics = MetricsLog(config.out_dir, rank == 0, step)
-    first = last = None
-    w = config.weights
-    while step < config.max_steps:
-        wav = data.batch(step, config.seed + 7919 * rank).to(device)  # each worker its own crops
-        # bf16 on CUDA; the mel front ends and the iSTFT run in float32 inside the model
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            f = model.features(wav)
-            z = model.sample_posterior(f.mu, f.logvar)
-            audio = model.dasheng_tokenizer.decode(z).float()  # (B, T x 640)
-        wav = wav[..., : audio.shape[-1]]
-        adversarial = step >= config.disc_start_step
+    rank, _ = rank_and_world()
+    return Training(
+        config=config,
+        rank=rank,
+        device=device,
+        bf16=use_bf16(config.trainer, device),
+        model=model,
+        trainable=trainable,
+        discriminators=discriminators,
+        data=data,
+        opt_g=opt_g,
+        opt_d=opt_d,
+        mel_loss=mel_loss,
+        metrics=MetricsLog(config.out_dir, rank == 0, step),
+        step=step,
+    )
 
-        if adversarial:  # discriminator step on real vs (detached) reconstructed audio
-            loss_d = discriminator_loss(discriminators(wav), discriminators(audio.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            average_gradients(discriminators.parameters())
-            opt_d.step()
 
-        terms = {
-            "mel": mel_loss(wav, audio),
-            "kl": kl_loss(f.mu, f.logvar, config.kl_floor),
-        }
-        supervision = semantic_supervision_loss(
-            f.acoustic_high, f.semantic_high, f.acoustic_low, f.semantic_low, mode=config.semantic_mode
-        )
-        terms["semantic"] = supervision["total"]
-        total = w.mel * terms["mel"] + w.kl * terms["kl"] + w.semantic * terms["semantic"]
-        if adversarial:
-            real, fake = discriminators(wav), discriminators(audio)
-            terms["adversarial"] = generator_loss(fake)
-            terms["feature_matching"] = feature_matching_loss(real, fake)
-            total = (
-                total + w.adversarial * terms["adversarial"] + w.feature_matching * terms["feature_matching"]
-            )
-        opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        average_gradients(trainable)
-        opt_g.step()
-        step += 1
-
-        row = {k: float(v.detach()) for k, v in terms.items()}
-        row |= {
-            "semantic_high": float(supervision["high"].detach()),
-            "semantic_low": float(supervision["low"].detach()),
-        }
-        row |= {"total": float(total.detach())} | (
-            {"discriminator": float(loss_d.detach())} if adversarial else {}
-        )
-        first = first or row
-        last = row
+def train(training: Training) -> None:
+    """Steps up to max_steps: metrics every log_every steps, a reconstruction wav every
+    examples_every and a checkpoint every ckpt_every (and both at the last step)."""
+    config, rank = training.config, training.rank
+    while training.step < config.max_steps:
+        wav = training.data.batch(training.step, config.seed + 7919 * rank)  # each worker its own crops
+        wav = wav.to(training.device)  # (B, S)
+        row, audio = train_step(training, wav)
+        training.step += 1
+        step = training.step
+        training.first = training.first or row
+        training.last = row
         if step % config.log_every == 0 or step == config.max_steps:
-            metrics.write(step, row)
+            training.metrics.write(step, row)
         if rank == 0 and (step % config.examples_every == 0 or step == config.max_steps):
             os.makedirs(os.path.join(config.out_dir, "examples"), exist_ok=True)
             save_audio(
                 os.path.join(config.out_dir, "examples", f"step-{step:07d}.wav"),
                 audio[0].detach(),
-                model.config.sample_rate,
+                training.model.config.sample_rate,
             )
         if rank == 0 and (step % config.ckpt_every == 0 or step == config.max_steps):
-            checkpointing.save(
-                f"{config.out_dir}/checkpoints",
-                step,
-                {
-                    "step": step,
-                    "config": model.config.to_dict(),
-                    "model": model.state_dict(),
-                    "discriminators": discriminators.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "rng": checkpointing.rng_state(),
-                },
-            )
-    metrics.close()
+            save_training_checkpoint(training)
+
+
+def train_step(training: Training, wav: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    """One step on (B, S) waveforms: the discriminators' (from disc_start_step on), then the
+    generator's. Its losses, and the (B, S') reconstructed audio (S' <= S, whole tokens)."""
+    config, model, discriminators = training.config, training.model, training.discriminators
+    w = config.weights
+    with torch.autocast(training.device.type, dtype=torch.bfloat16, enabled=training.bf16):
+        f = model.features(wav)
+        z = model.sample_posterior(f.mu, f.logvar)
+        audio = model.dasheng_tokenizer.decode(z).float()  # (B, T x 640)
+    wav = wav[..., : audio.shape[-1]]
+    adversarial = training.step >= config.disc_start_step
+
+    if adversarial:  # discriminator step on real vs (detached) reconstructed audio
+        loss_d = discriminator_loss(discriminators(wav), discriminators(audio.detach()))
+        training.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        average_gradients(discriminators.parameters())
+        training.opt_d.step()
+
+    terms = {
+        "mel": training.mel_loss(wav, audio),
+        "kl": kl_loss(f.mu, f.logvar, config.kl_floor),
+    }
+    supervision = semantic_supervision_loss(
+        f.acoustic_high, f.semantic_high, f.acoustic_low, f.semantic_low, mode=config.semantic_mode
+    )
+    terms["semantic"] = supervision["total"]
+    total = w.mel * terms["mel"] + w.kl * terms["kl"] + w.semantic * terms["semantic"]
+    if adversarial:
+        real, fake = discriminators(wav), discriminators(audio)
+        terms["adversarial"] = generator_loss(fake)
+        terms["feature_matching"] = feature_matching_loss(real, fake)
+        total = total + w.adversarial * terms["adversarial"] + w.feature_matching * terms["feature_matching"]
+    training.opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    average_gradients(training.trainable)
+    training.opt_g.step()
+
+    row = {k: float(v.detach()) for k, v in terms.items()}
+    row |= {
+        "semantic_high": float(supervision["high"].detach()),
+        "semantic_low": float(supervision["low"].detach()),
+    }
+    row |= {"total": float(total.detach())} | (
+        {"discriminator": float(loss_d.detach())} if adversarial else {}
+    )
+    return row, audio
+
+
+def save_training_checkpoint(training: Training) -> None:
+    """Everything a restart needs to continue exactly: both models, both optimizers, the RNGs."""
+    checkpointing.save(
+        f"{training.config.out_dir}/checkpoints",
+        training.step,
+        {
+            "step": training.step,
+            "config": training.model.config.to_dict(),
+            "model": training.model.state_dict(),
+            "discriminators": training.discriminators.state_dict(),
+            "opt_g": training.opt_g.state_dict(),
+            "opt_d": training.opt_d.state_dict(),
+            "rng": checkpointing.rng_state(),
+        },
+    )
+
+
+def cleanup(training: Training) -> dict[str, Any]:
+    """Close the metrics, export `<out_dir>/losatok.pth` (rank 0) and report this worker's run."""
+    config, step = training.config, training.step
+    training.metrics.close()
     export = os.path.join(config.out_dir, "losatok.pth")
-    if rank == 0:  # config inside: every command rebuilds this model from the file alone
+    if training.rank == 0:  # config inside: every command rebuilds this model from the file alone
         extra = {"trained_by": "losatok-train-tokenizer", "step": step, "seed": config.seed}
-        save_checkpoint(model, export, extra | {"semantic_encoder": config.semantic_encoder})
-    checksum = float(sum(p.detach().double().sum() for p in trainable))
+        save_checkpoint(training.model, export, extra | {"semantic_encoder": config.semantic_encoder})
+    checksum = float(sum(p.detach().double().sum() for p in training.trainable))
     result = {
         "step": step,
-        "first": first,
-        "last": last,
+        "first": training.first,
+        "last": training.last,
         "export": export,
         "param_checksum": checksum,
-        "rank": rank,
+        "rank": training.rank,
     }
     write_worker_result(config.out_dir, result)
     barrier()
@@ -325,7 +388,7 @@ def run(config: TrainTokenizerConfig) -> list[dict[str, Any]]:
         config, ["out_dir"], must_exist=["data.path", "semantic_encoder"]
     )  # Ray Train workers run elsewhere
     t = config.trainer
-    return run_workers(train, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "tokenizer")
+    return run_workers(train_loop, config, t.num_workers, t.use_gpu, t.address, config.out_dir, "tokenizer")
 
 
 ConfigStore.instance().store(name="train_tokenizer_schema", node=TrainTokenizerConfig)

@@ -13,7 +13,8 @@ import pytest
 from jobs.data import LoaderConfig
 from jobs.launch import absolute_paths, train_storage
 from jobs.relay import LineProgress
-from jobs.train_dit import OptimConfig, TrainDiTConfig, TrainerConfig, run
+from jobs.train_dit import OptimConfig, TrainDiTConfig, run
+from jobs.training import TrainerConfig
 
 
 @dataclass

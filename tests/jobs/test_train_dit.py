@@ -20,7 +20,8 @@ import torch
 from jobs import checkpointing
 from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
 from jobs.generate import generate, load_dit
-from jobs.train_dit import OptimConfig, TrainDiTConfig, TrainerConfig, run, train_loop
+from jobs.train_dit import OptimConfig, TrainDiTConfig, run, train_loop
+from jobs.training import TrainerConfig
 from losatok.dit import DiT
 from losatok_storage.testing import FaultProxy
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from jobs.data import LoaderConfig
-from jobs.train_sembo import TrainSemboConfig, train
+from jobs.train_sembo import TrainSemboConfig, train_loop
 from losatok import LoSATok, load_semantic_encoder, tiny
 from losatok_input.decoder import load_audio
 
@@ -31,7 +31,7 @@ def test_sembo_training_lowers_both_terms_and_its_export_loads_strictly(
     feature_dataset, small_corpus, tmp_path
 ):
     config = sembo_config(feature_dataset, tmp_path / "sembo", max_steps=200, eval_every=100, lr=3e-3)
-    result = train(config)
+    result = train_loop(config)
     rows = [json.loads(line) for line in (tmp_path / "sembo" / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     assert last["reconstruction"] < 0.5 * first["reconstruction"], (first, last)
@@ -74,8 +74,8 @@ def test_cli_refuses_a_dataset_without_semantic_features(pipeline_dataset, tmp_p
 
 
 def test_two_ray_train_workers_train_sembo_in_lockstep(feature_dataset, tmp_path):
-    from jobs.train_dit import TrainerConfig
     from jobs.train_sembo import run
+    from jobs.training import TrainerConfig
 
     config = sembo_config(
         feature_dataset, tmp_path / "sembo", max_steps=20, eval_every=10, trainer=TrainerConfig(num_workers=2)

@@ -15,7 +15,7 @@ from jobs.train_tokenizer import (
     TrainTokenizerConfig,
     build_tokenizer,
     recordings,
-    train,
+    train_loop,
 )
 from losatok import load_published, tiny
 from losatok.losses import MultiResolutionMelLoss
@@ -56,7 +56,7 @@ def test_training_lowers_mel_loss_and_the_export_runs_through_the_pipeline(
     config = config_for(small_corpus, tmp_path / "tok")
     crops = AudioCrops(config.data, 16_000, 640).batch(step=10**9, seed=99)  # never a training batch
     before = fixed_mel_loss(build_tokenizer(config), crops)
-    result = train(config)
+    result = train_loop(config)
     after = fixed_mel_loss(load_published(result["export"], tiny()), crops)
     assert after < 0.6 * before, (before, after)
     logged = rows(tmp_path / "tok")
@@ -72,7 +72,7 @@ def test_training_lowers_mel_loss_and_the_export_runs_through_the_pipeline(
 def test_semantic_modes_decide_what_enters_the_loss(small_corpus, tmp_path):
     for mode in ("both", "low_only", "high_only"):
         out = tmp_path / mode
-        train(
+        train_loop(
             config_for(small_corpus, out, semantic_mode=mode, max_steps=2, log_every=1, disc_start_step=100)
         )
         row = rows(out)[-1]
@@ -83,9 +83,9 @@ def test_semantic_modes_decide_what_enters_the_loss(small_corpus, tmp_path):
 
 def test_resume_continues_with_the_same_optimizer_and_discriminator_states(small_corpus, tmp_path):
     common = {"max_steps": 30, "disc_start_step": 5, "ckpt_every": 10, "log_every": 5}
-    train(config_for(small_corpus, tmp_path / "straight", **common))
-    train(config_for(small_corpus, tmp_path / "stopped", **{**common, "max_steps": 20}))
-    train(config_for(small_corpus, tmp_path / "stopped", **common))  # resumes at step 20
+    train_loop(config_for(small_corpus, tmp_path / "straight", **common))
+    train_loop(config_for(small_corpus, tmp_path / "stopped", **{**common, "max_steps": 20}))
+    train_loop(config_for(small_corpus, tmp_path / "stopped", **common))  # resumes at step 20
     from jobs import checkpointing
 
     a = checkpointing.load_latest(str(tmp_path / "straight" / "checkpoints"))
@@ -99,8 +99,8 @@ def test_resume_continues_with_the_same_optimizer_and_discriminator_states(small
 
 
 def test_two_ray_train_workers_train_the_tokenizer_in_lockstep(small_corpus, tmp_path):
-    from jobs.train_dit import TrainerConfig
     from jobs.train_tokenizer import run
+    from jobs.training import TrainerConfig
 
     config = config_for(
         small_corpus,
@@ -188,7 +188,7 @@ def test_the_export_carries_its_config_so_every_command_needs_no_preset(small_co
     from losatok.checkpoint import checkpoint_config
 
     config = config_for(small_corpus, tmp_path / "tok", max_steps=2, disc_start_step=100, examples_every=100)
-    export = train(config)["export"]
+    export = train_loop(config)["export"]
     assert checkpoint_config(export) == tiny()  # what the pipeline reads (model.checkpoint=)
     torch.manual_seed(1)
     published = load_published(export, tiny())  # still the published layout, loaded strictly
