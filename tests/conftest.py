@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from losatok_input.testing import convert, make_mixed_corpus, synth_music, synth_speech
+from losatok_input.testing import convert, make_format_corpus, make_mixed_corpus, synth_music, synth_speech
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +85,10 @@ def small_corpus(tmp_path_factory):
         synth_speech(root / f"speech_{i:02d}.wav", f"{word} {word} {word}, number {i}", sample_rate=16_000)
         synth_music(root / f"music_{i:02d}.flac", seconds=2.0 + i / 2, sample_rate=22_050, channels=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def format_corpus(tmp_path_factory):
+    """Ten real recordings in ten containers and six files that are not audio
+    (`losatok_input.testing.make_format_corpus`), made once per session."""
+    return make_format_corpus(tmp_path_factory.mktemp("formats"), tmp_path_factory.mktemp("src"))

@@ -17,12 +17,6 @@ from losatok_input.rule import SkippedFiles
 from losatok_input.sources import EmptySourceError, list_directory, list_inputs
 from losatok_input.testing import FORMAT_CORPUS_AUDIO as AUDIO
 from losatok_input.testing import FORMAT_CORPUS_SKIPPED as SKIPPED
-from losatok_input.testing import make_format_corpus
-
-
-@pytest.fixture(scope="module")
-def format_corpus(tmp_path_factory) -> Path:
-    return make_format_corpus(tmp_path_factory.mktemp("formats"), tmp_path_factory.mktemp("src"))
 
 
 def test_every_file_ffmpeg_opens_is_listed_and_the_rest_counted(format_corpus):

@@ -14,14 +14,8 @@ import pytest
 
 from losatok_input.testing import FORMAT_CORPUS_AUDIO as AUDIO
 from losatok_input.testing import FORMAT_CORPUS_SKIPPED as SKIPPED
-from losatok_input.testing import make_format_corpus
 from pipelines.run import tokenize
 from pipelines.testing import tiny_run
-
-
-@pytest.fixture(scope="module")
-def format_corpus(tmp_path_factory) -> Path:
-    return make_format_corpus(tmp_path_factory.mktemp("formats"), tmp_path_factory.mktemp("src"))
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and hydra
