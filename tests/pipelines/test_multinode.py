@@ -30,7 +30,7 @@ def stop(*processes: subprocess.Popen | None) -> None:
     """`ray start --block` runs each node's daemons in its own process group: stop every node at
     once, SIGTERM then SIGKILL (for what outlived the grace or its group's leader)."""
     started = [p for p in processes if p is not None]
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):  # a throwaway cluster: 5 s of grace
         for process in started:  # a group may outlive its leader: signal it all the same
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
