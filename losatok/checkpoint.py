@@ -283,7 +283,7 @@ def __getattr__(name: str) -> object:
     if name == "load_model":  # moved to losatok.loading (it dispatches to this module and losatok.hub)
         import warnings
 
-        from losatok import loading
+        from losatok.loading import load_model
 
         warnings.warn(
             "losatok.checkpoint.load_model moved to losatok.loading.load_model (or `from losatok import "
@@ -291,5 +291,5 @@ def __getattr__(name: str) -> object:
             DeprecationWarning,
             stacklevel=2,
         )
-        return loading.load_model
+        return load_model
     raise AttributeError(f"module 'losatok.checkpoint' has no attribute {name!r}")

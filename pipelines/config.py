@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from losatok_input.config import SourceConfig  # noqa: F401  (part of TokenizeConfig)
+from losatok_input.config import SourceConfig
 from losatok_storage.retry import RetryPolicy
 
 

@@ -38,16 +38,11 @@ def init_ray(cluster: ClusterConfig) -> None:
     A cluster that is not there, or whose token authentication differs from this driver's,
     raises `raycluster.connect.ClusterError` (one line) before anything is written.
     """
-    join_or_start(
-        cluster.address,
-        f"cluster.address={cluster.address}" if cluster.address != "auto" else "cluster=auto",
-        **({"_node_ip_address": cluster.node_ip_address} if cluster.address else {}),
-        **(
-            {}
-            if cluster.address
-            else {"num_cpus": cluster.num_cpus, "dashboard_host": cluster.dashboard_host}
-        ),
-    )
+    if cluster.address:  # where this driver is reached from the cluster
+        flag = f"cluster.address={cluster.address}" if cluster.address != "auto" else "cluster=auto"
+        join_or_start(cluster.address, flag, _node_ip_address=cluster.node_ip_address)
+    else:  # a Ray of this machine: its size, and where its dashboard listens
+        join_or_start(None, "", num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own progress line says more in less space
     context.print_on_execution_start = False

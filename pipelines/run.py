@@ -272,16 +272,15 @@ class TokenizeRun:
         store = dataset.plan()
         # inputs that failed for a transient reason (every failed input with retry_failed) and
         # are not in a unit still to do are planned again, into new units
+        committed = dataset.committed_units()  # listed once: nothing commits while planning
         earlier = store.generations()
-        retry = dataset.inputs_to_retry(
-            store, store.pending(dataset.committed_units(), earlier), self.config.retry_failed
-        )
+        retry = dataset.inputs_to_retry(store, store.pending(committed, earlier), self.config.retry_failed)
         report = append(store, self.config, self.run_id, skipped=self.skipped, retry=retry)
         summary.skipped = self.skipped.to_dict()
         if self.skipped.total:
             log.warning("%s", self.skipped.describe())
         self.generations = store.generations()
-        self.pending = store.pending(dataset.committed_units(), self.generations)
+        self.pending = store.pending(committed, self.generations)
         record_plan(summary, report, self.generations, self.pending)
         log.info("%s", summary.describe_plan())
         log.info(

@@ -27,7 +27,6 @@ ALLOWED = {
 DEPRECATED_ALIASES = {
     ("losatok.audio", "losatok_input.decoder"),
     ("losatok.checkpoint", "losatok.loading"),
-    ("losatok.checkpoint", "losatok"),
 }
 # third-party packages a bottom package must not need
 FORBIDDEN_THIRD_PARTY = {
