@@ -104,3 +104,19 @@ def test_a_shard_read_cut_part_way_reopens_and_goes_on_from_where_it_stopped(
             restore.join()
     assert keys == list(fake.shard_keys[0])  # each sample once, in written order
     assert "5 items read; reopening in" in caplog.text  # cut part-way, resumed past them
+
+
+def test_requests_are_counted_one_by_one_on_a_kept_alive_connection():
+    from losatok_storage.testing import RequestFramer
+
+    seen: list[str] = []
+    framer = RequestFramer(seen.append)
+    stream = (
+        b"PUT /b/k HTTP/1.1\r\nContent-Length: 11\r\n\r\nGET /x HTTP"  # a body that looks like a request
+        b"HEAD /b/k HTTP/1.1\r\nHost: s3\r\n\r\n"
+        b"PUT /b/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\nx-amz-checksum: y\r\n\r\n"
+        b"GET /b/k?x=1 HTTP/1.1\r\n\r\n"
+    )
+    for i in range(0, len(stream), 7):  # in pieces, as recv hands them over
+        framer.feed(stream[i : i + 7])
+    assert seen == ["PUT /b/k", "HEAD /b/k", "PUT /b/c", "GET /b/k?x=1"]
