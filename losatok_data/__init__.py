@@ -27,7 +27,10 @@ from losatok_data.index import (
     ShardInfo,
     assign_shards,
     read_index,
+    read_shard_summary,
+    summarise_shards,
     write_index_fragment,
+    write_shard_summary,
 )
 from losatok_data.layout import DatasetLayout, shard_name, shard_number
 from losatok_data.ledger import LEDGER_SCHEMA, FailureRecord, read_failures, write_failures
@@ -79,13 +82,16 @@ __all__ = [
     "read_failures",
     "read_index",
     "read_manifest",
+    "read_shard_summary",
     "sha256_file",
     "shard_name",
     "shard_number",
+    "summarise_shards",
     "validate_sample",
     "verify_dataset",
     "write_card",
     "write_failures",
     "write_index_fragment",
     "write_shard",
+    "write_shard_summary",
 ]

@@ -4,6 +4,9 @@
 (`pd.read_parquet(folder)`) or DuckDB (`SELECT * FROM 'index/*.parquet'`). Aggregated per
 shard it gives sample counts and seconds, which a training loader needs to split shards
 evenly across ranks and to know exactly how many samples make an epoch.
+
+Those per-shard totals are also kept in `shards.parquet` beside the index (one row per
+committed shard, written when a run finalises), so a loader need not read every fragment.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from losatok_data.checksums import DEFAULT_CHECKSUM
+from losatok_data.errors import SchemaError
 from losatok_data.layout import DatasetLayout, shard_name, shard_number
 from losatok_data.sample import LatentSample
-from losatok_data.versioning import SCHEMA_VERSION
+from losatok_data.versioning import SCHEMA_VERSION, check_version
 from losatok_storage.filesystem import open_atomic, read_parquet_file, unwrap
 from losatok_storage.retry import call
 
@@ -102,6 +107,18 @@ class ShardInfo:
     seconds: float
 
 
+SUMMARY_KIND = b"shard-summary"
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.string(), nullable=False),  # "shard-000000"
+        pa.field("samples", pa.int64(), nullable=False),
+        pa.field("frames", pa.int64(), nullable=False),  # latent frames
+        pa.field("seconds", pa.float64(), nullable=False),
+    ],
+    metadata={VERSION_KEY: SCHEMA_VERSION.encode(), KIND_KEY: SUMMARY_KIND},
+)
+
+
 def index_table(rows: Iterable[IndexRow], checksum: str | None = None) -> pa.Table:
     """Rows as a table with INDEX_SCHEMA (its version, and `checksum`'s name, in the metadata)."""
     rows = [asdict(r) for r in rows]
@@ -141,21 +158,33 @@ def write_index_fragment(
     return path
 
 
-def read_index(layout: DatasetLayout, shards: Iterable[int] | None = None) -> pa.Table:
-    """The index of all committed shards (or of `shards`) as one table, in shard order.
+def read_index(
+    layout: DatasetLayout, shards: Iterable[int] | None = None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The index of all committed shards in shard order (or of `shards`, in their order; those
+    not committed are skipped) as one table, rows in written order within a shard.
 
-    Columns a fragment lacks (written by an older minor) read as nulls; columns it has that
-    INDEX_SCHEMA lacks (a newer minor) are dropped.
+    `columns`: only these (None: every column of INDEX_SCHEMA). Columns a fragment lacks
+    (written by an older minor) read as nulls; columns it has that INDEX_SCHEMA lacks (a newer
+    minor) are dropped.
     """
     committed = layout.committed_shards()
     numbers = list(committed) if shards is None else list(shards)
-    paths = [committed[n] for n in numbers if n in committed]
+    return read_fragments(layout, [committed[n] for n in numbers if n in committed], columns)
+
+
+def read_fragments(
+    layout: DatasetLayout, paths: Sequence[str], columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The index fragments at `paths` as one table in their order (see `read_index`); no listing."""
+    columns = None if columns is None else list(columns)
     if not paths:
-        return INDEX_SCHEMA.empty_table()
+        empty = INDEX_SCHEMA.empty_table()
+        return empty if columns is None else empty.select(columns)
 
     def read() -> pa.Table:
         dataset = pads.dataset(paths, schema=INDEX_SCHEMA, format="parquet", filesystem=unwrap(layout.fs))
-        return dataset.to_table()
+        return dataset.to_table(columns=columns)
 
     return call(read, f"read the index of {layout.url}", layout.fs.policy)[0]
 
@@ -193,6 +222,79 @@ def shard_summaries(table: pa.Table) -> list[ShardInfo]:
         for g in grouped
     ]
     return sorted(out, key=lambda s: s.number)
+
+
+def summarise_shards(layout: DatasetLayout, numbers: Iterable[int]) -> list[ShardInfo]:
+    """Totals of the committed shards `numbers`, in that order, each from its own index fragment.
+
+    Reads only the `frame_count` and `duration` columns (samples: the row count), a fragment
+    at a time, so memory does not grow with the dataset. A shard that is not committed raises
+    FileNotFoundError.
+    """
+    out = []
+    for number in numbers:
+        table = read_parquet_file(layout.fs, layout.index_path(number), ("frame_count", "duration"))
+        out.append(
+            ShardInfo(
+                number=number,
+                name=shard_name(number),
+                samples=table.num_rows,
+                frames=int(pc.sum(table.column("frame_count")).as_py() or 0),
+                seconds=float(pc.sum(table.column("duration")).as_py() or 0.0),
+            )
+        )
+    return out
+
+
+def write_shard_summary(layout: DatasetLayout, shards: Iterable[ShardInfo]) -> str:
+    """Write (atomically) `shards.parquet`: one row per shard of `shards`, in shard order.
+
+    Give it every committed shard, empty ones included (zeros), so readers need no fragment.
+    Returns its path.
+    """
+    shards = sorted(shards, key=lambda s: s.number)
+    numbers = [s.number for s in shards]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"shard summaries name a shard twice: {numbers}")
+    table = pa.Table.from_pydict(
+        {
+            "shard": [shard_name(s.number) for s in shards],
+            "samples": [s.samples for s in shards],
+            "frames": [s.frames for s in shards],
+            "seconds": [float(s.seconds) for s in shards],
+        },
+        schema=SUMMARY_SCHEMA,
+    )
+    path = layout.summary_path
+    with open_atomic(layout.fs, path) as f:
+        pq.write_table(table, f)
+    return path
+
+
+def read_shard_summary(layout: DatasetLayout) -> dict[int, ShardInfo] | None:
+    """The rows of `shards.parquet` by shard number (any shard it names, committed or not);
+    None when the dataset has no such file.
+
+    Raises SchemaVersionError for a version this software cannot read and SchemaError for a
+    file that is not a shard summary.
+    """
+    try:
+        table = read_parquet_file(layout.fs, layout.summary_path)
+    except FileNotFoundError:
+        return None
+    metadata = table.schema.metadata or {}
+    check_version((metadata.get(VERSION_KEY) or b"").decode() or None, "shard summary shards.parquet")
+    missing = [n for n in SUMMARY_SCHEMA.names if n not in table.column_names]
+    if metadata.get(KIND_KEY) != SUMMARY_KIND or missing:
+        raise SchemaError(
+            f"{layout.url_of(layout.summary_path)} is not a shard summary "
+            f"(kind {metadata.get(KIND_KEY)!r}, lacks columns {missing})"
+        )
+    columns = [table.column(n).to_pylist() for n in SUMMARY_SCHEMA.names]
+    return {
+        shard_number(name): ShardInfo(shard_number(name), name, int(samples), int(frames), float(seconds))
+        for name, samples, frames, seconds in zip(*columns, strict=True)
+    }
 
 
 def assign_shards(shards: Sequence[ShardInfo], world_size: int) -> list[list[ShardInfo]]:

@@ -12,6 +12,9 @@
   stats/shard-000000.json       per-channel latent stats of shard 000000; the card's
                                 `latent_stats` is their merge
   failures/<writer>.parquet     failure ledger fragments, one per writer (no contention)
+  shards.parquet                one row per committed shard: samples, frames, seconds; derived
+                                from the index when a run finalises, so a loader can split
+                                shards across ranks without reading the whole index
 ```
 
 Shard names are `shard-` plus six digits, so they sort in order and a million shards fit.
@@ -22,6 +25,11 @@ Commit protocol: a shard's tars and its stats fragment are written first (each a
 atomically, see `losatok_storage.filesystem`), then its index fragment. A shard exists for readers only once its index
 fragment does, so the index folder is the list of committed shards; a tar without a
 fragment is the trace of an interrupted write, which a rerun overwrites.
+
+`shards.parquet` is optional and may lag the index (a run killed before finalising, a dataset
+written before it existed): readers trust its rows for committed shards, summarise the
+shards it lacks from their fragments, and ignore rows of shards that are not committed. It
+lives beside `index/`, not in it, so that `index/*.parquet` stays one table.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from losatok_storage.filesystem import TEMP_MARKER, RetryingFileSystem, url_to_f
 from losatok_storage.retry import RetryPolicy
 
 CARD_NAME = "card.json"
+SUMMARY_NAME = "shards.parquet"
 INDEX_DIR = "index"
 STATS_DIR = "stats"
 FAILURES_DIR = "failures"
@@ -79,6 +88,11 @@ class DatasetLayout:
     @property
     def card_path(self) -> str:
         return self.path(CARD_NAME)
+
+    @property
+    def summary_path(self) -> str:
+        """The per-shard summary (see the module docstring); optional."""
+        return self.path(SUMMARY_NAME)
 
     def tar_path(self, group: str, number: int) -> str:
         return self.path(group, f"{shard_name(number)}.tar")

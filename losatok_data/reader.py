@@ -3,6 +3,7 @@
 ```
 ds = open_dataset("s3://bucket/corpus-v1", {"endpoint_url": ...})
 ds.card.frame_rate, ds.shards()            # committed shards with sample counts and seconds
+ds.index_of([3, 7], ["key", "duration"])   # index rows of two shards only, two columns
 for sample in ds.iter_shard(0):            # latent group only: semantic tars never opened
     sample.latent                          # (T, latent_dim) float16
 for sample in ds.iter_shard(0, groups=("latent", "semantic")):
@@ -13,34 +14,58 @@ old = open_dataset(url, generation=1)      # pinned: the shards of generations 1
 A dataset grows by generations (appends, listed in the card). A reader sees every committed
 shard by default; pinned to generation k it sees the shards of generations 1..k, the same
 set on every read however much was appended since.
+
+`shards()` reads `shards.parquet` (one row per shard) and only the fragments of committed
+shards it lacks, never the whole index: every training rank calls it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from losatok_data.card import DatasetCard, Totals, read_card
+from losatok_data.checksums import checksum
 from losatok_data.errors import SchemaError
 from losatok_data.fields import LATENT_GROUP
-from losatok_data.index import ShardInfo, read_index, shard_summaries
+from losatok_data.index import (
+    ShardInfo,
+    fragment_checksum,
+    read_fragments,
+    read_index,
+    read_shard_summary,
+    summarise_shards,
+)
 from losatok_data.layout import DatasetLayout, shard_name, shard_number
 from losatok_data.ledger import read_failures
 from losatok_data.sample import LatentSample, decode_sample
 from losatok_data.stats import ChannelStats
+from losatok_storage.cache import FileCache
+from losatok_storage.filesystem import read_parquet_file
+from losatok_storage.paths import is_remote
 from losatok_storage.retry import RetryPolicy, iter_resuming
 from losatok_storage.tario import iter_tar_samples
+
+log = logging.getLogger(__name__)
 
 
 class DatasetReader:
     """Read access to one dataset. Only committed shards (with an index fragment) are seen."""
 
-    def __init__(self, layout: DatasetLayout, card: DatasetCard, generation: int | None = None) -> None:
+    def __init__(
+        self,
+        layout: DatasetLayout,
+        card: DatasetCard,
+        generation: int | None = None,
+        cache: FileCache | None = None,
+    ) -> None:
         self.layout = layout
         self.card = card
+        self.cache = cache if is_remote(layout.url) else None  # local copies of remote tars
         self.generation = generation  # None: the whole dataset
         self._end: int | None = None  # one past the last shard number seen when pinned
         if generation is not None:
@@ -51,6 +76,7 @@ class DatasetReader:
                 )
             self._end = max(g.end_shard for g in card.generations if g.number <= generation)
         self._index: pa.Table | None = None
+        self._shards: list[ShardInfo] | None = None
 
     def committed(self) -> list[int]:
         """Numbers of the committed shards this reader sees (all, or those of the pinned generations)."""
@@ -65,14 +91,50 @@ class DatasetReader:
 
     def shards(self) -> list[ShardInfo]:
         """Committed shards (of the pinned generations) with per-shard samples, frames and
-        seconds, in shard order. A committed shard with no samples is listed with zero counts.
+        seconds, in shard order, cached. A committed shard with no samples has zero counts.
+
+        From `shards.parquet` where it has the shard; a committed shard it lacks (a run killed
+        before finalising, data older than the file) is summarised from its own fragment, and
+        its rows of shards not committed are ignored. Never reads the whole index.
         """
-        summaries = {s.number: s for s in shard_summaries(self.index())}
-        return [summaries.get(n, ShardInfo(n, shard_name(n), 0, 0, 0.0)) for n in self.committed()]
+        if self._shards is None:
+            committed = self.committed()
+            known = read_shard_summary(self.layout) or {}
+            missing = [n for n in committed if n not in known]
+            if missing:
+                log.info(
+                    "%d of %d committed shards of %s are not in shards.parquet; summarised them "
+                    "from their index fragments",
+                    len(missing),
+                    len(committed),
+                    self.layout.url,
+                )
+                known = {**known, **{s.number: s for s in summarise_shards(self.layout, missing)}}
+            self._shards = [known[n] for n in committed]
+        return list(self._shards)
+
+    def index_of(self, numbers: Iterable[int], columns: Sequence[str] | None = None) -> pa.Table:
+        """Index rows of the shards `numbers` only: shard by shard in the order given, rows in
+        written order within a shard; only `columns` (None: all). Columns that older fragments
+        lack read as nulls. KeyError for a shard this reader does not see.
+        """
+        numbers = list(numbers)
+        seen = {s.number for s in self.shards()}
+        unseen = [n for n in numbers if n not in seen]
+        if unseen:
+            raise KeyError(
+                f"shards {unseen} are not among the committed shards this reader of {self.layout.url} sees"
+            )
+        return read_fragments(self.layout, [self.layout.index_path(n) for n in numbers], columns)
 
     def iter_raw(self, number: int, group: str = LATENT_GROUP) -> Iterator[dict[str, Any]]:
         """Undecoded members `{"__key__", ext: bytes}` of one group's tar of one shard."""
         path, name = self.layout.tar_path(group, number), f"{group}/{shard_name(number)}.tar"
+        if self.cache is not None:  # a whole local copy, checked against the index once fetched
+            intact = lambda local: self.tar_intact(number, group, local)  # noqa: E731
+            with self.cache.open(self.layout.fs, path, verify=intact) as handle:
+                yield from iter_tar_samples(handle, name=name)
+            return
         # a connection cut part-way reopens the tar and skips the samples already read
         yield from iter_resuming(
             lambda: self.layout.fs.open(path, "rb"),
@@ -80,6 +142,30 @@ class DatasetReader:
             f"read {self.layout.url_of(path)}",
             self.layout.fs.policy,
         )
+
+    def tar_intact(self, number: int, group: str, local_path: str) -> bool:
+        """Whether the tar at `local_path` holds exactly the members the index lists for shard
+        `number` of `group`, each with its checksum (fragments without checksums: the keys only).
+        For a local copy of a remote tar, before it is trusted."""
+        table = read_parquet_file(self.layout.fs, self.layout.index_path(number))
+        algorithm = fragment_checksum(table)
+        sums = table.column("checksums").to_pylist() if "checksums" in table.column_names else None
+        wanted = dict(zip(table.column("key").to_pylist(), sums or [None] * table.num_rows, strict=True))
+        try:
+            with open(local_path, "rb") as handle:
+                for members in iter_tar_samples(handle, name=local_path):
+                    key = members.pop("__key__")
+                    if key not in wanted:
+                        return False
+                    digests = dict(wanted.pop(key) or {})
+                    if algorithm is None or not digests:
+                        continue
+                    for member, data in members.items():
+                        if digests.get(member) != checksum(data, algorithm):
+                            return False
+        except (OSError, ValueError):
+            return False
+        return not wanted
 
     def iter_shard(
         self, number: int, groups: Iterable[str] = (LATENT_GROUP,), validate: bool = True
@@ -163,16 +249,19 @@ def open_dataset(
     storage_options: Mapping[str, Any] | None = None,
     generation: int | None = None,
     retry: RetryPolicy | None = None,
+    cache: FileCache | None = None,
 ) -> DatasetReader:
     """Open the dataset at `url` (local path or s3:// prefix), reading and checking its card.
 
     `generation`: see only the shards of generations 1..generation (None: every committed shard).
     `retry`: how long each storage call may keep failing transiently (None: the default policy).
+    `cache`: keep whole copies of a remote dataset's tars on local disk (checked against the
+    index's checksums when fetched) and read them from there.
     Raises FileNotFoundError without a card, SchemaVersionError for an unreadable version and
     SchemaError for a generation the card does not list.
     """
     layout = DatasetLayout(url, dict(storage_options or {}), retry)
-    return DatasetReader(layout, read_card(layout), generation)
+    return DatasetReader(layout, read_card(layout), generation, cache)
 
 
 def _lockstep(streams: list[Iterator[dict]], groups: list[str], shard: str) -> Iterator[list[dict]]:

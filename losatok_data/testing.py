@@ -1,7 +1,8 @@
 """Builders of small, real latent datasets for tests (here and in pipelines/ and jobs/).
 
 They write through the same writer a pipeline uses, so a test's dataset is a real one:
-tars that webdataset reads, index fragments, a ledger and a card whose totals are right.
+tars that webdataset reads, index fragments, a ledger, `shards.parquet` and a card whose
+totals are right.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from losatok_data.card import DatasetCard, TokenizerIdentity, hash_config, write_card
 from losatok_data.fields import FieldSet, default_fields
+from losatok_data.index import write_shard_summary
 from losatok_data.layout import DatasetLayout
 from losatok_data.ledger import FailureRecord, failure_counts, read_failures, write_failures
 from losatok_data.reader import DatasetReader
@@ -84,7 +86,8 @@ def write_fake_dataset(
     frame_rate: float = 25.0,
     sample_rate: int = 16000,
 ) -> FakeDataset:
-    """Write a complete dataset at `url`: shards, index, `failures` ledger rows, and a true card.
+    """Write a complete dataset at `url`: shards, index, `failures` ledger rows, the shard
+    summary and a true card.
 
     Sample keys are `s<shard>-<i>`; frame counts are random in [min_frames, max_frames].
     """
@@ -94,6 +97,7 @@ def write_fake_dataset(
     samples: dict[str, LatentSample] = {}
     shard_keys: dict[int, list[str]] = {}
     stats = []
+    infos = []
     for number in range(n_shards):
         batch = [
             fake_sample(
@@ -111,6 +115,7 @@ def write_fake_dataset(
         written = write_shard(layout, number, batch, fields, frame_rate=frame_rate)
         if written.latent_stats is not None:
             stats.append(written.latent_stats)
+        infos.append(written.info)
         samples.update((s.key, s) for s in batch)
         shard_keys[number] = [s.key for s in batch]
     if failures:
@@ -128,6 +133,7 @@ def write_fake_dataset(
         failures=failure_counts(read_failures(layout)),
         source="/corpus",
     )
+    write_shard_summary(layout, infos)  # as the pipeline's finaliser does, before the card
     card = replace(card, totals=DatasetReader(layout, card).measured_totals())
     write_card(layout, card)
     return FakeDataset(layout, card, samples, shard_keys)

@@ -11,19 +11,22 @@ index row, an index row that disagrees with its sample; a key in two places; gro
 tars disagree on keys; a committed shard whose stats fragment is missing, malformed, over
 another frame count or (full mode) unlike the stats of its latents; card `latent_stats` that
 are not the merge of the `stats/` fragments; card totals or failure counts that disagree with
-what is there.
+what is there; a `shards.parquet` that is unreadable, has a row unequal to its shard's totals
+in the index, or a row of a shard that is not committed.
 
 Warnings (the dataset reads correctly; exit 0 unless --strict): a tar or stats fragment
-without an index fragment, and leftover temporary files. The commit protocol (see
-`losatok_data.layout`) makes them the normal trace of an interrupted write: readers never see
-them and a rerun overwrites them, so they waste bytes but corrupt nothing.
+without an index fragment, leftover temporary files, and committed shards missing from
+`shards.parquet`. The commit protocol (see `losatok_data.layout`) makes them the normal trace
+of an interrupted write: readers never see them (or, for the summary, read those shards'
+fragments instead) and a rerun overwrites them, so they waste bytes or time but corrupt
+nothing. A dataset without `shards.parquet` (it is optional) is not reported.
 
 Notes (exit 0 even with --strict): data written before schema 1.1, whose index fragments
 carry no checksums (its bytes are checked by decoding only) or which has no `stats/`.
 
 `quick=True` checks structure only and reads no tar content: card, index fragments, stats
 fragments and their merge, tars present with an end-of-archive marker, sizes and totals,
-ledger. It does not hash, decode or compare samples.
+shard summary, ledger. It does not hash, decode or compare samples.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from losatok_data.card import DatasetCard, Totals, read_card
 from losatok_data.checksums import ALGORITHMS, checksum
 from losatok_data.errors import SchemaError
 from losatok_data.fields import LATENT_GROUP, METADATA_MEMBER
-from losatok_data.index import INDEX_SCHEMA, KIND_KEY, VERSION_KEY, fragment_checksum
-from losatok_data.layout import DatasetLayout, shard_name
+from losatok_data.index import INDEX_SCHEMA, KIND_KEY, VERSION_KEY, fragment_checksum, read_shard_summary
+from losatok_data.layout import SUMMARY_NAME, DatasetLayout, shard_name
 from losatok_data.ledger import LEDGER_SCHEMA, failure_counts
 from losatok_data.reader import DatasetReader
 from losatok_data.sample import decode_sample
@@ -147,8 +150,10 @@ def verify_dataset(
         report.samples += check.samples
         report.members += check.members
         shard_stats[number] = check.stats if check.stats_complete else None
-    _check_orphans(layout, card, set(layout.committed_shards()), report)
+    committed = set(layout.committed_shards())
+    _check_orphans(layout, card, committed, report)
     _check_totals(card, _measure(layout, card, index), fault)
+    _check_summary(layout, index, committed, report)
     _check_ledger(layout, card, fault)
     _check_stats(layout, card, index, None if quick else shard_stats, report)
     return report
@@ -428,6 +433,47 @@ def _check_totals(card: DatasetCard, measured: Totals, fault) -> None:
         fault(
             "card.json totals.bytes",
             f"card says {card.totals.bytes} {said_groups}; the dataset has {measured.bytes} {found_groups}",
+        )
+
+
+def _check_summary(
+    layout: DatasetLayout, index: dict[int, dict[str, dict]], committed: set[int], report: VerifyReport
+) -> None:
+    """`shards.parquet`, when there: each row equal to its committed shard's totals in the index."""
+    add = lambda level, where, message: report.findings.append(Finding(level, where, message))  # noqa: E731
+    try:
+        summary = read_shard_summary(layout)
+    except (SchemaError, OSError, ValueError) as error:
+        add(FAULT, SUMMARY_NAME, f"unreadable shard summary: {error}")
+        return
+    if summary is None:
+        return  # optional: readers summarise every shard from its fragment
+    for number, said in summary.items():
+        where = f"{SUMMARY_NAME} {said.name}"
+        if number not in committed:
+            add(FAULT, where, "a row of a shard that is not committed (it has no index fragment)")
+            continue
+        if number not in index:
+            continue  # its fragment is unreadable, a fault reported by the index check
+        rows = index[number].values()
+        samples, frames = len(rows), sum(r["frame_count"] for r in rows)
+        seconds = sum(r["duration"] for r in rows)
+        if (said.samples, said.frames) != (samples, frames) or not math.isclose(
+            said.seconds, seconds, rel_tol=1e-9, abs_tol=1e-9
+        ):
+            add(
+                FAULT,
+                where,
+                f"says {said.samples} samples, {said.frames} frames, {said.seconds} s; "
+                f"index/{said.name}.parquet has {samples} samples, {frames} frames, {seconds} s",
+            )
+    lacking = sorted(committed - summary.keys())
+    if lacking:
+        add(
+            WARNING,
+            SUMMARY_NAME,
+            f"lacks {len(lacking)} committed shard(s) ({_names(lacking)}), which readers summarise "
+            "from their index fragments; a finished run rewrites it",
         )
 
 

@@ -22,6 +22,9 @@ SCHEMA_VERSION = "1.2"  # bump the minor for additive changes, the major for bre
 #        before its index fragment; 1.0 data reads and verifies, structurally for its bytes
 #   1.2  ledger `transient` column, and `recovered` rows: the ledger is a history, an input is
 #        failed while its latest row is a failure; the card counts failed inputs that way
+#   note (no bump, within 1.2): `shards.parquet`, per-shard totals derived from the index and
+#        rewritten when a run finalises. Optional: older readers ignore it, readers summarise the
+#        shards it lacks from their fragments, so no data becomes unreadable either way
 
 
 def parse_version(version: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import io
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeVar
 
 import fsspec
@@ -321,12 +321,14 @@ def _abandon(fs: fsspec.AbstractFileSystem, f: Any, target: str) -> None:
     f.closed = True
 
 
-def read_parquet_file(fs: Any, path: str) -> pa.Table:
-    """One parquet file, fetched whole (one request on an object store, retried) and parsed in memory.
+def read_parquet_file(fs: Any, path: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """One parquet file, fetched whole (one request on an object store, retried) and parsed in
+    memory; only `columns` are decoded (None: all).
 
     Single-threaded on purpose: pyarrow's reader threads (pre-buffered reads on a Python file
     object, the decode pool) can abort the interpreter at exit, "terminate called without an
     active exception" (apache/arrow#34314); we saw it in ~1 of 40 `losatok-data verify` runs.
     Index and ledger fragments are small, so threads buy nothing here.
     """
-    return pq.read_table(pa.BufferReader(retrying(fs).cat_file(path)), use_threads=False)
+    data = pa.BufferReader(retrying(fs).cat_file(path))
+    return pq.read_table(data, columns=None if columns is None else list(columns), use_threads=False)

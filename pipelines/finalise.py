@@ -3,7 +3,8 @@ stats, failures, generations) and its inputs counted. The dataset the run writes
 `pipelines.sink.SinkDataset`, which hands out a `DatasetFinaliser` once the units are committed.
 
 Besides the shards and their index, the `losatok_data` layout holds `stats/shard-*.json`:
-per-shard latent statistics, merged into the card here.
+per-shard latent statistics, merged into the card here. The per-shard totals the card is
+summed from are written to `shards.parquet` too, for readers to split shards across ranks.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from losatok_data.card import (
     write_card,
 )
 from losatok_data.fields import FieldSet
-from losatok_data.index import ShardInfo, shard_summaries
+from losatok_data.index import summarise_shards, write_shard_summary
 from losatok_data.layout import DatasetLayout, shard_name
 from losatok_data.ledger import failure_counts, read_failures, write_failures
 from losatok_data.reader import DatasetReader
@@ -51,10 +52,13 @@ class DatasetFinaliser:
         self.frame_rate = frame_rate  # latent frames per second
 
     def rebuild_card(self, identity: RunIdentity, generations: Sequence[Generation] = ()) -> DatasetCard:
-        """Write `card.json` from what is committed: totals, merged latent stats, failures (inputs
-        failed now: record the recoveries first), and one entry per generation."""
-        shards = self._shard_summaries()
+        """Write `shards.parquet` and `card.json` from what is committed: per-shard totals, then
+        totals, merged latent stats, failures (inputs failed now: record the recoveries first),
+        and one entry per generation."""
         committed = self.layout.committed_shards()
+        # a fragment at a time, two columns of each (bounded memory); empty shards as zeros
+        shards = summarise_shards(self.layout, committed)
+        write_shard_summary(self.layout, shards)
         by_number = {s.number: s for s in shards}
         infos = []
         for g in generations:
@@ -136,13 +140,6 @@ class DatasetFinaliser:
                 good += int((kinds == SAMPLED).sum())
                 failed += int((kinds == FAILED).sum())  # failed, and never sampled
         return good, failed
-
-    def _shard_summaries(self) -> list[ShardInfo]:
-        """Per-shard samples, frames and seconds, read a fragment at a time (bounded memory)."""
-        out = []
-        for table in index_column(self.layout, "shard", "frame_count", "duration"):
-            out += shard_summaries(table.append_column("key", table.column("shard")))
-        return out
 
     def _created_at(self) -> str | None:
         """The creation time recorded by an earlier run's card, if there is one."""

@@ -13,7 +13,15 @@ import webdataset as wds
 
 from losatok_data.card import read_card, write_card
 from losatok_data.cli import main
-from losatok_data.index import KIND_KEY, VERSION_KEY, IndexRow, read_index, write_index_fragment
+from losatok_data.index import (
+    KIND_KEY,
+    VERSION_KEY,
+    IndexRow,
+    read_index,
+    summarise_shards,
+    write_index_fragment,
+    write_shard_summary,
+)
 from losatok_data.ledger import FailureRecord, write_failures
 from losatok_data.reader import open_dataset
 from losatok_data.sample import decode_npy, encode_npy
@@ -63,6 +71,7 @@ def test_an_empty_shard_gets_count_zero_stats(tmp_path, fields):
     ds = write_fake_dataset(str(tmp_path / "d"), n_shards=1, samples_per_shard=2, failures=0)
     write_shard(ds.layout, 1, [], fields)
     assert read_stats_fragment(ds.layout, 1).count == 0
+    write_shard_summary(ds.layout, summarise_shards(ds.layout, [0, 1]))  # as a finaliser would
     write_card(ds.layout, replace(ds.card, totals=open_dataset(ds.url).measured_totals()))
     report = verify_dataset(ds.url)
     assert report.ok and report.findings == []

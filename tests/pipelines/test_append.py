@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from losatok_data.index import read_shard_summary
+from losatok_data.layout import DatasetLayout
 from losatok_data.reader import open_dataset
 from losatok_data.verify import verify_dataset
 from losatok_input.sources import input_key
@@ -87,6 +89,8 @@ def test_an_append_encodes_only_new_inputs_and_keeps_what_left_the_source(
         (4, 0, 2, 2, 4),
         (2, 2, 1, 1, 2),
     ]
+    summary = read_shard_summary(DatasetLayout(str(sink)))  # rewritten by the append
+    assert [(n, s.samples) for n, s in summary.items()] == [(0, 2), (1, 2), (2, 2)]
     assert verify_dataset(str(sink)).ok
 
     # a recording leaves the source: reported, and its samples stay in the dataset

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from losatok_data.index import read_shard_summary, summarise_shards
 from losatok_data.layout import DatasetLayout
 from losatok_data.ledger import read_failures
 from losatok_data.reader import open_dataset
@@ -86,6 +87,11 @@ def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
     card = reader.card
     assert card.totals.samples == len(expected) and card.failed_inputs == 3
     assert card.latent_stats.count == card.totals.frames
+
+    layout = DatasetLayout(str(tmp_path / "ds"))  # the finaliser's shards.parquet: every committed shard
+    summary = read_shard_summary(layout)
+    assert list(summary.values()) == summarise_shards(layout, layout.committed_shards())
+    assert sum(s.samples for s in summary.values()) == card.totals.samples
 
 
 def test_rerun_of_a_finished_dataset_changes_nothing(ray_address, mixed_corpus, tmp_path):

@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
+from losatok_data.index import ShardInfo, read_shard_summary, summarise_shards
 from losatok_data.ledger import FailureRecord, write_failures
 from losatok_data.stats import ChannelStats, read_stats_fragment
 from losatok_data.testing import tiny_tokenizer, write_fake_dataset
 from losatok_data.verify import verify_dataset
+from losatok_data.writer import write_shard
 from pipelines import spill
 from pipelines.finalise import DatasetFinaliser
 from pipelines.plan import RunIdentity
@@ -36,6 +38,23 @@ def test_rebuild_card_recomputes_a_missing_stats_fragment_from_the_shard(tmp_pat
     assert rebuilt.count == original.count
     np.testing.assert_allclose(rebuilt.mean, original.mean, rtol=1e-12)
     assert verify_dataset(ds.url).ok
+
+
+def test_rebuild_card_writes_the_shard_summary_of_every_committed_shard(tmp_path):
+    ds = write_fake_dataset(str(tmp_path / "ds"), n_shards=2, samples_per_shard=3)
+    ds.layout.fs.rm(ds.layout.summary_path)
+    write_shard(ds.layout, 2, [], ds.card.fields)  # an empty committed shard: a row of zeros
+    dataset = DatasetFinaliser(ds.layout, ds.card.fields, ds.card.sample_rate, ds.card.frame_rate)
+    identity = RunIdentity(tokenizer={**tiny_tokenizer().__dict__}, seed=0, fields={}, segment={})
+    card = dataset.rebuild_card(identity)
+
+    summary = read_shard_summary(ds.layout)
+    assert list(summary.values()) == summarise_shards(ds.layout, [0, 1, 2])
+    assert summary[2] == ShardInfo(2, "shard-000002", 0, 0, 0.0)
+    assert sum(s.samples for s in summary.values()) == card.totals.samples == 6
+    assert sum(s.frames for s in summary.values()) == card.totals.frames
+    report = verify_dataset(ds.url, quick=True)
+    assert report.ok and report.findings == [], report.findings
 
 
 @pytest.mark.parametrize("bucket_entries", [2, 1_000_000])
