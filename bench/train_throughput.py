@@ -22,7 +22,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on 
 import torch  # noqa: E402
 from pipeline_throughput import make_corpus  # noqa: E402
 
-from jobs.data import LatentBatches, LoaderConfig  # noqa: E402
+from jobs.data import LatentLoader, LoaderConfig  # noqa: E402
 from jobs.train_dit import TrainDiTConfig, model_config  # noqa: E402
 from losatok import LoSATok, collate_waveforms, preset  # noqa: E402
 from losatok.dit import DiT  # noqa: E402
@@ -43,7 +43,7 @@ def loader_config(path: str) -> LoaderConfig:
 
 
 def time_loader(path: str, steps: int) -> tuple[float, float]:
-    batches = LatentBatches(loader_config(path), latent_dim=16)
+    batches = LatentLoader(loader_config(path), latent_dim=16)
     frames, count, start = 0, 0, time.perf_counter()
     while count < steps:
         for batch in batches:
@@ -67,7 +67,7 @@ def time_cached(path: str, preset_name: str, steps: int) -> tuple[float, float]:
     config = TrainDiTConfig(data=loader_config(path), model=preset_name, model_overrides={"latent_dim": 16})
     model = DiT(model_config(config, None))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batches = LatentBatches(config.data, latent_dim=16)
+    batches = LatentLoader(config.data, latent_dim=16)
     frames, count, start = 0, 0, None
     while count < steps + 1:
         for batch in batches:

@@ -22,6 +22,8 @@ import torch.distributed as dist
 from jobs.usage import UsageError, fail
 from losatok_storage.paths import is_url
 
+log = logging.getLogger(__name__)
+
 
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -91,6 +93,7 @@ def run_workers(
     out_dir: str,
     name: str,
     storage_options: dict[str, Any] | None = None,
+    cpus_per_worker: float | None = None,
 ) -> list[dict[str, Any]]:
     """`loop(config)` here when `num_workers <= 1`, else on that many Ray Train workers (DDP).
 
@@ -110,6 +113,16 @@ def run_workers(
 
     join_or_start(address, "trainer.address=auto" if address == "auto" else f"trainer.address={address}")
 
+    cpus = 1.0 if cpus_per_worker is None else cpus_per_worker
+    have = ray.cluster_resources()
+    if have.get("CPU", 0) < num_workers * cpus or (use_gpu and have.get("GPU", 0) < num_workers):
+        log.warning(
+            "the Ray cluster has %s CPUs and %s GPUs now; %d workers need %s CPUs%s: Ray Train waits until "
+            "they are free (trainer.cpus_per_worker sets the CPUs each worker reserves)",
+            have.get("CPU", 0), have.get("GPU", 0), num_workers, num_workers * cpus,
+            f" and {num_workers} GPUs" if use_gpu else "",
+        )  # fmt: skip
+
     from jobs.relay import WorkerRelay
 
     relay = WorkerRelay()
@@ -125,7 +138,11 @@ def run_workers(
     run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TorchTrainer(
         per_worker,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=None if cpus_per_worker is None else {"CPU": cpus_per_worker},
+        ),
         run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=filesystem),
     )
     with relay.pumping():

@@ -16,7 +16,8 @@ import logging
 import math
 import shlex
 import time
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import hydra
@@ -29,7 +30,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from jobs import checkpointing, parallel
 from jobs.builders import build_dit
-from jobs.data import Batch, LatentBatches, LoaderConfig, make_loader
+from jobs.data import Batch, DatasetMismatchError, DatasetSpec, Filters, LatentLoader, LoaderConfig
 from jobs.launch import (
     absolute_paths,
     cli,
@@ -42,7 +43,7 @@ from jobs.launch import (
 )
 from jobs.relay import progress_bar
 from jobs.tokenizer_ref import TokenizerSource, dataset_tokenizer
-from jobs.training import MetricsLog, TrainerConfig, training_device, use_bf16
+from jobs.training import AuditLog, MetricsLog, TrainerConfig, training_device, use_bf16
 from jobs.usage import check_exists, check_output_dir
 from losatok.dit import DiT, DiTConfig, dit_preset
 from losatok.flow import flow_matching_loss
@@ -81,8 +82,22 @@ class RetryConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Held-out data, scored every `every` steps with the flow-matching loss at fixed noise and
+    times (drawn per sample from its key) and crops from the start: the same data, weights and
+    config give the same number on every run, whatever the number of ranks."""
+
+    path: str = ""  # a held-out dataset (or the training one, with filters that pick its held-out part)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    datasets: list[DatasetSpec] = field(default_factory=list)  # several held-out datasets instead
+    filters: Filters = field(default_factory=Filters)  # e.g. {splits: [valid]} or {keys_file: heldout.txt}
+    every: int = 0  # steps between evaluations (0: never)
+
+
+@dataclass
 class TrainDiTConfig:
     data: LoaderConfig = field(default_factory=LoaderConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     model: str = "tiny"  # DiT preset: tiny, small, base
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {depth: 4}
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -127,7 +142,7 @@ def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
 
 @dataclass
 class Training:
-    """What the train loop needs, made by `setup`; its position (`step`, `epoch`, `skip`) and
+    """What the train loop needs, made by `setup`; its position (`step`, and the loader's) and
     losses advance as `train` runs."""
 
     config: TrainDiTConfig
@@ -136,7 +151,7 @@ class Training:
     sharded: bool  # FSDP: gathering state and weights is a collective every rank joins
     device: torch.device
     dit_config: DiTConfig
-    batches: LatentBatches
+    batches: LatentLoader  # this rank's batches, with the epoch's exactly-once position
     tokenizer: dict[str, Any] | None  # the tokenizer that made the latents (rank 0 only): checkpointed
     model: DiT
     ema: AveragedModel
@@ -145,9 +160,9 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     metrics: MetricsLog
     autocast: torch.autocast
+    audit: AuditLog  # every batch's keys, per rank, when data.audit is set
+    heldout: LatentLoader | None  # this rank's share of the validation data (None: no validation)
     step: int = 0  # optimizer steps taken
-    epoch: int = 0
-    skip: int = 0  # batches of `epoch` trained on before a resume: replayed, not trained on again
     first_loss: float | None = None
     last_loss: float | None = None
 
@@ -166,11 +181,11 @@ def setup(config: TrainDiTConfig) -> Training:
     device = training_device(config.trainer)
     torch.manual_seed(config.seed)
     dit_config = model_config(config, _semantic_dim(config))
-    batches = LatentBatches(
+    batches = LatentLoader(
         config.data, dit_config.latent_dim, rank, world, dit_config.semantic_dim, config.retry.policy()
     )
     # which tokenizer made the latents, for generation; checked before anything is written
-    tokenizer = dataset_tokenizer(batches.reader, config.tokenizer) if rank == 0 else None
+    tokenizer = dataset_tokenizer(batches.batches.sources[0].reader, config.tokenizer) if rank == 0 else None
     model = build_dit(
         dit_config, config.text_encoder, config.text_encoder_path, config.freeze_text_encoder
     ).to(device)
@@ -186,7 +201,7 @@ def setup(config: TrainDiTConfig) -> Training:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.optim, config.max_steps)
     )
-    step, epoch, skip = _resume(config, model, ema, optimizer, scheduler, sharded)
+    step = _resume(config, model, ema, optimizer, scheduler, sharded, batches)
     return Training(
         config=config,
         rank=rank,
@@ -202,10 +217,10 @@ def setup(config: TrainDiTConfig) -> Training:
         optimizer=optimizer,
         scheduler=scheduler,
         metrics=MetricsLog(config.log_dir or config.out_dir, rank == 0, step),
+        audit=AuditLog(config.log_dir or config.out_dir, rank, world, step, config.data.audit),
+        heldout=_heldout(config, batches, dit_config, rank, world),
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config.trainer, device)),
         step=step,
-        epoch=epoch,
-        skip=skip,
     )
 
 
@@ -216,18 +231,26 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     sharded: bool,
-) -> tuple[int, int, int]:
-    """Load the latest checkpoint, if any, into the model, EMA, optimizer, schedule and RNGs:
-    (step, epoch, batch within the epoch) to continue from; (0, 0, 0) when there is none."""
+    batches: LatentLoader,
+) -> int:
+    """Load the latest checkpoint, if any, into the model, EMA, optimizer, schedule, RNGs and the
+    loader's position: the step to continue from (0 when there is none)."""
     resumed = checkpointing.load_latest(_ckpt_dir(config), config.storage_options, config.retry.policy())
     if resumed is None:
-        return 0, 0, 0
+        return 0
     parallel.restore_state(model, ema, optimizer, resumed, sharded)
     scheduler.load_state_dict(resumed["scheduler"])
-    step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
+    step = resumed["step"]
     checkpointing.restore_rng(resumed["rng"])
-    log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, skip)
-    return step, epoch, skip
+    if "data" in resumed:
+        batches.load_state_dict(resumed["data"])
+    else:  # written before the loader kept a position: its epoch starts again
+        log.warning(
+            "checkpoint of step %d has no loader position: epoch %d starts afresh", step, resumed["epoch"]
+        )
+        batches.batches.epoch = resumed["epoch"]
+    log.info("resumed from step %d (epoch %d, %d batches of it to go)", step, batches.epoch, len(batches))
+    return step
 
 
 def train(training: Training) -> None:
@@ -237,18 +260,14 @@ def train(training: Training) -> None:
     started, frames_seen, samples_seen = time.perf_counter(), 0, 0
     # a bar on a terminal; elsewhere (a file, a Ray Train worker) one line per log_every
     progress = progress_bar(config.max_steps, training.step, enabled=training.rank == 0)
-    loader = make_loader(batches)
     while training.step < config.max_steps:
-        batches.epoch = training.epoch  # the loader's shuffle is a function of (seed, rank, epoch[, worker])
-        count = len(batches)  # this epoch's batches (iterating advances batches.epoch)
-        for index, batch in enumerate(loader):
-            if index < training.skip:  # resuming mid-epoch: replay the epoch's order up to where it stopped
-                continue
-            if training.step >= config.max_steps:
-                break
+        fresh, yielded = batches.batches.segment == 0 and not any(batches.batches.taken), 0
+        for batch in batches:  # the rest of the loader's epoch; then it moves to the next
+            yielded += 1
             losses, grad_norm = train_step(training, batch)
             training.step += 1
             step = training.step
+            training.audit.write(step, batches.epoch, batch.keys)
             progress.update(1)
             loss_value = float(losses["loss"].detach())
             training.first_loss = loss_value if training.first_loss is None else training.first_loss
@@ -259,6 +278,7 @@ def train(training: Training) -> None:
                 lr = training.scheduler.get_last_lr()[0]
                 progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
                 elapsed = time.perf_counter() - started
+                seen = {f"samples/{name}": count for name, count in batches.samples_seen().items()}
                 training.metrics.write(
                     step,
                     {
@@ -269,16 +289,20 @@ def train(training: Training) -> None:
                         "lr": lr,
                         "samples_per_s": samples_seen / elapsed,
                         "frames_per_s": frames_seen / elapsed,
+                        "epoch": batches.epoch,
+                        **seen,
                     },
                 )
+            if training.heldout is not None and step % config.validation.every == 0:
+                training.metrics.write(step, {"val_loss": validation_loss(training)})
             if step % config.ckpt_every == 0 or step == config.max_steps:
-                # where the next batch comes from: this epoch's next one, or the next epoch's first
-                position = (training.epoch, index + 1) if index + 1 < count else (training.epoch + 1, 0)
-                save_checkpoint(training, position)
+                save_checkpoint(training)
             if training.distributed and (step % config.ckpt_every == 0):
                 dist.barrier()
-        else:
-            training.epoch, training.skip = training.epoch + 1, 0
+            if step >= config.max_steps:
+                break
+        if fresh and not yielded:
+            raise DatasetMismatchError(f"{config.data.path or 'data.datasets'}: the filters keep no sample")
     progress.close()
 
 
@@ -306,7 +330,7 @@ def train_step(training: Training, batch: Batch) -> tuple[dict[str, torch.Tensor
             generator=generator,
         )
     training.optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
+    (losses["loss"] * batch.weight).backward()  # weight 0: a padding batch that keeps the ranks in step
     grad_norm = torch.nn.utils.clip_grad_norm_(training.model.parameters(), config.optim.grad_clip)
     training.optimizer.step()
     training.scheduler.step()
@@ -314,16 +338,81 @@ def train_step(training: Training, batch: Batch) -> tuple[dict[str, torch.Tensor
     return losses, grad_norm
 
 
-def save_checkpoint(training: Training, position: tuple[int, int]) -> None:
-    """Gather the full state (a collective under FSDP: every rank calls this) and write it on rank 0."""
+def _heldout(
+    config: TrainDiTConfig, batches: LatentLoader, dit_config: DiTConfig, rank: int, world: int
+) -> LatentLoader | None:
+    """This rank's share of the validation data, normalised as the training data is."""
+    v = config.validation
+    if v.every <= 0:
+        return None
+    data = replace(
+        config.data,
+        path=v.path,
+        storage_options=v.storage_options,
+        datasets=v.datasets,
+        filters=v.filters,
+        shards=None,
+        generation=None,
+        workers=0,
+        audit=False,
+        crop="start",
+        cache_gb=0.0,
+    )
+    heldout = LatentLoader(
+        data, dit_config.latent_dim, rank, world, dit_config.semantic_dim, config.retry.policy()
+    )
+    for source in heldout.batches.sources:  # the training data's normalisation: the model's space
+        source.mean, source.std = batches.mean, batches.std
+    return heldout
+
+
+@torch.no_grad()
+def validation_loss(training: Training) -> float:
+    """The flow-matching loss over all the validation data (all ranks; a collective under DDP),
+    with each sample's time and noise drawn from its key: a fixed number for fixed weights."""
+    heldout, device = training.heldout, training.device
+    heldout.batches.next_epoch()  # always its first epoch: the same batches every time
+    heldout.batches.epoch = 0
+    model = training.train_model
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # sum of squared error x frames, frames
+    for batch in heldout:
+        seeds = [zlib.crc32(key.encode()) for key in batch.keys] or [0] * len(batch.texts)
+        draws = [torch.Generator().manual_seed(seed) for seed in seeds]
+        t = torch.stack([torch.sigmoid(torch.randn((), generator=g)) for g in draws])
+        noise = torch.stack([torch.randn(batch.latents.shape[1:], generator=g) for g in draws])
+        ids, text_mask = encode_texts(batch.texts, training.dit_config.text_max_len)
+        with training.autocast:
+            losses = flow_matching_loss(
+                model,
+                batch.latents.to(device),
+                batch.mask.to(device),
+                ids.to(device),
+                text_mask.to(device),
+                t=t.to(device),
+                noise=noise.to(device),
+            )
+        frames = float(batch.mask.sum()) * batch.weight  # padding batches count nothing
+        total += torch.tensor([float(losses["flow"]) * frames, frames], dtype=torch.float64, device=device)
+    model.train()
+    if training.distributed:
+        dist.all_reduce(total)
+    return float(total[0] / total[1].clamp(min=1.0))
+
+
+def save_checkpoint(training: Training) -> None:
+    """Gather the full state and the loader's position (collectives: every rank calls this) and
+    write them on rank 0."""
     state = parallel.gather_state(training.model, training.ema, training.optimizer, training.sharded)
+    state["data"] = training.batches.state_dict()
     if training.rank == 0:
-        _save(training, position, state)
+        _save(training, state)
 
 
 def cleanup(training: Training) -> dict[str, Any]:
     """Close the metrics and report this worker's step, first and last loss and weights checksum."""
     training.metrics.close()
+    training.audit.close()
     weights = parallel.full_weights(training.model, training.sharded)  # collective under FSDP
     checksum = float(sum(v.double().sum() for v in weights.values() if v.is_floating_point()))
     result = {
@@ -340,7 +429,8 @@ def cleanup(training: Training) -> dict[str, Any]:
 def _semantic_dim(config: TrainDiTConfig) -> int | None:
     if not config.data.semantic_field:
         return None
-    card = open_dataset(config.data.path, config.data.storage_options, retry=config.retry.policy()).card
+    first = config.data.specs()[0]
+    card = open_dataset(first.path, first.storage_options, retry=config.retry.policy()).card
     return card.fields[config.data.semantic_field].frame_shape[0]
 
 
@@ -348,14 +438,13 @@ def _ckpt_dir(config: TrainDiTConfig) -> str:
     return f"{config.out_dir.rstrip('/')}/checkpoints"
 
 
-def _save(training: Training, position: tuple[int, int], state: dict[str, Any]) -> None:
+def _save(training: Training, state: dict[str, Any]) -> None:
     config, batches = training.config, training.batches
     payload = {
         "format": "losatok-dit-checkpoint",
         "step": training.step,
-        "epoch": position[0],  # where the next batch comes from: epoch and index within it
-        "batch_in_epoch": position[1],
-        **state,  # model, ema, optimizer: full (unsharded) state dicts
+        "epoch": batches.epoch,  # the loader's position ("data") says where in it
+        **state,  # model, ema, optimizer: full (unsharded) state dicts; data: the loader's position
         "scheduler": training.scheduler.state_dict(),
         "rng": checkpointing.rng_state(),
         "dit_config": training.dit_config.to_dict(),
@@ -365,6 +454,8 @@ def _save(training: Training, position: tuple[int, int], state: dict[str, Any]) 
         # generation needs these to map samples back to the tokenizer's latent space
         "latent_mean": torch.from_numpy(batches.mean) if batches.mean is not None else None,
         "latent_std": torch.from_numpy(batches.std) if batches.std is not None else None,
+        "latent_stats_by_dataset": batches.stats_by_dataset(),  # data.stats=per_dataset: each one's
+        "data_stats": config.data.stats,
     }
     checkpointing.save(
         _ckpt_dir(config), training.step, payload, config.storage_options, config.retry.policy()
@@ -377,8 +468,15 @@ def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
     Paths are made absolute here, on the driver, so outputs land where the user started the run
     whichever folder Ray Train runs its workers in.
     """
-    config = absolute_paths(
-        config, ["out_dir", "log_dir"], must_exist=["data.path"], if_present=["text_encoder_path"]
+    config = absolute_paths(config, ["out_dir", "log_dir"], if_present=["text_encoder_path"])
+    v = config.validation
+    held = (
+        LoaderConfig(path=v.path, datasets=v.datasets, filters=v.filters).absolute() if v.every > 0 else None
+    )
+    config = replace(
+        config,
+        data=config.data.absolute(),
+        validation=replace(v, path=held.path, datasets=held.datasets, filters=held.filters) if held else v,
     )
     trainer = config.trainer
     return run_workers(
@@ -390,13 +488,24 @@ def run(config: TrainDiTConfig) -> list[dict[str, Any]]:
         config.out_dir,
         "dit",
         config.storage_options,
+        trainer.cpus_per_worker,
     )
 
 
 def validate(config: TrainDiTConfig) -> None:
     """Refuse, before any work, values that cannot run (one line naming the key; exit 2 in the CLI)."""
-    require(config.data.path not in ("", "???"), "data.path", config.data.path, "name a latent dataset")
-    check_exists(config.data.path, "data.path")
+    data = config.data
+    require(
+        data.path not in ("", "???") or bool(data.datasets), "data.path", data.path, "name a latent dataset"
+    )
+    require(not (data.path and data.datasets), "data.path", data.path, "leave it empty with data.datasets")
+    for i, spec in enumerate(data.specs()):
+        check_exists(spec.path, "data.path" if not data.datasets else f"data.datasets[{i}].path")
+        require(spec.weight > 0, f"data.datasets[{i}].weight", spec.weight, "must be above 0")
+    require(data.stats in ("pooled", "per_dataset"), "data.stats", data.stats, "pooled or per_dataset")
+    v = config.validation
+    require(v.every >= 0, "validation.every", v.every, "must be 0 (never) or more")
+    require(v.every == 0 or bool(v.path or v.datasets), "validation.path", v.path, "name held-out data")
     require_positive(
         config, "max_steps", "log_every", "ckpt_every", "optim.lr", "trainer.num_workers",
         "data.batch_frames", "data.max_frames", "data.shuffle_buffer",
@@ -424,7 +533,8 @@ def next_steps(config: TrainDiTConfig) -> str:
     name = fs.cat_file(latest).decode().strip() if fs.exists(latest) else "none yet"
     command = f"losatok-generate --dit {shlex.quote(config.out_dir)}"
     if config.tokenizer.checkpoint is None:
-        card = open_dataset(config.data.path, config.data.storage_options).card.tokenizer
+        first = config.data.specs()[0]
+        card = open_dataset(first.path, first.storage_options).card.tokenizer
         if card.checkpoint_sha256:  # made from a file the run was not told about: generation needs it
             command += " --tokenizer PATH/TO/THE/TOKENIZER.pth"
     return (

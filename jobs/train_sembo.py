@@ -25,7 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from jobs import checkpointing
-from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
+from jobs.data import DatasetMismatchError, LatentLoader, LoaderConfig
 from jobs.launch import (
     absolute_paths,
     average_gradients,
@@ -89,7 +89,7 @@ def splits(config: TrainSemboConfig, reader: DatasetReader) -> tuple[LoaderConfi
 
 
 @torch.no_grad()
-def evaluate(bottleneck: SemanticBottleneck, batches: LatentBatches) -> dict[str, float]:
+def evaluate(bottleneck: SemanticBottleneck, batches: LatentLoader) -> dict[str, float]:
     """Held-out normalised reconstruction error, relation loss and cosine similarity (frame mean)."""
     totals = {"reconstruction": 0.0, "relation": 0.0, "cosine": 0.0}
     count = 0
@@ -114,8 +114,8 @@ class Training:
     model_config: LoSATokConfig  # the preset: widths of the bottleneck, recorded in checkpoints
     rank: int
     device: torch.device
-    batches: LatentBatches  # this worker's part of the training shards
-    heldout: LatentBatches  # the held-out shards, whole, on every worker
+    batches: LatentLoader  # this worker's part of the training shards
+    heldout: LatentLoader  # the held-out shards, whole, on every worker
     bottleneck: SemanticBottleneck
     optimizer: torch.optim.Optimizer
     metrics: MetricsLog
@@ -152,8 +152,8 @@ def setup(config: TrainSemboConfig) -> Training:
         )
     latent_dim = card.fields["latent"].frame_shape[0]
     rank, world = rank_and_world()
-    batches = LatentBatches(train_data, latent_dim, rank, world, semantic_dim=width)
-    heldout = LatentBatches(heldout_data, latent_dim, semantic_dim=width)
+    batches = LatentLoader(train_data, latent_dim, rank, world, semantic_dim=width)
+    heldout = LatentLoader(heldout_data, latent_dim, 0, 1, semantic_dim=width)  # whole, on every worker
 
     device = training_device(config.trainer)
     bottleneck = SemanticBottleneck(

@@ -1,6 +1,6 @@
 """What every training recipe shares: where it trains (`TrainerConfig`, `training_device`,
-`use_bf16`) and what it logs (`MetricsLog`). Recipes import these from here, never from
-each other.
+`use_bf16`) and what it logs (`MetricsLog`; `AuditLog`, the keys of every batch). Recipes
+import these from here, never from each other.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class TrainerConfig:
     address: str | None = None  # Ray cluster to join; None starts a local one when workers > 1
     strategy: str = "ddp"  # "ddp" replicates the model; "fsdp" shards it (models too large to replicate)
     bf16: bool | None = None  # autocast on CUDA by default
+    cpus_per_worker: float | None = None  # CPUs each Ray Train worker reserves (None: Ray's default, 1)
 
 
 def training_device(trainer: TrainerConfig) -> torch.device:
@@ -94,3 +95,40 @@ def drop_rows_after(path: str, step: int) -> None:
         with open(path + ".tmp", "w") as handle:
             handle.writelines(kept)
         os.replace(path + ".tmp", path)
+
+
+class AuditLog:
+    """`audit/rank-R.jsonl`: one line per batch a rank trained on (`step`, `epoch`, `keys`).
+
+    A local folder only, like the metrics. A run resumed at `resumed_step` drops the rows of the
+    steps after it first (each rank its own file; rank 0 also the files of ranks the run no longer
+    has), so every step's batch appears once per rank that trained it.
+    """
+
+    def __init__(self, out_dir: str, rank: int, world_size: int, resumed_step: int, enabled: bool) -> None:
+        self.enabled = enabled and not is_url(out_dir)
+        if enabled and not self.enabled:
+            log.warning(
+                "the audit is written to a local folder; set log_dir to keep it (out_dir is %s)", out_dir
+            )
+        if not self.enabled:
+            return
+        folder = os.path.join(out_dir, "audit")
+        os.makedirs(folder, exist_ok=True)
+        mine = os.path.join(folder, f"rank-{rank}.jsonl")
+        drop_rows_after(mine, resumed_step)
+        if rank == 0:
+            for name in os.listdir(folder):
+                number = name.removeprefix("rank-").removesuffix(".jsonl")
+                if number.isdigit() and int(number) >= world_size:
+                    drop_rows_after(os.path.join(folder, name), resumed_step)
+        self.file = open(mine, "a")  # noqa: SIM115
+
+    def write(self, step: int, epoch: int, keys: list[str]) -> None:
+        if self.enabled:
+            self.file.write(json.dumps({"step": step, "epoch": epoch, "keys": keys}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import s3fs
 import torch
 
 from jobs import checkpointing
-from jobs.data import DatasetMismatchError, LatentBatches, LoaderConfig
+from jobs.data import DatasetMismatchError, LatentLoader, LoaderConfig
 from jobs.generate import generate, load_dit
 from jobs.train_dit import OptimConfig, TrainDiTConfig, run, train_loop
 from jobs.training import TrainerConfig
@@ -69,7 +71,7 @@ def test_tiny_dit_overfits_a_pipeline_dataset_and_samples_its_statistics(pipelin
     assert result["step"] == 150
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:2]), losses
 
-    batches = LatentBatches(config.data, latent_dim=16)
+    batches = LatentLoader(config.data, latent_dim=16)
     data = np.concatenate([b.latents[b.mask].numpy() for b in batches])  # normalised training frames
     trained, _, _, _ = load_dit(str(tmp_path / "run" / "checkpoints"), use_ema=False)
     torch.manual_seed(123)
@@ -122,6 +124,26 @@ def test_killed_training_resumes_at_its_checkpoint_and_continues_exactly(pipelin
         torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=1e-5, atol=1e-7)
 
 
+def test_validation_loss_is_logged_every_n_steps_and_is_the_same_number_on_a_resumed_run(
+    pipeline_dataset, tmp_path
+):
+    from jobs.train_dit import ValidationConfig
+
+    validation = ValidationConfig(path=pipeline_dataset, every=5)
+    straight = tiny_config(
+        pipeline_dataset, tmp_path / "straight", max_steps=20, ckpt_every=10, validation=validation
+    )
+    train_loop(straight)
+    scores = {row["step"]: row["val_loss"] for row in logged(tmp_path / "straight") if "val_loss" in row}
+    assert sorted(scores) == [5, 10, 15, 20] and all(np.isfinite(v) for v in scores.values())
+    assert scores[20] < scores[5]  # it learns, measured on fixed noise
+    # stopped at step 10 and resumed: the scores after the resume are the straight run's
+    train_loop(replace(straight, out_dir=str(tmp_path / "resumed"), max_steps=10))
+    train_loop(replace(straight, out_dir=str(tmp_path / "resumed")))
+    again = {row["step"]: row["val_loss"] for row in logged(tmp_path / "resumed") if "val_loss" in row}
+    assert again == pytest.approx(scores, rel=1e-5)
+
+
 def test_a_resumed_run_drops_the_metrics_rows_it_replays(pipeline_dataset, tmp_path):
     out = tmp_path / "run"
     config = tiny_config(pipeline_dataset, out, max_steps=10, ckpt_every=5, log_every=2)
@@ -135,10 +157,21 @@ def test_a_resumed_run_drops_the_metrics_rows_it_replays(pipeline_dataset, tmp_p
     assert [row["step"] for row in logged(out)] == [2, 4, 6, 8, 10]  # 6, 8, 10 once, from the rerun
 
 
+def audited_epochs(out: Path) -> dict[int, collections.Counter]:
+    """Keys trained on per epoch, over every rank's audit file."""
+    epochs: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    for path in (out / "audit").glob("rank-*.jsonl"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            epochs[row["epoch"]].update(row["keys"])
+    return epochs
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ray_train_workers_keep_identical_weights(pipeline_dataset, tmp_path, strategy):
     trainer = TrainerConfig(num_workers=2, strategy=strategy)
     config = tiny_config(pipeline_dataset, tmp_path / strategy, max_steps=30, ckpt_every=15, trainer=trainer)
+    config = replace(config, data=replace(config.data, audit=True))
     run(config)
     finals = [json.loads((tmp_path / strategy / f"final-rank{r}.json").read_text()) for r in (0, 1)]
     assert finals[0]["step"] == finals[1]["step"] == 30
@@ -150,6 +183,27 @@ def test_two_ray_train_workers_keep_identical_weights(pipeline_dataset, tmp_path
     assert step == 30
     latents, _ = generate(model, [""], [20], steps=2)
     assert torch.isfinite(latents).all()
+    if strategy == "fsdp":
+        return
+    # the run stopped at step 30, inside an epoch; it resumes on 3 Ray Train workers and, from a
+    # copy, on one process: every epoch each visits, every sample exactly once
+    keys = set(
+        LatentLoader(config.data, latent_dim=16).batches.sources[0].reader.index().column("key").to_pylist()
+    )
+    for workers in (3, 1):
+        out = tmp_path / f"resumed-on-{workers}"
+        shutil.copytree(tmp_path / strategy, out)
+        scaled = replace(
+            trainer, num_workers=workers, cpus_per_worker=0.5
+        )  # 3 workers on the 2-CPU test cluster
+        resumed = replace(config, out_dir=str(out), max_steps=45, trainer=scaled)
+        run(resumed) if workers > 1 else train_loop(resumed)
+        epochs = audited_epochs(out)
+        complete = sorted(epochs)[:-1]  # the last one is cut by max_steps
+        assert len(complete) >= 2
+        for epoch in complete:
+            assert set(epochs[epoch]) == keys and set(epochs[epoch].values()) == {1}, (workers, epoch)
+        assert set(epochs[max(epochs)].values()) == {1}
 
 
 def test_dataset_of_another_latent_dim_is_refused_at_start(pipeline_dataset, tmp_path):
