@@ -3,7 +3,8 @@
 "ddp" replicates the model on every worker (DistributedDataParallel). "fsdp" shards every DiT
 block and the root across workers (PyTorch's FSDP2 `fully_shard`), for models too large to
 replicate; the EMA copy is sharded the same way. Checkpoints always hold full, unsharded state
-dicts, so a file written under FSDP loads into a plain DiT for generation, and vice versa.
+dicts, so a file written under FSDP loads into a plain DiT for generation, and a run
+checkpointed under DDP (or on one process) resumes under FSDP, on any number of workers.
 """
 
 from __future__ import annotations
@@ -79,7 +80,18 @@ def restore_state(
     ema_state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
     set_model_state_dict(ema.module, ema_state, options=full)
     ema.n_averaged.copy_(payload["ema"]["n_averaged"])
-    set_optimizer_state_dict(model, optimizer, payload["optimizer"], options=full)
+    set_optimizer_state_dict(model, optimizer, _by_name(model, payload["optimizer"]), options=full)
+
+
+def _by_name(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict keyed by parameter names, as FSDP's loader takes it. One written
+    without FSDP (`optimizer.state_dict()`) numbers the trainable parameters in order instead:
+    renamed here, so a run checkpointed under DDP or on one process resumes under FSDP."""
+    if not state["state"] or all(isinstance(k, str) for k in state["state"]):
+        return state
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+    return {"state": {names[i]: v for i, v in state["state"].items()}, "param_groups": groups}
 
 
 def full_weights(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:

@@ -167,37 +167,37 @@ def audited_epochs(out: Path) -> dict[int, collections.Counter]:
     return epochs
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ray_train_workers_keep_identical_weights(pipeline_dataset, tmp_path, strategy):
-    trainer = TrainerConfig(num_workers=2, strategy=strategy)
-    config = tiny_config(pipeline_dataset, tmp_path / strategy, max_steps=30, ckpt_every=15, trainer=trainer)
+def test_ray_train_workers_keep_identical_weights_and_resume_elastically_exactly_once(
+    pipeline_dataset, tmp_path
+):
+    """Two DDP workers train to step 30, inside an epoch. The run resumes on three FSDP workers
+    and, from a copy, in one process: the weights stay identical across ranks, the checkpoints
+    hold full weights whatever the strategy, and the audit shows every sample exactly once in
+    every epoch either run visited."""
+    trainer = TrainerConfig(num_workers=2, strategy="ddp")
+    config = tiny_config(pipeline_dataset, tmp_path / "ddp", max_steps=30, ckpt_every=15, trainer=trainer)
     config = replace(config, data=replace(config.data, audit=True))
     run(config)
-    finals = [json.loads((tmp_path / strategy / f"final-rank{r}.json").read_text()) for r in (0, 1)]
+    finals = [json.loads((tmp_path / "ddp" / f"final-rank{r}.json").read_text()) for r in (0, 1)]
     assert finals[0]["step"] == finals[1]["step"] == 30
     assert finals[0]["param_checksum"] == finals[1]["param_checksum"]
-    losses = [row["loss"] for row in logged(tmp_path / strategy)]
+    losses = [row["loss"] for row in logged(tmp_path / "ddp")]
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
-    # the checkpoint holds full weights whatever the strategy: a plain DiT loads it for generation
-    model, _, _, step = load_dit(str(tmp_path / strategy / "checkpoints"))
-    assert step == 30
-    latents, _ = generate(model, [""], [20], steps=2)
-    assert torch.isfinite(latents).all()
-    if strategy == "fsdp":
-        return
-    # the run stopped at step 30, inside an epoch; it resumes on 3 Ray Train workers and, from a
-    # copy, on one process: every epoch each visits, every sample exactly once
-    keys = set(
-        LatentLoader(config.data, latent_dim=16).batches.sources[0].reader.index().column("key").to_pylist()
-    )
-    for workers in (3, 1):
+    reader = LatentLoader(config.data, latent_dim=16).batches.sources[0].reader
+    keys = set(reader.index().column("key").to_pylist())
+    for workers, strategy in ((3, "fsdp"), (1, "ddp")):
         out = tmp_path / f"resumed-on-{workers}"
-        shutil.copytree(tmp_path / strategy, out)
-        scaled = replace(
-            trainer, num_workers=workers, cpus_per_worker=0.5
-        )  # 3 workers on the 2-CPU test cluster
-        resumed = replace(config, out_dir=str(out), max_steps=45, trainer=scaled)
-        run(resumed) if workers > 1 else train_loop(resumed)
+        shutil.copytree(tmp_path / "ddp", out)
+        # 3 workers fit the 2-CPU test cluster at half a CPU each
+        scaled = replace(trainer, num_workers=workers, strategy=strategy, cpus_per_worker=0.5)
+        resumed = replace(config, out_dir=str(out), max_steps=40, trainer=scaled)
+        finals = run(resumed) if workers > 1 else [train_loop(resumed)]
+        assert {f["step"] for f in finals} == {40} and len({f["param_checksum"] for f in finals}) == 1
+        # full weights whatever the strategy: a plain DiT loads the checkpoint for generation
+        model, _, _, step = load_dit(str(out / "checkpoints"))
+        assert step == 40
+        latents, _ = generate(model, [""], [20], steps=2)
+        assert torch.isfinite(latents).all()
         epochs = audited_epochs(out)
         complete = sorted(epochs)[:-1]  # the last one is cut by max_steps
         assert len(complete) >= 2
