@@ -121,7 +121,7 @@ def main() -> None:
         import boto3
         from moto.server import ThreadedMotoServer
 
-        server = ThreadedMotoServer(port=0)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         endpoint = f"http://127.0.0.1:{server._server.server_port}"
         boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
