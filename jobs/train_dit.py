@@ -248,7 +248,7 @@ def _resume(
         log.warning(
             "checkpoint of step %d has no loader position: epoch %d starts afresh", step, resumed["epoch"]
         )
-        batches.batches.epoch = resumed["epoch"]
+        batches.start_epoch(resumed["epoch"])
     log.info("resumed from step %d (epoch %d, %d batches of it to go)", step, batches.epoch, len(batches))
     return step
 
@@ -261,7 +261,7 @@ def train(training: Training) -> None:
     # a bar on a terminal; elsewhere (a file, a Ray Train worker) one line per log_every
     progress = progress_bar(config.max_steps, training.step, enabled=training.rank == 0)
     while training.step < config.max_steps:
-        fresh, yielded = batches.batches.segment == 0 and not any(batches.batches.taken), 0
+        fresh, yielded = batches.at_epoch_start, 0
         for batch in batches:  # the rest of the loader's epoch; then it moves to the next
             yielded += 1
             losses, grad_norm = train_step(training, batch)
@@ -371,8 +371,7 @@ def validation_loss(training: Training) -> float:
     """The flow-matching loss over all the validation data (all ranks; a collective under DDP),
     with each sample's time and noise drawn from its key: a fixed number for fixed weights."""
     heldout, device = training.heldout, training.device
-    heldout.batches.next_epoch()  # always its first epoch: the same batches every time
-    heldout.batches.epoch = 0
+    heldout.start_epoch(0)  # always its first epoch: the same batches every time
     model = training.train_model
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # sum of squared error x frames, frames

@@ -108,9 +108,9 @@ class LatentBatches(torch.utils.data.IterableDataset):
             self._units = epoch_units(self.catalogs, weights, self.config.seed, self.epoch)
         return self._units
 
-    def next_epoch(self) -> None:
-        """Move to the next epoch's start."""
-        self.epoch, self.segment, self.base = self.epoch + 1, 0, Progress()
+    def start_epoch(self, epoch: int) -> None:
+        """Move to the start of `epoch`: nothing of it taken, its shards listed when first planned."""
+        self.epoch, self.segment, self.base = epoch, 0, Progress()
         self.taken, self.rotate = [0] * self.streams_per_rank, 0
         self.catalogs = self._plans = self._units = None
 

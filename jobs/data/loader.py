@@ -77,6 +77,16 @@ class LatentLoader:
     def epoch(self) -> int:
         return self.batches.epoch
 
+    @property
+    def at_epoch_start(self) -> bool:
+        """Nothing of the current epoch taken yet (not a resume part-way into it)."""
+        return self.batches.segment == 0 and not any(self.batches.taken)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Go to the start of `epoch` (e.g. the same batches again for a fixed evaluation)."""
+        self.batches.start_epoch(epoch)
+        self._last_stream = None
+
     def __len__(self) -> int:
         """Batches of the current epoch still to come on this rank (the same on every rank)."""
         return len(self.batches)
@@ -93,7 +103,7 @@ class LatentLoader:
             if batch.datasets:
                 self._seen_here += np.bincount(batch.datasets, minlength=len(self.names))
             yield batch
-        b.next_epoch()
+        b.start_epoch(b.epoch + 1)
         self._last_stream = None
 
     # --- metrics and normalisation ---------------------------------------------------------------
@@ -235,11 +245,9 @@ class LatentLoader:
             log.warning(
                 "data changed (%s): starting epoch %d afresh", _difference(saved, now), state["epoch"] + 1
             )
-            b.epoch = state["epoch"]
-            b.next_epoch()
+            self.start_epoch(state["epoch"] + 1)
             return
-        b.next_epoch()  # clear the plan
-        b.epoch = state["epoch"]
+        self.start_epoch(state["epoch"])
         b.catalogs = [
             self._pinned(s, numbers.numpy()) for s, numbers in zip(b.sources, state["shards"], strict=True)
         ]

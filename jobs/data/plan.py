@@ -1,7 +1,7 @@
 """An epoch's plan: which rows each loader stream visits, in which batches, and what is done.
 
 No Python object per sample anywhere: rows, lengths and batches are numpy arrays, and a rank
-holds only its own streams' arrays (about 12 bytes a sample), built from the index fragments
+holds only its own streams' arrays (three int32 per sample), built from the index fragments
 of the shards it reads.
 
 - **Units.** The epoch's work is a list of units, one per (dataset, shard, copy): a dataset of
@@ -28,6 +28,7 @@ import random
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,17 +70,17 @@ def epoch_units(catalogs: Sequence[Catalog], weights: Sequence[float], seed: int
             order = np.random.default_rng([seed, 7919, d]).permutation(n)  # fixed across epochs
             start = (epoch * extra) % n
             parts.append((d, np.sort(order[(start + np.arange(extra)) % n]), whole))
-    pick = lambda get: np.concatenate([get(d, i) for d, i, _ in parts]) if parts else np.zeros(0)  # noqa: E731
+    parts.append((0, np.zeros(0, np.int64), 0))  # so an empty epoch concatenates too
+
+    def column(values: Any, dtype: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(values(d, i, c), dtype) for d, i, c in parts])
+
     return Units(
-        dataset=np.concatenate([np.full(len(i), d, np.int32) for d, i, _ in parts])
-        if parts
-        else np.zeros(0, np.int32),
-        shard=pick(lambda d, i: catalogs[d].shards[i]).astype(np.int64),
-        copy=np.concatenate([np.full(len(i), c, np.int32) for _, i, c in parts])
-        if parts
-        else np.zeros(0, np.int32),
-        samples=pick(lambda d, i: catalogs[d].samples[i]).astype(np.int64),
-        seconds=pick(lambda d, i: catalogs[d].seconds[i]).astype(np.float64),
+        dataset=column(lambda d, i, c: np.full(len(i), d), np.int32),
+        shard=column(lambda d, i, c: catalogs[d].shards[i] if len(i) else [], np.int64),
+        copy=column(lambda d, i, c: np.full(len(i), c), np.int32),
+        samples=column(lambda d, i, c: catalogs[d].samples[i] if len(i) else [], np.int64),
+        seconds=column(lambda d, i, c: catalogs[d].seconds[i] if len(i) else [], np.float64),
     )
 
 
