@@ -76,9 +76,15 @@ class RetryConfig:
     attempts: int = 8
     base_seconds: float = 0.5
     max_seconds: float = 20.0
+    stall_seconds: float = 120.0  # an attempt silent this long (+1 s per MiB moved) is retried
 
     def policy(self) -> RetryPolicy:
-        return RetryPolicy(attempts=self.attempts, base_delay=self.base_seconds, max_delay=self.max_seconds)
+        return RetryPolicy(
+            attempts=self.attempts,
+            base_delay=self.base_seconds,
+            max_delay=self.max_seconds,
+            stall_seconds=self.stall_seconds,
+        )
 
 
 @dataclass

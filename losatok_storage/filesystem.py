@@ -16,8 +16,8 @@ Storage options (endpoint, credentials) are passed through and never logged.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,7 +34,6 @@ from losatok_storage.retry import RetryPolicy, call
 T = TypeVar("T")
 TEMP_MARKER = ".tmp-"  # in the names of files not yet committed (hidden: they start with ".")
 SPOOL_IN_MEMORY = 8 << 20  # an upload up to this size is spooled in memory, beyond it on local disk
-COPY_CHUNK = 8 << 20
 
 
 class RetryingFileSystem:
@@ -59,6 +58,21 @@ class RetryingFileSystem:
     def _call(self, what: str, action: Callable[[], T]) -> T:
         return call(action, what, self.policy)[0]
 
+    def _limit(self, name: str, nbytes: int = 0) -> dict[str, float]:
+        """The keyword that bounds one attempt of the wrapped filesystem's method `name`: on an
+        async filesystem (s3fs) an attempt is abandoned past the policy's deadline for `nbytes`
+        (a transient failure, retried); other filesystems have no such keyword."""
+        method = getattr(self.raw, name)
+        if inspect.iscoroutinefunction(getattr(method, "__wrapped__", None)):  # fsspec's sync wrapper
+            return {"timeout": self.policy.deadline(nbytes)}
+        return {}
+
+    def _run(self, what: str, name: str, *args: Any, nbytes: int = 0, **kwargs: Any) -> Any:
+        """The wrapped filesystem's method `name`, retried, each attempt bounded (`_limit`)."""
+        method = getattr(self.raw, name)
+        limit = self._limit(name, nbytes)
+        return self._call(what, lambda: method(*args, **kwargs, **limit))
+
     def _fresh(self, path: str) -> None:
         """Forget what the object store's listing cache holds for `path` and its parent."""
         if not is_local(self.raw):
@@ -68,53 +82,59 @@ class RetryingFileSystem:
     # --- listings and existence: always asked of the store -----------------------------------
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
         self._fresh(path)
-        return self._call(f"list {path}", lambda: self.raw.ls(path, detail=detail, **kwargs))
+        return self._run(f"list {path}", "ls", path, detail=detail, **kwargs)
 
     def find(self, path: str, **kwargs: Any) -> Any:
         self._fresh(path)
         if not is_local(self.raw):
             self.raw.invalidate_cache()  # a recursive listing reads every folder below
-        return self._call(f"list {path}", lambda: self.raw.find(path, **kwargs))
+        return self._run(f"list {path}", "find", path, **kwargs)
 
     def glob(self, pattern: str, **kwargs: Any) -> Any:
         if not is_local(self.raw):
             self.raw.invalidate_cache()
-        return self._call(f"list {pattern}", lambda: self.raw.glob(pattern, **kwargs))
+        return self._run(f"list {pattern}", "glob", pattern, **kwargs)
 
     def exists(self, path: str, **kwargs: Any) -> bool:
         self._fresh(path)
-        return self._call(f"check {path}", lambda: self.raw.exists(path, **kwargs))
+        return self._run(f"check {path}", "exists", path, **kwargs)
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         self._fresh(path)
-        return self._call(f"stat {path}", lambda: self.raw.info(path, **kwargs))
+        return self._run(f"stat {path}", "info", path, **kwargs)
 
     def isdir(self, path: str) -> bool:
         self._fresh(path)
-        return self._call(f"stat {path}", lambda: self.raw.isdir(path))
+        return self._run(f"stat {path}", "isdir", path)
 
     def isfile(self, path: str) -> bool:
         self._fresh(path)
-        return self._call(f"stat {path}", lambda: self.raw.isfile(path))
+        return self._run(f"stat {path}", "isfile", path)
 
     def size(self, path: str) -> int:
         self._fresh(path)
-        return self._call(f"stat {path}", lambda: self.raw.size(path))
+        return self._run(f"stat {path}", "size", path)
 
     def call_s3_page(self, request: dict[str, Any]) -> dict[str, Any]:
         """One `list_objects_v2` page of an s3fs filesystem (a listing that resumes from
         `StartAfter` when retried, unlike s3fs's own paginator)."""
         return self._call(
             f"list s3://{request['Bucket']}/{request.get('Prefix', '')}",
-            lambda: fsspec.asyn.sync(self.raw.loop, self.raw._call_s3, "list_objects_v2", **request),
+            lambda: fsspec.asyn.sync(
+                self.raw.loop,
+                self.raw._call_s3,
+                "list_objects_v2",
+                timeout=self.policy.deadline(),
+                **request,
+            ),
         )
 
     # --- reads -------------------------------------------------------------------------------
     def cat_file(self, path: str, *args: Any, **kwargs: Any) -> bytes:
-        return self._call(f"read {path}", lambda: self.raw.cat_file(path, *args, **kwargs))
+        return self._run(f"read {path}", "cat_file", path, *args, **kwargs)
 
     def cat(self, path: str, *args: Any, **kwargs: Any) -> Any:
-        return self._call(f"read {path}", lambda: self.raw.cat(path, *args, **kwargs))
+        return self._run(f"read {path}", "cat", path, *args, **kwargs)
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Read: the open (a HEAD on an object store) is retried; reads of a stream are the
@@ -130,12 +150,12 @@ class RetryingFileSystem:
     # --- writes, moves, removals ---------------------------------------------------------------
     def pipe_file(self, path: str, value: bytes, **kwargs: Any) -> Any:
         try:
-            return self._call(f"write {path}", lambda: self.raw.pipe_file(path, value, **kwargs))
+            return self._run(f"write {path}", "pipe_file", path, value, nbytes=len(value), **kwargs)
         finally:
             self._fresh(path)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
-        self._call(f"create {path}", lambda: self.raw.makedirs(path, exist_ok=exist_ok))
+        self._run(f"create {path}", "makedirs", path, exist_ok=exist_ok)
 
     def mv(self, source: str, target: str, **kwargs: Any) -> None:
         """Move `source` to `target`. On an object store a move is a copy and a delete: a retry
@@ -168,7 +188,7 @@ class RetryingFileSystem:
             nonlocal tries
             tries += 1
             try:
-                self.raw.rm(path, recursive=recursive, **kwargs)
+                self.raw.rm(path, recursive=recursive, **kwargs, **self._limit("rm"))
             except FileNotFoundError:
                 if tries == 1:
                     raise
@@ -182,40 +202,41 @@ class RetryingFileSystem:
         self.rm(path)
 
     def upload(self, path: str, spool: IO[bytes]) -> None:
-        """Write the whole of `spool` to `path`, retried; an interrupted upload leaves nothing."""
-
-        def put() -> None:
-            spool.seek(0)
-            handle = self.raw.open(path, "wb")
-            try:
-                shutil.copyfileobj(spool, handle, COPY_CHUNK)
-                handle.close()  # the upload completes here (or its last part does)
-            except BaseException:
-                _abandon(self.raw, handle, path)  # and marked closed: no upload at garbage collection
-                raise
-
+        """Write the whole of `spool` (in memory, or a named file on disk) to `path`, retried,
+        each attempt bounded by the policy's deadline for its size; an interrupted upload
+        leaves nothing (an object appears only when its upload completes)."""
+        size = spool.seek(0, 2)
         try:
-            self._call(f"write {path}", put)
+            if isinstance(spool, io.BytesIO):
+                self._run(f"write {path}", "pipe_file", path, spool.getvalue(), nbytes=size)
+            else:
+                spool.flush()
+                self._run(f"write {path}", "put_file", spool.name, path, nbytes=size)
         finally:
             self._fresh(path)
 
 
 class SpooledUpload(io.RawIOBase):
     """A binary file for writing to an object store: bytes are kept locally (in memory up to
-    SPOOL_IN_MEMORY, then in a temporary file that vanishes with the process) and uploaded,
-    with retries, on `close`. `discard` drops them without uploading."""
+    SPOOL_IN_MEMORY, then in a temporary file deleted on close) and uploaded, with retries, on
+    `close`. `discard` drops them without uploading."""
 
     def __init__(self, fs: RetryingFileSystem, path: str) -> None:
         super().__init__()
         self.fs, self.path = fs, path
-        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (closed in close)
+        self.spool: IO[bytes] = io.BytesIO()
         self._discarded = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        return self.spool.write(data)
+        written = self.spool.write(data)
+        if isinstance(self.spool, io.BytesIO) and self.spool.tell() > SPOOL_IN_MEMORY:
+            disk = tempfile.NamedTemporaryFile(prefix=".losatok-upload-")  # noqa: SIM115 (closed in close)
+            disk.write(self.spool.getbuffer())
+            self.spool = disk
+        return written
 
     def tell(self) -> int:
         return self.spool.tell()
@@ -307,18 +328,12 @@ def open_atomic(fs: Any, path: str) -> Iterator[IO[bytes]]:
 
 
 def _abandon(fs: fsspec.AbstractFileSystem, f: Any, target: str) -> None:
-    # A local temporary file is closed and deleted. An object-store file aborts its pending
-    # multipart upload and is marked closed, so that garbage collection cannot upload the
-    # partial buffer. Errors here would hide the original one, so they are swallowed.
-    if is_local(fs):
-        with contextlib.suppress(Exception):
-            f.close()
-        with contextlib.suppress(Exception):
-            fs.rm(target)
-        return
+    # A local temporary file is closed and deleted; errors here would hide the original one,
+    # so they are swallowed.
     with contextlib.suppress(Exception):
-        f.discard()
-    f.closed = True
+        f.close()
+    with contextlib.suppress(Exception):
+        fs.rm(target)
 
 
 def read_parquet_file(fs: Any, path: str, columns: Sequence[str] | None = None) -> pa.Table:

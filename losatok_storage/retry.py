@@ -139,6 +139,15 @@ class RetryPolicy:
     base_delay: float = 0.5  # seconds before the second try; doubles each time
     max_delay: float = 20.0  # no single wait is longer
     jitter: float = 0.5  # each wait is scaled by a random factor in [1 - jitter, 1]
+    # a call that neither completes nor fails within stall_seconds (plus its bytes at
+    # min_bytes_per_second) is abandoned and counts as a transient failure: HTTP clients time
+    # out a silent read, but not every stalled write or wait for a pooled connection
+    stall_seconds: float = 120.0
+    min_bytes_per_second: float = float(1 << 20)
+
+    def deadline(self, nbytes: int = 0) -> float:
+        """Seconds a storage call that moves `nbytes` may take before it is abandoned."""
+        return self.stall_seconds + nbytes / self.min_bytes_per_second
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The waits between attempts (attempts - 1 of them)."""

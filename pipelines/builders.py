@@ -122,6 +122,7 @@ def check(config: TokenizeConfig) -> None:
         "cluster.retries": config.cluster.retries,
         "cluster.retry_base_seconds": config.cluster.retry_base_seconds,
         "cluster.retry_max_seconds": config.cluster.retry_max_seconds,
+        "cluster.retry_stall_seconds": config.cluster.retry_stall_seconds,
         "cluster.decode_cpus": config.cluster.decode_cpus,
     }
     for name, value in positive.items():

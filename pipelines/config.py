@@ -69,10 +69,16 @@ class ClusterConfig:
     retries: int = 8
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 20.0
+    # an attempt that neither completes nor fails in this long (plus 1 s per MiB it moves) is
+    # abandoned and retried: a store that takes a request and never answers stalls no run
+    retry_stall_seconds: float = 120.0
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
-            attempts=self.retries, base_delay=self.retry_base_seconds, max_delay=self.retry_max_seconds
+            attempts=self.retries,
+            base_delay=self.retry_base_seconds,
+            max_delay=self.retry_max_seconds,
+            stall_seconds=self.retry_stall_seconds,
         )
 
 

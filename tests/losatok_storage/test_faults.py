@@ -120,3 +120,39 @@ def test_requests_are_counted_one_by_one_on_a_kept_alive_connection():
     for i in range(0, len(stream), 7):  # in pieces, as recv hands them over
         framer.feed(stream[i : i + 7])
     assert seen == ["PUT /b/k", "HEAD /b/k", "PUT /b/c", "GET /b/k?x=1"]
+
+
+def test_a_store_that_stalls_is_abandoned_at_the_deadline_and_the_write_retried(s3_endpoint, s3_bucket):
+    """A store that takes a request and never answers (no error, no close) costs each attempt
+    the policy's deadline, not forever: the write fails transiently past its attempts, and the
+    next one, once the store answers again, lands whole; an upload past the in-memory spool
+    (read from a file on disk) lands whole too."""
+    import time
+
+    from losatok_storage.filesystem import SPOOL_IN_MEMORY, open_atomic, url_to_fs
+
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        options = {  # botocore's own read timeout (60 s) left as it is: the deadline is under test
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": proxy.url},
+            "config_kwargs": {"retries": {"max_attempts": 1}},
+            "skip_instance_cache": True,
+        }
+        policy = RetryPolicy(attempts=2, base_delay=0.1, stall_seconds=1.0)
+        fs, _ = url_to_fs(f"s3://{s3_bucket}", options, policy)
+        proxy.delay(30)  # each forwarded chunk held 30 s: the request goes out, no answer comes
+        started = time.monotonic()
+        with pytest.raises(TransientStorageError), open_atomic(fs, f"{s3_bucket}/stalled.json") as f:
+            f.write(b"{}")
+        assert time.monotonic() - started < 10, "the stalled write was waited out, not abandoned"
+        proxy.restore()
+        with open_atomic(fs, f"{s3_bucket}/stalled.json") as f:
+            f.write(b'{"ok": true}')
+        big = bytes(range(256)) * (SPOOL_IN_MEMORY // 256 + 4096)  # spooled on disk
+        with open_atomic(fs, f"{s3_bucket}/big.bin") as f:
+            for start in range(0, len(big), 1 << 20):
+                f.write(big[start : start + (1 << 20)])
+        assert fs.cat_file(f"{s3_bucket}/stalled.json") == b'{"ok": true}'
+        assert fs.cat_file(f"{s3_bucket}/big.bin") == big

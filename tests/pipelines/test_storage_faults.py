@@ -37,7 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 # a short retry budget (about 3.5 s) keeps the tests quick; outages are sized against it
 PLANTED = "planted-SECRET-1313"  # the loopback server takes any secret; no output may hold it
-FAST_RETRIES = {"retries": 6, "retry_base_seconds": 0.2, "retry_max_seconds": 1.0}
+FAST_RETRIES = {
+    "retries": 6,
+    "retry_base_seconds": 0.2,
+    "retry_max_seconds": 1.0,
+    "retry_stall_seconds": 10.0,
+}
 
 
 def through(proxy: FaultProxy) -> dict:
