@@ -14,6 +14,10 @@ from losatok_storage.paths import is_remote, local_path
 # ahead. 1 MiB keeps a request's latency small against its transfer on S3, and the bytes
 # fetched for a sparse span within ~1 MiB of the span itself (bench/decode_spans.py).
 READ_BLOCK_BYTES = 1 << 20
+# A remote object up to this size, whose size the listing gave, is read whole in one GET: no
+# HEAD, no ranges. Below it a round trip (tens of ms on a real store) costs more than the bytes
+# the decoder would skip; 16 MiB is about 8 min of 16-bit 16 kHz wav or 17 min of 128 kbit/s mp3.
+WHOLE_OBJECT_BYTES = 16 << 20
 
 
 class RecordingReader:
@@ -70,6 +74,14 @@ def open_remote(location: str, storage_options: dict[str, Any], cache_type: str 
     """A seekable fsspec file object over `location` that reads by range requests."""
     fs, path = fsspec.core.url_to_fs(location, **storage_options)
     return fs.open(path, "rb", block_size=READ_BLOCK_BYTES, cache_type=cache_type)
+
+
+def read_whole(location: str, storage_options: dict[str, Any]) -> bytes:
+    """The whole of the remote object at `location`, in one GET request."""
+    fs, path = fsspec.core.url_to_fs(location, **storage_options)
+    # an open range (bytes=0-): without one s3fs asks for the size first (a HEAD) to decide on
+    # concurrent parts
+    return fs.cat_file(path, start=0)
 
 
 def open_tar(location: str, storage_options: dict[str, Any]) -> Any:

@@ -20,7 +20,7 @@ import torch
 
 from losatok_input.decoder import AudioError, MonoDecoder, decode_spans, probe_audio
 from losatok_input.items import InputItem, input_key
-from losatok_input.opening import RecordingReader, open_remote, open_tar
+from losatok_input.opening import WHOLE_OBJECT_BYTES, RecordingReader, open_remote, open_tar, read_whole
 from losatok_input.rule import SkippedFiles, audio_samples, iter_shard_samples, sidecar_metadata
 from losatok_storage.paths import is_remote, local_path
 from losatok_storage.retry import Retries, is_transient, iter_resuming, policy_of, with_retries
@@ -95,18 +95,23 @@ def read_location(
 ) -> list[Wave]:
     """All inputs (whole file or spans) of one location from a single open: one wave per item.
 
-    A transient storage error part-way reopens the file and decodes again, up to `retries`
-    attempts; then every item of the location is a `read` failure naming the error (transient:
-    the next run tries again).
+    A remote object the listing knows to be small (up to WHOLE_OBJECT_BYTES) is read in one
+    GET; a larger one (or one of unknown size) by range requests. A transient storage error
+    part-way reopens the file and decodes again, up to `retries` attempts; then every item of
+    the location is a `read` failure naming the error (transient: the next run tries again).
     """
     attempts = policy_of(retries).attempts
+    whole = is_remote(location) and 0 < items[0].size_bytes <= WHOLE_OBJECT_BYTES
     for attempt in range(1, attempts + 1):
         reader: RecordingReader | None = None
+        source: Any = local_path(location)
         try:
-            if is_remote(location):
+            if whole:
+                source, _ = with_retries(lambda: read_whole(location, storage_options), retries)
+            elif is_remote(location):
                 handle, _ = with_retries(lambda: open_remote(location, storage_options), retries)
-                reader = RecordingReader(handle)
-            waves = _decode_spans_once(reader or local_path(location), location, items, sample_rate)
+                source = reader = RecordingReader(handle)
+            waves = _decode_spans_once(source, location, items, sample_rate)
         except Exception as err:  # open failed for good (missing object, no permission, retries spent)
             return [ReadFailure.of("read", err, getattr(err, "attempts", attempt)) for _ in items]
         finally:

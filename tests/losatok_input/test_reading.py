@@ -81,3 +81,40 @@ def test_an_unreadable_tar_is_one_failure_of_the_shard(tmp_path):
     item = InputItem("cut", str(shard), container="tar")
     ((failed, failure),) = read_items([item], 16_000, {}, retries=1)[0]
     assert failed is item and failure.stage == "read"
+
+
+def test_a_small_remote_object_costs_one_get_and_a_large_one_ranges(
+    audio_dir, s3_endpoint, s3_bucket, monkeypatch
+):
+    """Counted on the wire (a proxy in front of the loopback S3 server): a file whose size the
+    listing gave and that is at most WHOLE_OBJECT_BYTES is one GET, no HEAD; one of unknown size
+    or above the limit is opened (a HEAD) and read by ranges. Every way gives the same wave."""
+    import s3fs
+
+    from losatok_input import opening
+    from losatok_storage.testing import FaultProxy
+
+    direct = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    names = ["speech.wav", "music.flac", "speech.mp3", "music.ogg"]
+    for name in names:
+        direct.put(str(audio_dir / name), f"{s3_bucket}/c/{name}")
+    sizes = {name: (audio_dir / name).stat().st_size for name in names}
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:
+        options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": proxy.url}}
+
+        def read(name: str, size: int) -> torch.Tensor:
+            proxy.requests.clear()
+            ((_, wave),) = read_items([InputItem(name, f"s3://{s3_bucket}/c/{name}", size_bytes=size)],
+                                      16_000, options, retries=1)[0]  # fmt: skip
+            torch.testing.assert_close(wave, load_audio(audio_dir / name))
+            return [r for r in proxy.requests if f"/{s3_bucket}/c/" in r]
+
+        for name in names:
+            assert read(name, sizes[name]) == [f"GET /{s3_bucket}/c/{name}"]
+        unknown = read("speech.mp3", 0)  # a manifest without sizes
+        assert unknown[0] == f"HEAD /{s3_bucket}/c/speech.mp3" and len(unknown) >= 2
+        monkeypatch.setattr(opening, "WHOLE_OBJECT_BYTES", 1000)
+        monkeypatch.setattr("losatok_input.reading.WHOLE_OBJECT_BYTES", 1000)
+        large = read("music.flac", sizes["music.flac"])
+        assert large[0] == f"HEAD /{s3_bucket}/c/music.flac" and len(large) >= 2

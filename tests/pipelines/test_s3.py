@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import s3fs
@@ -12,6 +14,7 @@ from losatok_data.reader import open_dataset
 from losatok_data.verify import verify_dataset
 from losatok_input.decoder import load_audio
 from losatok_input.sources import input_key
+from losatok_storage.testing import FaultProxy
 from pipelines.config import (
     FieldsConfig,
     ModelConfig,
@@ -40,8 +43,14 @@ def test_s3_source_and_sink(ray_address, mixed_corpus, s3_endpoint, s3_bucket):
         max_failure_fraction=0.5,
         storage_options=options,
     )
-    summary = tokenize(config)
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as proxy:  # no fault: it counts the requests on the corpus
+        counted = {**options, "client_kwargs": {"endpoint_url": proxy.url}}
+        summary = tokenize(replace(config, source=replace(config.source, storage_options=counted)))
     assert summary.ok and summary.inputs == 4 and summary.units == 2
+    # each input (small, and listed with its size) costs one GET: no HEAD, no ranges
+    per_file = sorted(r for r in proxy.requests if f"/{s3_bucket}/corpus/" in r)
+    assert per_file == sorted(f"GET /{s3_bucket}/corpus/{path.name}" for path in chosen)
 
     url = f"s3://{s3_bucket}/latents"
     report = verify_dataset(url, options)
