@@ -226,7 +226,13 @@ class MonoDecoder:
 
         Raises AudioError for an empty span, NaN/Inf samples or a decoder error part-way.
         """
-        if self.pcm is not None and start:
+        direct = None
+        if self.pcm is not None:  # one channel at the output rate: the bytes are the samples
+            with self._handle() as handle:
+                direct = self.pcm.samples(range_reader(handle), start, end, self.sample_rate)
+        if direct is not None:
+            wav = torch.from_numpy(direct)
+        elif self.pcm is not None and start:
             wav = self._pcm_span(start, end)
         else:
             decoder, self._decoder = self._decoder or self._open(self.mix), None

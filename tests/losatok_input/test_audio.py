@@ -173,7 +173,13 @@ class CountingReader(io.RawIOBase):
 
 @pytest.mark.parametrize(
     "rate, channels, codec",
-    [(44_100, 2, "pcm_s16le"), (48_000, 1, "pcm_s24le"), (22_050, 6, "pcm_f32le"), (16_000, 1, "pcm_s16le")],
+    [
+        (44_100, 2, "pcm_s16le"),
+        (48_000, 1, "pcm_s24le"),
+        (22_050, 6, "pcm_f32le"),
+        (16_000, 1, "pcm_s16le"),
+        (16_000, 1, "pcm_f32le"),
+    ],
 )
 def test_a_pcm_wav_span_is_read_by_seeking_and_equals_the_full_decode(tmp_path, rate, channels, codec):
     from losatok_input.decoder import MonoDecoder, decode_spans
@@ -311,3 +317,47 @@ def test_a_pcm_wav_under_another_name_is_found_by_the_probe_and_read_by_seeking(
     decoder = MonoDecoder(renamed)
     assert decoder.pcm is not None and decoder.pcm.sample_rate == 44_100
     torch.testing.assert_close(decoder.span(6.0, 7.0), load_audio(wav)[96_000:112_000], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("codec", ["pcm_s16le", "pcm_f32le"])
+def test_a_mono_wav_at_the_output_rate_is_read_without_a_decoder_and_equals_ffmpeg(
+    tmp_path, codec, monkeypatch
+):
+    """16-bit or float mono at 16 kHz needs only a conversion: its samples come from the bytes
+    (no FFmpeg open, ~5 ms a file: bench/stage_costs.py), equal to FFmpeg's to the bit."""
+    from torchcodec.decoders import AudioDecoder
+
+    from losatok_input.decoder import MonoDecoder
+    from losatok_input.testing import synth_music
+
+    source = synth_music(tmp_path / "m.wav", seconds=3.0, sample_rate=44_100, channels=2)
+    path = tmp_path / "pcm.wav"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(source),
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-c:a",
+            codec,
+            str(path),
+        ],
+        check=True,
+    )
+    by_ffmpeg = AudioDecoder(str(path), sample_rate=16_000, num_channels=1).get_all_samples().data[0]
+    opened = []
+    monkeypatch.setattr(
+        "torchcodec.decoders.AudioDecoder", lambda *a, **k: opened.append(a) or AudioDecoder(*a, **k)
+    )
+    decoder = MonoDecoder(path)
+    torch.testing.assert_close(decoder.span(), by_ffmpeg, rtol=0, atol=0)
+    torch.testing.assert_close(decoder.span(0.51, 1.7), by_ffmpeg[8160:27200], rtol=0, atol=0)
+    assert opened == []  # no torchcodec decoder was opened
+    MonoDecoder(source).span()  # 44.1 kHz stereo: resampled and mixed by FFmpeg
+    assert len(opened) == 1

@@ -1,0 +1,179 @@
+"""The pipeline against the loop a user writes instead: same files, same cores, one run.
+
+    python bench/vs_loop.py [--small 3000] [--long 12] [--runs 2] [--skip-long] [--skip-small]
+
+Two corpora of 16 kHz mono 16-bit wav, cut from real audio made here (sox music and espeak-ng
+speech, mixed so no two files are alike):
+  small  --small files of 1 to 4 s (Common Voice, LibriSpeech, most TTS corpora look like this)
+  long   --long files of 5 to 10 min
+On each, in turns (loop, pipeline, loop, pipeline, ... --runs times), in audio s per wall s:
+  loop      what stable-audio-tools' pre_encode.py does: a torch DataLoader whose workers (one
+            per core) decode with torchcodec to 16 kHz mono, batches of 32 files encoded in this
+            process with the tiny tokenizer (`SegmentEncoder`; a long file in 30 s pieces, as
+            the pipeline's segment.max_seconds=30 cuts it), one .npy of latents per file
+  pipeline  `losatok-tokenize` as a user runs it, in a fresh process (its start-up, Ray's and
+            the model's, counted), into a dataset: plan, decode tasks, encode actor, commit
+            actors, verify-ready shards, index, card
+and the ratio pipeline / loop of the runs taken back to back (goal: >= 0.8 on small files,
+>= 1.0 on long ones). The pipeline's own timer (audio s over its summary's wall time) is
+printed beside it, so start-up can be told from steady work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RATE = 16_000
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(pcm.tobytes())
+
+
+def source_audio(work: Path, seconds: float) -> np.ndarray:
+    """`seconds` of real audio at 16 kHz mono: sox music and espeak-ng speech, end to end."""
+    from losatok_input.decoder import load_audio
+    from losatok_input.testing import synth_music, synth_speech
+
+    words = "The loop a user writes decodes in its workers and encodes in its main process. " * 12
+    speech = load_audio(synth_speech(work / "_speech.wav", words, sample_rate=22_050)).numpy()
+    music = load_audio(synth_music(work / "_music.wav", seconds=60.0, sample_rate=44_100, channels=1)).numpy()
+    whole = np.concatenate([speech, music])
+    return np.tile(whole, int(np.ceil(seconds * RATE / len(whole))))[: int(seconds * RATE)]
+
+
+def make_corpus(root: Path, count: int, low: float, high: float, rng: np.random.Generator) -> float:
+    """`count` files of `low` to `high` seconds cut at random places; returns their audio seconds."""
+    root.mkdir(parents=True)
+    lengths = rng.uniform(low, high, count)
+    audio = source_audio(root, max(120.0, high * 2))
+    for i, seconds in enumerate(lengths):
+        n = int(seconds * RATE)
+        start = int(rng.integers(0, len(audio) - n))
+        gain = rng.uniform(0.3, 0.9)  # every file differs, also from a copy of the same cut
+        write_wav(root / f"clip_{i:05d}.wav", audio[start : start + n] * gain)
+    for path in root.glob("_*"):
+        path.unlink()
+    return float(sum(int(s * RATE) for s in lengths) / RATE)
+
+
+def run_loop(corpus: Path, out: Path, workers: int, batch: int = 32, piece_seconds: float = 30.0) -> float:
+    """The user's loop; returns its wall seconds (start-up included: the model's load)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchcodec.decoders import AudioDecoder
+
+    from pipelines.config import FieldsConfig, ModelConfig
+    from pipelines.encode import SegmentEncoder
+
+    class Files(torch.utils.data.Dataset):
+        def __init__(self, paths: list[Path]) -> None:
+            self.paths = paths
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+            decoded = AudioDecoder(str(self.paths[i]), sample_rate=RATE, num_channels=1).get_all_samples()
+            return self.paths[i].stem, decoded.data[0].numpy()
+
+    started = time.perf_counter()
+    out.mkdir(parents=True)
+    encoder = SegmentEncoder(ModelConfig(preset="tiny", seed=0), FieldsConfig(), max_frames=25 * 600)
+    loader = DataLoader(
+        Files(sorted(corpus.glob("*.wav"))), batch_size=batch, num_workers=workers, collate_fn=list
+    )
+    piece = int(piece_seconds * RATE)
+    for files in loader:
+        pieces = [(name, wav[i : i + piece]) for name, wav in files for i in range(0, len(wav), piece)]
+        results = encoder.encode([wav for _, wav in pieces])
+        latents: dict[str, list[np.ndarray]] = {}
+        for (name, _), result in zip(pieces, results, strict=True):
+            latents.setdefault(name, []).append(result.arrays["latent"])
+        for name, parts in latents.items():
+            np.save(out / f"{name}.npy", np.concatenate(parts))
+    return time.perf_counter() - started
+
+
+def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str, float]]:
+    """`losatok-tokenize` in a fresh process; (wall seconds, what its summary line reports)."""
+    command = [
+        str(Path(sys.executable).with_name("losatok-tokenize")),
+        f"source.path={corpus}",
+        f"sink.path={sink}",
+        "sink.inputs_per_shard=64",
+        f"cluster.num_cpus={cores}",
+        "cluster.max_failure_fraction=0",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"losatok-tokenize failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    found = re.search(
+        r"([\d.]+) h of audio in ([\d.]+) s .* encode actors busy (\d+) % of the run, decode ([\d.]+) task-s",
+        done.stdout,
+    )
+    if found is None:
+        raise SystemExit(f"no summary line in losatok-tokenize's output:\n{done.stdout[-3000:]}")
+    hours, seconds, busy, decode = (float(g) for g in found.groups())
+    return wall, {"audio": hours * 3600, "seconds": seconds, "encode_busy": busy, "decode_task_s": decode}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--small", type=int, default=3000, help="files of 1 to 4 s")
+    p.add_argument("--long", type=int, default=12, help="files of 5 to 10 min")
+    p.add_argument("--runs", type=int, default=2, help="loop/pipeline pairs per corpus")
+    p.add_argument("--cores", type=int, default=os.cpu_count())
+    p.add_argument("--skip-small", action="store_true")
+    p.add_argument("--skip-long", action="store_true")
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    work = Path(tempfile.mkdtemp(prefix="losatok-vs-loop-"))
+    corpora = []
+    if not args.skip_small:
+        corpora.append(("small", args.small, 1.0, 4.0))
+    if not args.skip_long:
+        corpora.append(("long", args.long, 300.0, 600.0))
+    print(f"{args.cores} cores; tiny tokenizer on CPU; runs alternate loop, pipeline")
+    print(
+        "| corpus | run | loop audio s/s | pipeline audio s/s (wall) | pipeline, own timer | pipeline / loop |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, count, low, high in corpora:
+        corpus = work / name
+        audio = make_corpus(corpus, count, low, high, rng)
+        for run in range(args.runs):
+            loop_wall = run_loop(corpus, work / f"{name}-npy-{run}", args.cores)
+            wall, summary = run_pipeline(corpus, work / f"{name}-ds-{run}", args.cores)
+            own = summary["audio"] / summary["seconds"]
+            print(
+                f"| {name}: {count} files, {audio / 3600:.2f} h | {run + 1} | {audio / loop_wall:.0f} "
+                f"| {audio / wall:.0f} | {own:.0f} (encode busy {summary['encode_busy']:.0f} %, decode "
+                f"{summary['decode_task_s']:.1f} task-s) | {(audio / wall) / (audio / loop_wall):.2f} |",
+                flush=True,
+            )
+    print(f"work folder (delete when done): {work}")
+
+
+if __name__ == "__main__":
+    main()
