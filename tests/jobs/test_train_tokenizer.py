@@ -29,8 +29,10 @@ def config_for(corpus, out, **changes) -> TrainTokenizerConfig:
         data=AudioDataConfig(path=str(corpus), crop_seconds=1.0, batch_size=4),
         preset="tiny",
         lr=1e-3,
-        max_steps=300,
-        disc_start_step=200,
+        # 200 steps halve the mel loss on held-out crops (0.55 of the untrained model's),
+        # 50 of them adversarial: a discriminator's first steps do not undo it
+        max_steps=200,
+        disc_start_step=150,
         log_every=10,
         ckpt_every=100,
         examples_every=100,
@@ -82,20 +84,21 @@ def test_semantic_modes_decide_what_enters_the_loss(small_corpus, tmp_path):
 
 
 def test_resume_continues_with_the_same_optimizer_and_discriminator_states(small_corpus, tmp_path):
-    common = {"max_steps": 30, "disc_start_step": 5, "ckpt_every": 10, "log_every": 5}
+    # the stop at step 8 falls after the discriminators started (step 3) and their optimizer stepped
+    common = {"max_steps": 12, "disc_start_step": 3, "ckpt_every": 4, "log_every": 2}
     train_loop(config_for(small_corpus, tmp_path / "straight", **common))
-    train_loop(config_for(small_corpus, tmp_path / "stopped", **{**common, "max_steps": 20}))
-    train_loop(config_for(small_corpus, tmp_path / "stopped", **common))  # resumes at step 20
+    train_loop(config_for(small_corpus, tmp_path / "stopped", **{**common, "max_steps": 8}))
+    train_loop(config_for(small_corpus, tmp_path / "stopped", **common))  # resumes at step 8
     from jobs import checkpointing
 
     a = checkpointing.load_latest(str(tmp_path / "straight" / "checkpoints"))
     b = checkpointing.load_latest(str(tmp_path / "stopped" / "checkpoints"))
-    assert a["step"] == b["step"] == 30
+    assert a["step"] == b["step"] == 12
     for part in ("model", "discriminators"):
         for key in a[part]:
             torch.testing.assert_close(a[part][key], b[part][key], rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
     steps = [r["step"] for r in rows(tmp_path / "stopped")]
-    assert steps == sorted(steps) and steps[-1] == 30
+    assert steps == sorted(steps) and steps[-1] == 12
 
 
 def test_two_ray_train_workers_train_the_tokenizer_in_lockstep(small_corpus, tmp_path):

@@ -105,7 +105,7 @@ import sys, time
 from ray.job_submission import JobStatus, JobSubmissionClient
 client = JobSubmissionClient(sys.argv[1])
 while not (status := client.get_job_status(sys.argv[2])).is_terminal():
-    time.sleep(1)
+    time.sleep(0.25)
 print(status.value)
 print(client.get_job_logs(sys.argv[2]), end="")
 """

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from losatok_data.verify import verify_dataset
@@ -20,25 +21,45 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+def port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies, which wait to be reaped, do not count)."""
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
 def stop(*processes: subprocess.Popen | None) -> None:
     """`ray start --block` runs each node's daemons in its own process group: stop every node at
-    once, SIGTERM then SIGKILL (for what outlived the grace or its group's leader)."""
+    once, SIGTERM then SIGKILL (for what outlived the grace or its group's leader), each round
+    over as soon as no process of the groups runs."""
     started = [p for p in processes if p is not None]
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):  # a throwaway cluster: 5 s of grace
+    # a throwaway cluster: 1 s of grace (its daemons take half a minute to end on SIGTERM)
+    for sig, grace in ((signal.SIGTERM, 1), (signal.SIGKILL, 10)):
         for process in started:  # a group may outlive its leader: signal it all the same
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
         deadline = time.monotonic() + grace
-        for process in started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(max(0.0, deadline - time.monotonic()))
-        time.sleep(1)
+        while time.monotonic() < deadline and any(group_alive(p.pid) for p in started):
+            for process in started:
+                process.poll()  # reaps a leader that ended
+            time.sleep(0.1)
+    for process in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
 
 
 @pytest.fixture
@@ -59,7 +80,9 @@ def two_nodes(tmp_path):
     try:
         waiter = f"import ray,time; ray.init(address='127.0.0.2:{port}', _node_ip_address='127.0.0.2')\n"
         waiter += "while len([n for n in ray.nodes() if n['Alive']]) < 2: time.sleep(0.2)"
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.2", port) and head.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the worker joins once the head's GCS answers
         worker = subprocess.Popen(
             [RAY, "start", "--node-ip-address=127.0.0.3", f"--address=127.0.0.2:{port}", "--num-cpus=2",
              '--resources={"accelerator": 1}', *common],

@@ -46,7 +46,7 @@ def test_sigkilled_driver_leaves_no_ray_process(small_corpus, tmp_path):
 
     deadline = time.monotonic() + 180
     while not ray_agents() and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
     agents = ray_agents()
     assert agents, "the run should have started a local Ray with its agents"
     family = [p for p in parent.children(recursive=True)]
@@ -59,7 +59,7 @@ def test_sigkilled_driver_leaves_no_ray_process(small_corpus, tmp_path):
         alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         if not alive:
             break
-        time.sleep(1)
+        time.sleep(0.2)
     alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     reaped = log.read_text() if log.exists() else "no reaper log"
     assert not alive, ([f"{p.pid} {p.name()}" for p in alive], reaped)
