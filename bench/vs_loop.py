@@ -15,8 +15,11 @@ On each, in turns (loop, pipeline, loop, pipeline, ... --runs times), in audio s
             the model's, counted), into a dataset: plan, decode tasks, encode actor, commit
             actors, verify-ready shards, index, card
 and the ratio pipeline / loop of the runs taken back to back (goal: >= 0.8 on small files,
->= 1.0 on long ones). The pipeline's own timer (audio s over its summary's wall time) is
-printed beside it, so start-up can be told from steady work.
+>= 1.0 on long ones). Beside it, the pipeline's own timer (audio s over its summary's wall
+time) and its steady rate: the audio of every shard after the first over the time from the
+first shard's commit to the last one's (a shard's index fragment is its commit point; its
+file's mtime says when), with the time from the command's start to that first commit. The
+loop's wall includes its own start-up (the model's load, its workers' start).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -123,7 +127,7 @@ def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str,
         "cluster.max_failure_fraction=0",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -135,7 +139,23 @@ def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str,
     if found is None:
         raise SystemExit(f"no summary line in losatok-tokenize's output:\n{done.stdout[-3000:]}")
     hours, seconds, busy, decode = (float(g) for g in found.groups())
-    return wall, {"audio": hours * 3600, "seconds": seconds, "encode_busy": busy, "decode_task_s": decode}
+    # steady state, from the dataset itself: each shard's index fragment is its commit point,
+    # written when the shard is done; the audio of the shards after the first over the time
+    # from the first commit to the last (start-up is the time to the first)
+    commits = sorted(
+        (path.stat().st_mtime, float(pq.read_table(path, columns=["duration"]).column(0).to_numpy().sum()))
+        for path in (sink / "index").rglob("*.parquet")
+    )
+    span = commits[-1][0] - commits[0][0]
+    steady = sum(audio for _, audio in commits[1:]) / span if len(commits) > 1 and span > 0 else float("nan")
+    return wall, {
+        "audio": hours * 3600,
+        "seconds": seconds,
+        "encode_busy": busy,
+        "decode_task_s": decode,
+        "steady": steady,
+        "first_commit": commits[0][0] - started_at,
+    }
 
 
 def main() -> None:
@@ -156,9 +176,10 @@ def main() -> None:
         corpora.append(("long", args.long, 300.0, 600.0))
     print(f"{args.cores} cores; tiny tokenizer on CPU; runs alternate loop, pipeline")
     print(
-        "| corpus | run | loop audio s/s | pipeline audio s/s (wall) | pipeline, own timer | pipeline / loop |"
+        "| corpus | run | loop audio s/s | pipeline audio s/s (wall) | pipeline, own timer "
+        "| pipeline steady (first commit at) | pipeline / loop | steady / loop |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, count, low, high in corpora:
         corpus = work / name
         audio = make_corpus(corpus, count, low, high, rng)
@@ -166,10 +187,12 @@ def main() -> None:
             loop_wall = run_loop(corpus, work / f"{name}-npy-{run}", args.cores)
             wall, summary = run_pipeline(corpus, work / f"{name}-ds-{run}", args.cores)
             own = summary["audio"] / summary["seconds"]
+            loop = audio / loop_wall
             print(
-                f"| {name}: {count} files, {audio / 3600:.2f} h | {run + 1} | {audio / loop_wall:.0f} "
+                f"| {name}: {count} files, {audio / 3600:.2f} h | {run + 1} | {loop:.0f} "
                 f"| {audio / wall:.0f} | {own:.0f} (encode busy {summary['encode_busy']:.0f} %, decode "
-                f"{summary['decode_task_s']:.1f} task-s) | {(audio / wall) / (audio / loop_wall):.2f} |",
+                f"{summary['decode_task_s']:.1f} task-s) | {summary['steady']:.0f} ({summary['first_commit']:.1f} s) "
+                f"| {(audio / wall) / loop:.2f} | {summary['steady'] / loop:.2f} |",
                 flush=True,
             )
     print(f"work folder (delete when done): {work}")
