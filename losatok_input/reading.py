@@ -113,6 +113,9 @@ def read_location(
                 source = reader = RecordingReader(handle)
             waves = _decode_spans_once(source, location, items, sample_rate)
         except Exception as err:  # open failed for good (missing object, no permission, retries spent)
+            if reader is not None and reader.error is err and is_transient(err) and attempt < attempts:
+                log.warning("reading %s failed (%s); reopening it", location, err)
+                continue  # a read of ours (not FFmpeg's: a wav's samples are read directly) failed
             return [ReadFailure.of("read", err, getattr(err, "attempts", attempt)) for _ in items]
         finally:
             if reader is not None:
