@@ -32,6 +32,7 @@ import fsspec  # noqa: E402
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
+from vs_loop import make_corpus  # noqa: E402
 
 from losatok import preset  # noqa: E402
 from losatok_input.sources import list_inputs  # noqa: E402
@@ -41,7 +42,6 @@ from pipelines.dataflow import EncodeStage, decode_arguments, decode_stage, enco
 from pipelines.plan import make_units, write_partition  # noqa: E402
 from pipelines.run import run_identity  # noqa: E402
 from pipelines.sink import SinkDataset  # noqa: E402
-from vs_loop import make_corpus  # noqa: E402
 
 # part of a stage -> (file fragment, function name) pairs whose cumulative time it is
 PARTS = {
@@ -61,7 +61,7 @@ PARTS = {
     "commit": {
         "payload unpack": [("pipelines/records.py", "unpack_payload")],
         "tar members": [("losatok_data/writer.py", "write_shard")],
-        "checksums": [("hashlib", ""), ("losatok_data/integrity.py", "")],
+        "checksums": [("losatok_data/checksums.py", "")],
         "index and stats": [("losatok_data/index.py", ""), ("losatok_data/stats.py", "")],
         "ledger": [("losatok_data/ledger.py", "write_failures")],
     },
@@ -113,14 +113,17 @@ def main() -> None:
 
     def decode_all():
         return [
-            decode_stage({"unit": [u.index], "plan": [plan]}, **decode_arguments(config, 16_000)) for u in units
+            decode_stage({"unit": [u.index], "plan": [plan]}, **decode_arguments(config, 16_000))
+            for u in units
         ]
 
     decoded, decode_stats, decode_wall = profiled(decode_all)
     encoded, encode_stats, encode_wall = profiled(lambda: [encoder(batch) for batch in decoded])
     _, commit_stats, commit_wall = profiled(lambda: [committer(batch) for batch in encoded])
     files = args.files
-    print(f"{files} wav files of 1 to 4 s, {audio:.0f} s of audio, {len(units)} units; one thread, cProfile on")
+    print(
+        f"{files} wav files of 1 to 4 s, {audio:.0f} s of audio, {len(units)} units; one thread, cProfile on"
+    )
     print("| stage | part | ms per file | share of the stage |")
     print("| --- | --- | --- | --- |")
     for stage, stats, wall in (

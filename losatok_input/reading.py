@@ -112,16 +112,16 @@ def read_location(
                 handle, _ = with_retries(lambda: open_remote(location, storage_options), retries)
                 source = reader = RecordingReader(handle)
             waves = _decode_spans_once(source, location, items, sample_rate)
-        except Exception as err:  # open failed for good (missing object, no permission, retries spent)
-            if reader is not None and reader.error is err and is_transient(err) and attempt < attempts:
-                log.warning("reading %s failed (%s); reopening it", location, err)
-                continue  # a read of ours (not FFmpeg's: a wav's samples are read directly) failed
-            return [ReadFailure.of("read", err, getattr(err, "attempts", attempt)) for _ in items]
+        except Exception as err:
+            # the open failed for good (missing, denied, retries spent); else a read of the
+            # stream raised (a wav's samples are read directly): judged below with FFmpeg's
+            if reader is None or reader.error is not err:
+                return [ReadFailure.of("read", err, getattr(err, "attempts", attempt)) for _ in items]
         finally:
             if reader is not None:
                 reader.close()
         if reader is not None and reader.error is not None:
-            # FFmpeg may take a failed read for the end of the stream: nothing of this pass is trusted
+            # a read failed (FFmpeg may take that for the end of the stream): nothing of this pass is trusted
             if is_transient(reader.error) and attempt < attempts:
                 log.warning("reading %s failed (%s); reopening it", location, reader.error)
                 continue

@@ -63,6 +63,8 @@ class PcmLayout:
     block_align: int  # bytes per sample frame (all channels)
     sample_rate: int  # native rate, Hz
     channels: int
+    tag: int = 1  # 1: integer PCM, 3: float (a WAVE_FORMAT_EXTENSIBLE file's subformat)
+    bits: int = 16  # per sample
 
     @classmethod
     def read(cls, read: RangeReader, file_size: int) -> PcmLayout | None:
@@ -90,7 +92,8 @@ class PcmLayout:
                     return None
                 available = max(0, file_size - (position + 8))
                 frames = min(size, available) // block_align
-                return cls(fmt, position + 8, frames, block_align, rate, channels)
+                bits = struct.unpack("<H", fmt[14:16])[0]
+                return cls(fmt, position + 8, frames, block_align, rate, channels, tag, bits)
             position += 8 + size + (size & 1)  # chunks are padded to even sizes
         return None
 
@@ -105,10 +108,7 @@ class PcmLayout:
         no decoder, when FFmpeg would only convert them: one channel at `out_rate`, 16-bit
         integer or 32-bit float. The samples are a full decode's at the same indices
         (round(t * rate)). None for any other layout (resampled or mixed by FFmpeg instead)."""
-        tag, bits = struct.unpack("<H", self.fmt[:2])[0], struct.unpack("<H", self.fmt[14:16])[0]
-        if tag == 0xFFFE and len(self.fmt) >= 40:
-            tag = struct.unpack("<H", self.fmt[24:26])[0]
-        dtype = _AS_FLOAT.get((tag, bits))
+        dtype = _AS_FLOAT.get((self.tag, self.bits))
         if (
             dtype is None
             or self.channels != 1
