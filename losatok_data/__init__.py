@@ -23,6 +23,7 @@ from losatok_data.errors import ManifestError, SampleValidationError, SchemaErro
 from losatok_data.fields import LATENT_GROUP, SEMANTIC_GROUP, FieldSet, FieldSpec, default_fields
 from losatok_data.index import (
     INDEX_SCHEMA,
+    MEASURE_COLUMNS,
     IndexRow,
     ShardInfo,
     assign_shards,
@@ -46,6 +47,7 @@ __all__ = [
     "INDEX_SCHEMA",
     "LATENT_GROUP",
     "LEDGER_SCHEMA",
+    "MEASURE_COLUMNS",
     "SCHEMA_VERSION",
     "SEMANTIC_GROUP",
     "ChannelStats",

@@ -50,9 +50,17 @@ INDEX_SCHEMA = pa.schema(
         # tar member ("latent.npy", "json", "semantic.npy", ...) -> hex digest, every group;
         # since 1.1, null in fragments written before (see CHECKSUM_KEY for the algorithm)
         pa.field("checksums", pa.map_(pa.string(), pa.string())),
+        # measures of the sample's audio (see SampleMetadata); since 1.3, null in older fragments
+        *(pa.field(name, pa.float64()) for name in ("rms_db", "peak", "clipped_fraction", "silent_fraction")),
+        pa.field("content_hash", pa.string()),
+        pa.field("loudness_lufs", pa.float64()),
     ],
     metadata={VERSION_KEY: SCHEMA_VERSION.encode(), KIND_KEY: b"index"},
 )
+
+
+# the columns of the sample's audio measures (schema 1.3), in the sample metadata's names
+MEASURE_COLUMNS = ("rms_db", "peak", "clipped_fraction", "silent_fraction", "content_hash", "loudness_lufs")
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,12 @@ class IndexRow:
     speaker: str | None = None
     split: str | None = None
     checksums: Mapping[str, str] | None = None  # tar member -> hex digest; None before 1.1
+    rms_db: float | None = None  # audio measures, as the sample's metadata (None before 1.3)
+    peak: float | None = None
+    clipped_fraction: float | None = None
+    silent_fraction: float | None = None
+    content_hash: str | None = None
+    loudness_lufs: float | None = None
 
     @classmethod
     def of(cls, sample: LatentSample, shard: str, checksums: Mapping[str, str] | None = None) -> IndexRow:
@@ -93,6 +107,7 @@ class IndexRow:
             speaker=m.speaker,
             split=m.split,
             checksums=dict(checksums) if checksums is not None else None,
+            **{name: getattr(m, name) for name in MEASURE_COLUMNS},
         )
 
 

@@ -47,6 +47,14 @@ class SampleMetadata:
     split: str | None = None
     extra: Mapping[str, Any] | None = None
     segment: int | None = None  # index of this span when a long input was cut into several
+    # measures of the audio the tokenizer saw (16 kHz mono), schema 1.3 on; None before, or when
+    # the writer did not measure (definitions: `pipelines.measures`)
+    rms_db: float | None = None  # RMS level, dBFS (a full-scale sine is -3.01), floored for silence
+    peak: float | None = None  # max |x|, linear
+    clipped_fraction: float | None = None  # of samples at full scale
+    silent_fraction: float | None = None  # of 20 ms frames below the silence level (digital silence: 1.0)
+    content_hash: str | None = None  # hex digest of the decoded samples: equal audio, equal hash
+    loudness_lufs: float | None = None  # integrated loudness (ITU-R BS.1770); None when undefined
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; None values are left out (they read back as None)."""

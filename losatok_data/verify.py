@@ -43,7 +43,14 @@ from losatok_data.card import DatasetCard, Totals, read_card
 from losatok_data.checksums import ALGORITHMS, checksum
 from losatok_data.errors import SchemaError
 from losatok_data.fields import LATENT_GROUP, METADATA_MEMBER
-from losatok_data.index import INDEX_SCHEMA, KIND_KEY, VERSION_KEY, fragment_checksum, read_shard_summary
+from losatok_data.index import (
+    INDEX_SCHEMA,
+    KIND_KEY,
+    MEASURE_COLUMNS,
+    VERSION_KEY,
+    fragment_checksum,
+    read_shard_summary,
+)
 from losatok_data.layout import SUMMARY_NAME, DatasetLayout, shard_name
 from losatok_data.ledger import LEDGER_SCHEMA, failure_counts
 from losatok_data.reader import DatasetReader
@@ -359,6 +366,10 @@ class _ShardCheck:
                 ("offset", meta.offset, True),
                 ("source", meta.source, False),
                 ("text", meta.text, False),
+                *(
+                    (name, getattr(meta, name), isinstance(getattr(meta, name), float))
+                    for name in MEASURE_COLUMNS
+                ),
             ):
                 indexed = row[column]
                 same = (

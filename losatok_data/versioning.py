@@ -14,7 +14,7 @@ from losatok_data.errors import SchemaVersionError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.2"  # bump the minor for additive changes, the major for breaking ones
+SCHEMA_VERSION = "1.3"  # bump the minor for additive changes, the major for breaking ones
 # History (every minor reads every older minor of its major):
 #   1.0  first release
 #   1.1  index `checksums` column (a digest of every tar member, algorithm in the fragment's
@@ -25,6 +25,9 @@ SCHEMA_VERSION = "1.2"  # bump the minor for additive changes, the major for bre
 #   note (no bump, within 1.2): `shards.parquet`, per-shard totals derived from the index and
 #        rewritten when a run finalises. Optional: older readers ignore it, readers summarise the
 #        shards it lacks from their fragments, so no data becomes unreadable either way
+#   1.3  measures of each sample's audio, in its json member and as index columns: `rms_db`,
+#        `peak`, `clipped_fraction`, `silent_fraction`, `content_hash`, `loudness_lufs`; rows
+#        of older data read them as nulls, and an append to older data writes them
 
 
 def parse_version(version: str) -> tuple[int, int]:
