@@ -60,6 +60,26 @@ def fake_sample(
     return LatentSample(key, meta, arrays)
 
 
+def audio_measures(
+    content_hash: str,
+    rms_db: float = -20.0,
+    peak: float = 0.5,
+    clipped_fraction: float = 0.0,
+    silent_fraction: float = 0.1,
+    loudness_lufs: float | None = -21.0,
+) -> dict[str, Any]:
+    """The schema 1.3 audio measures of a fake sample, as SampleMetadata fields (for
+    `fake_sample` or `write_fake_dataset(metadata=...)`); plausible speech levels by default."""
+    return {
+        "rms_db": rms_db,  # dBFS
+        "peak": peak,
+        "clipped_fraction": clipped_fraction,
+        "silent_fraction": silent_fraction,
+        "content_hash": content_hash,  # equal for samples of equal audio
+        "loudness_lufs": loudness_lufs,
+    }
+
+
 @dataclass(frozen=True)
 class FakeDataset:
     layout: DatasetLayout
@@ -85,12 +105,16 @@ def write_fake_dataset(
     storage_options: Mapping[str, Any] | None = None,
     frame_rate: float = 25.0,
     sample_rate: int = 16000,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FakeDataset:
     """Write a complete dataset at `url`: shards, index, `failures` ledger rows, the shard
     summary and a true card.
 
     Sample keys are `s<shard>-<i>`; frame counts are random in [min_frames, max_frames].
+    `metadata`: SampleMetadata fields of some samples by key (e.g. audio measures, schema 1.3:
+    `{"s0-1": audio_measures("ab12", rms_db=-23.0)}`); the others keep the defaults (no measures).
     """
+    metadata = metadata or {}
     fields = fields or tiny_fields()
     layout = DatasetLayout(url, dict(storage_options or {}))
     rng = np.random.default_rng(seed)
@@ -107,8 +131,7 @@ def write_fake_dataset(
                 rng,
                 frame_rate,
                 sample_rate,
-                offset=float(i),
-                split="train",
+                **{"offset": float(i), "split": "train", **metadata.get(f"s{number}-{i}", {})},
             )
             for i in range(samples_per_shard)
         ]

@@ -29,22 +29,38 @@ class Filters:
     keys: list[str] | None = None  # keep exactly these keys
     keys_file: str | None = None  # ... or the keys listed in this file (one per line; local or s3://)
     exclude_keys_file: str | None = None  # drop the keys listed in this file (e.g. a held-out list)
+    # audio measures (schema 1.3, `losatok_data.sample.SampleMetadata`): a sample without the
+    # measure (a row written before 1.3; loudness of audio too short or silent) is left out
+    min_rms_db: float | None = None  # keep samples with an RMS level of at least this (dBFS): no near-silence
+    max_clipped_fraction: float | None = None  # ... at most this fraction of samples at full scale
+    max_silent_fraction: float | None = None  # ... at most this fraction of 20 ms frames below -60 dBFS
+    min_loudness_lufs: float | None = None  # ... integrated loudness (BS.1770) of at least this
+    max_loudness_lufs: float | None = None  # ... and at most this
 
     def active(self) -> bool:
-        return any(
-            v not in (None, False)
-            for v in (
-                self.min_seconds,
-                self.max_seconds,
-                self.languages,
-                self.splits,
-                self.source_contains,
-                self.has_text,
-                self.keys,
-                self.keys_file,
-                self.exclude_keys_file,
-            )
-        )
+        """Whether any filter is set (a run without one keeps every sample). A bound of 0 is set."""
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return any(v is not None and v is not False for v in values)  # 0.0 == False, yet a bound
+
+    def measure_bounds(self) -> list[tuple[str, str, str, float]]:
+        """The measure filters set: (filter name, index column, "min" or "max", bound), in
+        MEASURE_FILTERS order."""
+        return [
+            (name, column, kind, float(getattr(self, name)))
+            for name, (column, kind) in MEASURE_FILTERS.items()
+            if getattr(self, name) is not None
+        ]
+
+
+# the measure filters of `Filters`: field -> (the index column it bounds, "min": keep values at
+# or above the bound, "max": at or below)
+MEASURE_FILTERS = {
+    "min_rms_db": ("rms_db", "min"),
+    "max_clipped_fraction": ("clipped_fraction", "max"),
+    "max_silent_fraction": ("silent_fraction", "max"),
+    "min_loudness_lufs": ("loudness_lufs", "min"),
+    "max_loudness_lufs": ("loudness_lufs", "max"),
+}
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from jobs.data.batches import Batch, LatentBatches
-from jobs.data.config import LoaderConfig
+from jobs.data.config import Filters, LoaderConfig
 from jobs.data.plan import Catalog, Progress, Report
 from jobs.data.sources import DatasetMismatchError
 from losatok_storage.retry import RetryPolicy
@@ -236,6 +236,8 @@ class LatentLoader:
         self._seen_before = np.asarray([state["seen"].get(n, 0) for n in self.names], np.int64)
         self._seen_here[:] = 0
         saved, now = json.loads(state["fingerprint"]), self.fingerprint()
+        for dataset in saved["datasets"]:  # a filter added since the state was saved was unset then
+            dataset["filters"] = {**asdict(Filters()), **dataset["filters"]}
         if saved != now:
             if not self.config.restart_epoch:
                 raise DatasetMismatchError(

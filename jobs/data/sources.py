@@ -2,7 +2,8 @@
 
 Each dataset is opened once (card and per-shard summaries, never its whole index); the
 checks refuse, naming both sides, a dataset of another schema major, latent width, semantic
-width or tokenizer. Filters are evaluated here on the index rows of the shards a rank reads.
+width or tokenizer, and a filter on audio measures of a dataset written before them (schema
+1.3). Filters are evaluated here on the index rows of the shards a rank reads.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from losatok_storage.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+MEASURES_SINCE = (1, 3)  # the schema version whose samples carry audio measures (rms_db, ...)
+
 
 class DatasetMismatchError(ValueError):
     """The data cannot feed this model or this run (latent width, tokenizer, schema, a resume)."""
@@ -44,6 +47,7 @@ class Source:
     std: np.ndarray | None
     keys: frozenset[str] | None  # the keys a key filter keeps (None: no such filter)
     excluded: frozenset[str] | None  # the keys a key filter drops
+    unmeasured: set[str] = field(default_factory=set)  # measure columns found null (warned once each)
 
     def catalog(self) -> Catalog:
         """Its shards with samples (from the summaries), in shard order."""
@@ -67,6 +71,7 @@ class Source:
         wanted += ["source"] if f.source_contains else []
         wanted += ["text", "caption"] if f.has_text else []
         wanted += ["key"] if self.keys is not None or self.excluded is not None else []
+        wanted += list(dict.fromkeys(column for _, column, _, _ in f.measure_bounds()))
         return wanted
 
     def kept(self, rows: pa.Table) -> np.ndarray:
@@ -88,6 +93,21 @@ class Source:
             keep &= _true(pc.is_in(rows.column("key"), pa.array(sorted(self.keys), pa.string())))
         if self.excluded is not None:
             keep &= ~_true(pc.is_in(rows.column("key"), pa.array(sorted(self.excluded), pa.string())))
+        for name, column, kind, bound in f.measure_bounds():
+            values = rows.column(column)
+            keep &= _true((pc.greater_equal if kind == "min" else pc.less_equal)(values, bound))
+            missing = values.null_count
+            if missing and column not in self.unmeasured:
+                self.unmeasured.add(column)
+                log.warning(
+                    "%s: %d of %d samples read for this plan have no %s value (rows written before "
+                    "schema 1.3, not measured, or undefined for that audio); filters.%s leaves them out",
+                    self.spec.path,
+                    missing,
+                    rows.num_rows,
+                    column,
+                    name,
+                )
         return keep
 
 
@@ -179,6 +199,14 @@ def _open_checked(
             )
     if config.normalize and card.latent_stats is None:
         raise DatasetMismatchError(f"{spec.path} has no latent statistics in its card to normalise with")
+    bounds = spec.filters.measure_bounds()
+    if bounds and parse_version(card.schema_version) < MEASURES_SINCE:
+        name, column, _, _ = bounds[0]
+        raise DatasetMismatchError(
+            f"{spec.path} has no {column} measures: written before schema 1.3 (its card: "
+            f"{card.schema_version}), so filters.{name} would keep no sample; drop the filter or "
+            "tokenize the data again"
+        )
     return reader
 
 

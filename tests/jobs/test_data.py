@@ -16,7 +16,7 @@ import pytest
 
 from jobs.data import DatasetMismatchError, DatasetSpec, Filters, LatentLoader, LoaderConfig
 from jobs.data.plan import StreamPlan, bucket, equalise
-from losatok_data.testing import write_fake_dataset
+from losatok_data.testing import audio_measures, write_fake_dataset
 
 
 def loader(path, **overrides) -> LoaderConfig:
@@ -276,6 +276,70 @@ def test_filters_select_from_the_index_and_count_what_they_keep(tmp_path):
         assert lo[0].kept_counts()["kept"] + lo[1].kept_counts()["kept"] == len(expected)
 
 
+def test_measure_filters_keep_samples_within_bounds_and_leave_out_unmeasured_ones(tmp_path, caplog):
+    measures = {  # s1-3 has none, as a row written before schema 1.3 (in a dataset appended since)
+        "s0-0": audio_measures("a", rms_db=-20.0, clipped_fraction=0.0, silent_fraction=0.1),
+        "s0-1": audio_measures("b", rms_db=-120.0, peak=0.0, silent_fraction=1.0, loudness_lufs=None),
+        "s0-2": audio_measures("c", rms_db=-45.0, silent_fraction=0.6, loudness_lufs=-40.0),
+        "s0-3": audio_measures("d", rms_db=-8.0, peak=1.0, clipped_fraction=0.01, loudness_lufs=-7.0),
+        "s1-0": audio_measures("e", rms_db=-30.0, silent_fraction=0.3, loudness_lufs=-28.0),
+        "s1-1": audio_measures("f", rms_db=-25.0, clipped_fraction=0.0002, loudness_lufs=-23.0),
+        "s1-2": audio_measures("a", rms_db=-20.0),
+    }
+    fake = simple_dataset(tmp_path, shards=2, per_shard=4, metadata=measures)
+
+    def where(column, keep):
+        return {k for k, m in measures.items() if m[column] is not None and keep(m[column])}
+
+    cases = [
+        (Filters(min_rms_db=-40.0), where("rms_db", lambda v: v >= -40.0)),
+        (Filters(max_clipped_fraction=0.0), where("clipped_fraction", lambda v: v <= 0.0)),
+        (Filters(max_silent_fraction=0.5), where("silent_fraction", lambda v: v <= 0.5)),
+        (Filters(min_loudness_lufs=-30.0, max_loudness_lufs=-20.0), {"s0-0", "s1-0", "s1-1", "s1-2"}),
+        (
+            Filters(min_rms_db=-50.0, max_silent_fraction=0.5, splits=["train"]),
+            {"s0-0", "s0-3", "s1-0", "s1-1", "s1-2"},
+        ),
+    ]
+    for filters, expected in cases:
+        assert filters.active() and "s1-3" not in expected
+        lo = ranks(loader(fake.url, filters=filters), 2)
+        got = keys_of(lockstep(lo))
+        assert set(got) == expected and set(got.values()) <= {1}, filters
+        assert lo[0].kept_counts()["kept"] + lo[1].kept_counts()["kept"] == len(expected)
+        columns = lo[0].batches.sources[0].columns()
+        assert {c for _, c, _, _ in filters.measure_bounds()} <= set(columns)
+    assert "have no rms_db value" in caplog.text and "filters.min_rms_db leaves them out" in caplog.text
+    plain = LatentLoader(loader(fake.url), latent_dim=16).batches.sources[0]
+    assert not Filters().active() and plain.columns() == ["frame_count"]  # no measure read unasked
+
+
+def test_a_measure_filter_on_data_written_before_schema_1_3_is_refused_naming_it(tmp_path):
+    from dataclasses import replace
+
+    from losatok_data.card import write_card
+
+    fake = simple_dataset(tmp_path, shards=1, per_shard=3)
+    write_card(fake.layout, replace(fake.card, schema_version="1.2"))
+    old = loader(fake.url, filters=Filters(max_silent_fraction=0.5, min_rms_db=-40.0))
+    with pytest.raises(
+        DatasetMismatchError,
+        match=rf"^{fake.url} has no rms_db measures: written before schema 1.3 \(its card: 1.2\), "
+        r"so filters.min_rms_db would keep no sample",
+    ):
+        LatentLoader(old, latent_dim=16)
+    mixture = LoaderConfig(datasets=[DatasetSpec(path=fake.url, filters=Filters(max_loudness_lufs=-10.0))])
+    with pytest.raises(DatasetMismatchError, match=r"has no loudness_lufs measures"):
+        LatentLoader(mixture, latent_dim=16)
+    # the same data trains as before without measure filters
+    kept = {
+        k
+        for b in LatentLoader(loader(fake.url, filters=Filters(min_seconds=0.0)), latent_dim=16)
+        for k in b.keys
+    }
+    assert kept == set(fake.samples)
+
+
 def test_a_mixture_visits_each_dataset_by_its_weight(tmp_path):
     a = simple_dataset(tmp_path, shards=2, per_shard=4, name="speech")
     b = simple_dataset(tmp_path, shards=4, per_shard=3, name="music", seed=1)
@@ -358,6 +422,13 @@ def test_a_resume_under_other_filters_is_refused_in_one_line_unless_told_to_rest
     resized = LatentLoader(loader(fake.url, batch_frames=60), latent_dim=16)
     resized.load_state_dict(state)
     assert resized.epoch == 0 and len(resized) > 0
+    # a state saved before the measure filters existed names none of them: it was unfiltered
+    older = json.loads(state["fingerprint"])
+    for name in ("min_rms_db", "max_silent_fraction", "max_clipped_fraction"):
+        del older["datasets"][0]["filters"][name]
+    same = LatentLoader(loader(fake.url), latent_dim=16)
+    same.load_state_dict({**state, "fingerprint": json.dumps(older)})
+    assert same.epoch == 0
 
 
 def test_the_loader_sees_the_whole_dataset_or_a_pinned_generation(tmp_path):
