@@ -6,6 +6,7 @@ Unknown keys fail here, naming the key, so a typo never silently falls back to a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from losatok.hub import variant_filename
 from pipelines.config import (
+    CUT_MODES,
     ClusterConfig,
     FieldsConfig,
     ModelConfig,
@@ -109,6 +111,18 @@ def check(config: TokenizeConfig) -> None:
         raise ValueError("segment.min_seconds must be at least 0.04 s (one 640-sample token)")
     if config.segment.max_seconds < config.segment.min_seconds:
         raise ValueError("segment.max_seconds must not be below segment.min_seconds")
+    if config.segment.cut not in (None, *CUT_MODES):
+        raise ValueError(
+            f"segment.cut must be one of {', '.join(CUT_MODES)} (or null), got {config.segment.cut!r}"
+        )
+    if not 0.0 <= config.segment.max_silent_fraction <= 1.0:
+        raise ValueError(
+            f"segment.max_silent_fraction must lie in [0, 1], got {config.segment.max_silent_fraction}"
+        )
+    if config.segment.loudness and importlib.util.find_spec("pyloudnorm") is None:
+        raise ValueError("segment.loudness=true needs pyloudnorm: pip install 'losatok-pipelines[loudness]'")
+    if not isinstance(config.sink.dedup, bool):
+        raise ValueError(f"sink.dedup must be true or false, got {config.sink.dedup!r}")
     if config.fields.dtype not in ("float16", "float32"):
         raise ValueError(f"fields.dtype must be float16 or float32, got {config.fields.dtype!r}")
     if config.sink.lease_seconds <= 0:

@@ -68,6 +68,7 @@ class ShardCommitter:
             frame_count=result.frames,
             segment=int(segment.key.rsplit("_", 1)[1]),
             **meta,
+            **segment.measures,
         )
         return LatentSample(segment.key, metadata, result.arrays)
 

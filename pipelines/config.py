@@ -23,10 +23,24 @@ class ModelConfig:
     bf16: bool | None = None  # autocast on the accelerator; None = on CUDA only
 
 
+CUT_MODES = ("pause", "equal")  # SegmentConfig.cut
+
+
 @dataclass(frozen=True)
 class SegmentConfig:
     max_seconds: float = 30.0  # longer inputs are cut into near-equal segments no longer than this
     min_seconds: float = 0.5  # an input shorter than this is a failure ("too short"), not a sample
+    # where a long input is cut: "pause" (the quietest stretch in the last third before
+    # max_seconds; bench/pause_cuts.py) or "equal" (near-equal lengths wherever the words are).
+    # None: the mode the dataset was written with (equal before it was recorded), pause for a new one
+    cut: str | None = None
+    # a segment silent over more than this fraction of its 20 ms frames is left out and counted
+    # (pipelines.measures.SILENCE_DB); 1.0 keeps every segment, digital silence included
+    max_silent_fraction: float = 1.0
+    # also each segment's integrated loudness (ITU-R BS.1770, pyloudnorm: the `loudness` extra)
+    # as `loudness_lufs`; ~4x a 16 kHz wav's decode cost (bench/quality_cost.py). A measure
+    # only, so not part of the dataset's identity: a run may turn it on or off
+    loudness: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,9 @@ class SinkConfig:
     # one writer per dataset: the lease is renewed every lease_seconds / 4; a holder on another
     # host that has not renewed it for lease_seconds is taken for dead (same host: its pid is checked)
     lease_seconds: float = 120.0
+    # skip an input whose decoded audio is already in the dataset (an earlier run's sample, or
+    # an input of this run claimed first), counted in the run summary; not part of the identity
+    dedup: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -65,6 +66,32 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+class ContentRegistry:
+    """Ray actor (sink.dedup): which input owns each audio content a run meets.
+
+    Seeded with the `input_digest`s of the inputs the dataset already holds (sorted (N,) `S16`,
+    16 bytes each: 1.6 GB per 10^8 inputs); the first input of this run to claim a new digest
+    owns it. A unit retried after a crash claims again under the same keys and gets the same
+    answer; a rerun after the driver died seeds from what was committed, so each audio content
+    is kept once either way.
+    """
+
+    def __init__(self, seeded: np.ndarray) -> None:
+        self.seeded = seeded
+        self.owners: dict[bytes, str] = {}
+
+    def claim(self, entries: list[tuple[str, bytes]]) -> list[str]:
+        """For each (input key, digest): the key owning that digest, or "" when the dataset held it."""
+        found = np.searchsorted(self.seeded, np.array([d for _, d in entries], dtype="S16"))
+        owners = []
+        for (key, digest), at in zip(entries, found, strict=True):
+            if at < len(self.seeded) and self.seeded[at] == digest:
+                owners.append("")
+            else:
+                owners.append(self.owners.setdefault(digest, key))
+        return owners
+
+
 def decode_stage(
     batch: dict[str, np.ndarray],
     segment: SegmentConfig,
@@ -72,30 +99,36 @@ def decode_stage(
     source_options: dict[str, Any],
     plan_options: dict[str, Any],
     retry: RetryPolicy,
+    registry: Any = None,
 ) -> dict[str, list]:
     """Ray task body: decode and segment each unit of the batch (read from its plan partition).
 
     `sample_rate`: Hz the tokenizer takes; `source_options`: fsspec options of the source's
     storage, `plan_options` of the sink's (where the plan partitions lie); `retry`: every
-    storage call's retry policy.
+    storage call's retry policy; `registry`: a `ContentRegistry` actor with sink.dedup.
     """
     payloads = []
+    claim = None if registry is None else lambda entries: ray.get(registry.claim.remote(entries))
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
         unit = load_unit(str(partition), plan_options, int(index), retry)
         started_at, started = time.time(), time.perf_counter()
         skipped = SkippedFiles()  # what WebDataset tars hold besides audio samples
-        segments, failures = decode_items(unit.items, segment, sample_rate, source_options, retry, skipped)
+        dropped: Counter[str] = Counter()  # silent segments, duplicate inputs
+        segments, failures = decode_items(
+            unit.items, segment, sample_rate, source_options, retry, skipped, dropped, claim
+        )
         stages = StageStats(
             decode_node=_node(),
             decode_seconds=time.perf_counter() - started,
             decode_started_at=started_at,
             skipped=skipped.to_dict(),
+            dropped=dict(dropped),
         )
         payloads.append(pack_payload((unit, segments, failures, stages)))
     return {"unit": list(batch["unit"]), "payload": payloads}
 
 
-def decode_arguments(config: TokenizeConfig, sample_rate: int) -> dict[str, Any]:
+def decode_arguments(config: TokenizeConfig, sample_rate: int, registry: Any = None) -> dict[str, Any]:
     """`decode_stage`'s keyword arguments (past the batch) from a run's config."""
     return {
         "segment": config.segment,
@@ -103,6 +136,7 @@ def decode_arguments(config: TokenizeConfig, sample_rate: int) -> dict[str, Any]
         "source_options": config.source.storage_options,
         "plan_options": config.sink.storage_options,
         "retry": config.cluster.retry_policy(),
+        "registry": registry,
     }
 
 
@@ -150,16 +184,22 @@ def run_units(
     committer: ShardCommitter,
     sample_rate: int,
     encode_stage: type = EncodeStage,
+    seen: np.ndarray | None = None,
 ) -> Iterator[UnitSummary]:
     """Stream `units` through the three stages; yields one summary per committed unit.
 
     A unit travels as a reference (its number and plan partition); the decode task reads its
     inputs, so the driver never holds or pickles item lists. `encode_stage`: the encode actor's
     class (bench/pipeline_feed.py swaps in one that does no work, to measure what the rest of
-    the dataflow can feed; it takes `encode_arguments`).
+    the dataflow can feed; it takes `encode_arguments`). `seen`: with sink.dedup, the sorted
+    `input_digest`s the dataset holds (`SinkDataset.content_digests`).
     """
     if not units:
         return
+    registry = None
+    if seen is not None:  # one small actor; restarted with its seed if its node goes
+        actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(ContentRegistry)
+        registry = actor.remote(ray.put(seen))
     actors, actor_args = encode_actor_count(config.cluster)
     layout = committer.layout
     rows = [{"unit": u.index, "plan": layout.url_of(layout.path(u.partition))} for u in units]
@@ -167,7 +207,7 @@ def run_units(
     warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*is deprecated")
     ds = ds.map_batches(
         decode_stage,
-        fn_kwargs=decode_arguments(config, sample_rate),
+        fn_kwargs=decode_arguments(config, sample_rate, registry),
         batch_size=1,
         num_cpus=config.cluster.decode_cpus,
         compute=ray.data.TaskPoolStrategy(),

@@ -28,7 +28,7 @@ from losatok_data.card import (
     write_card,
 )
 from losatok_data.fields import FieldSet
-from losatok_data.index import summarise_shards, write_shard_summary
+from losatok_data.index import INDEX_SCHEMA, summarise_shards, write_shard_summary
 from losatok_data.layout import DatasetLayout, shard_name
 from losatok_data.ledger import failure_counts, read_failures, write_failures
 from losatok_data.reader import DatasetReader
@@ -180,11 +180,16 @@ class DatasetFinaliser:
         )
 
 
-def index_column(layout: DatasetLayout, *columns: str) -> Iterator[list]:
-    """Values of index columns, one committed shard's fragment at a time (one list per column
-    when one column is asked for, else lists of rows)."""
+def index_column(layout: DatasetLayout, *columns: str) -> Iterator[list | pa.Table]:
+    """Values of index columns, one committed shard's fragment at a time: a list when one column
+    is asked for, else a table. A column the fragment lacks (an older minor) reads as nulls."""
     for path in layout.committed_shards().values():
-        table = pq.read_table(
-            pa.BufferReader(layout.fs.cat_file(path)), columns=list(columns), use_threads=False
-        )
+        fragment = pq.ParquetFile(pa.BufferReader(layout.fs.cat_file(path)))
+        present = [c for c in columns if c in fragment.schema_arrow.names]
+        table = fragment.read(columns=present, use_threads=False)
+        for name in columns:
+            if name not in present:
+                field = INDEX_SCHEMA.field(name)
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        table = table.select(list(columns))
         yield table.column(0).to_pylist() if len(columns) == 1 else table

@@ -565,12 +565,23 @@ class RunIdentity:
     segment: dict[str, Any]
 
     def differences(self, other: RunIdentity) -> list[str]:
-        """Human-readable list of what differs, e.g. "checkpoint_sha256: 1a2b... != 3c4d..."."""
-        mine, theirs = asdict(self), asdict(other)
+        """Human-readable list of what differs, a line per setting, e.g.
+        "segment.cut: 'equal' (existing) != 'pause' (this run)"."""
+
+        def flat(identity: RunIdentity) -> dict[str, Any]:
+            out = {}
+            for name, value in asdict(identity).items():
+                if isinstance(value, dict):
+                    out |= {f"{name}.{key}": item for key, item in value.items()}
+                else:
+                    out[name] = value
+            return out
+
+        mine, theirs = flat(self), flat(other)
         return [
-            f"{name}: {mine[name]!r} (existing) != {theirs[name]!r} (this run)"
-            for name in mine
-            if mine[name] != theirs[name]
+            f"{name}: {mine.get(name)!r} (existing) != {theirs.get(name)!r} (this run)"
+            for name in sorted(mine.keys() | theirs.keys())
+            if mine.get(name) != theirs.get(name)
         ]
 
 
@@ -579,11 +590,17 @@ def write_identity(fs: Any, root: str, identity: RunIdentity) -> None:
         json.dump(asdict(identity), handle, indent=2, sort_keys=True)
 
 
+# what a dataset's `run.json` written before a segmentation option existed meant by it
+LEGACY_SEGMENT = {"cut": "equal", "max_silent_fraction": 1.0}
+
+
 def read_identity(fs: Any, root: str) -> RunIdentity | None:
     path = f"{root}/{RUN_FILE}"
     if not fs.exists(path):
         return None
-    return RunIdentity(**json.loads(fs.cat_file(path)))
+    identity = json.loads(fs.cat_file(path))
+    identity["segment"] = {**LEGACY_SEGMENT, **identity["segment"]}
+    return RunIdentity(**identity)
 
 
 def _plan_digests(handle: Any) -> Iterator[np.ndarray]:

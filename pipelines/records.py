@@ -3,6 +3,7 @@ never imports torch (a worker that only writes stays small and starts fast)."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ class Segment:
     sample_rate: int
     metadata: dict[str, Any] = field(default_factory=dict)
     num_samples: int = -1  # len(wav), kept when the audio is dropped
+    measures: dict[str, Any] = field(default_factory=dict)  # pipelines.measures.AudioMeasures.as_dict()
 
     def __post_init__(self) -> None:
         if self.num_samples < 0:
@@ -58,6 +60,7 @@ class StageStats:
     decode_seconds: float = 0.0  # wall time of the decode task's work on this unit
     decode_started_at: float = 0.0  # epoch s: bench/pipeline_feed.py's steady-state window
     skipped: dict[str, Any] = field(default_factory=dict)  # SkippedFiles.to_dict(): tar members not audio
+    dropped: dict[str, int] = field(default_factory=dict)  # left out by the decode stage, by reason
     encode_node: str = ""
     encode_seconds: float = 0.0
     encode_ready_at: float | None = None  # epoch s the encode actor was up; bench/pipeline_feed.py's only
@@ -85,6 +88,12 @@ class UnitSummary:
     def from_row(row: dict[str, Any]) -> UnitSummary:
         """The summary one row of a `to_batch` batch holds."""
         return pickle.loads(row["summary"])
+
+
+def input_digest(content_hashes: list[str]) -> bytes:
+    """16 bytes naming an input's audio: a digest of its segments' `content_hash`es in segment
+    order. Equal audio cut the same way gives the same digest (sink.dedup compares these)."""
+    return hashlib.blake2b("".join(content_hashes).encode(), digest_size=16).digest()
 
 
 _INT16_SCALE = 32768.0  # FFmpeg's s16 -> float conversion: x / 2**15

@@ -20,12 +20,13 @@ from losatok_data.card import TokenizerIdentity, read_card, sha256_file
 from losatok_data.layout import DatasetLayout
 from losatok_input.rule import SkippedFiles
 from losatok_input.sources import EmptySourceError, iter_inputs, nothing_found, source_label
+from losatok_storage.filesystem import url_to_fs
 from losatok_storage.retry import outage_in
 from losatok_storage.secrets import redact_text
 from pipelines.config import TokenizeConfig
 from pipelines.dataflow import encode_actor_count, init_ray, run_units
 from pipelines.lease import Lease, new_run_id
-from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
+from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef, read_identity
 from pipelines.preflight import check_paths
 from pipelines.records import UnitSummary
 from pipelines.sink import SinkDataset, field_set, resolve_url
@@ -67,6 +68,7 @@ class RunSummary:
     encode_busy_seconds: float = 0.0  # summed over encode actors
     failure_fraction: float = 0.0
     skipped: dict = field(default_factory=dict)  # files the listing left out: SkippedFiles.to_dict()
+    dropped: dict[str, int] = field(default_factory=dict)  # left out while decoding, by reason
     ok: bool = True
 
     def add_unit(self, unit: UnitSummary) -> None:
@@ -77,6 +79,8 @@ class RunSummary:
         self.encode_nodes.add(unit.stages.encode_node)
         self.decode_busy_seconds += unit.stages.decode_seconds
         self.encode_busy_seconds += unit.stages.encode_seconds
+        for reason, count in unit.stages.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
 
     def describe_plan(self) -> str:
         verb = "would be" if self.dry_run else "planned"
@@ -108,6 +112,7 @@ class RunSummary:
             f"({rate:.1f}x real time), {self.failures} failed inputs ({100 * self.failure_fraction:.1f} %); "
             f"encode actors busy {100 * busy:.0f} % of the run, decode {self.decode_busy_seconds:.1f} task-s"
             + (f"; {self.skipped_line()}" if self.skipped.get("total") else "")
+            + (f"; {self.dropped_line()}" if any(self.dropped.values()) else "")
             + (f"; {self.recovered} inputs failed before and have samples now" if self.recovered else "")
         )
 
@@ -117,6 +122,16 @@ class RunSummary:
             f"{self.transient_failures} inputs could not be read because the storage kept failing "
             f"past the retry budget (e.g. {examples}); rerun the same command to retry them"
         )
+
+    def dropped_line(self) -> str:
+        """ "left out 3 silent segments (segment.max_silent_fraction), 2 duplicate inputs (sink.dedup)"."""
+        why = {"silent_segments": "segment.max_silent_fraction", "duplicate_inputs": "sink.dedup"}
+        parts = [
+            f"{count} {reason.replace('_', ' ')} ({why.get(reason, reason)})"
+            for reason, count in sorted(self.dropped.items())
+            if count
+        ]
+        return "left out " + ", ".join(parts)
 
     def skipped_line(self) -> str:
         """ "skipped 2 files: 2 not audio (.txt), e.g. /c/a.txt" from `skipped`."""
@@ -160,7 +175,7 @@ def run_identity(config: TokenizeConfig, tokenizer: LoSATokConfig) -> RunIdentit
         tokenizer=identity,
         seed=None if checkpoint else model.seed,
         fields=asdict(config.fields),
-        segment=asdict(config.segment),
+        segment={k: v for k, v in asdict(config.segment).items() if k != "loudness"},  # a measure only
     )
 
 
@@ -207,7 +222,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     """
     started = time.perf_counter()
     check_paths(config)  # before anything is written: a bad path leaves no trace
-    config = pin_published_revision(config)
+    config = resolve_cut(pin_published_revision(config))
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
     run_id = new_run_id()
@@ -235,6 +250,16 @@ def pin_published_revision(config: TokenizeConfig) -> TokenizeConfig:
     if hub is None:
         return config
     return replace(config, model=replace(config.model, revision=hub.model.revision))
+
+
+def resolve_cut(config: TokenizeConfig) -> TokenizeConfig:
+    """`config` with `segment.cut` decided: as given; else the mode the dataset at `sink.path` was
+    written with (equal for one written before the mode was recorded), or pause for a new dataset."""
+    if config.segment.cut is not None:
+        return config
+    existing = read_identity(*url_to_fs(config.sink.path, config.sink.storage_options))
+    cut = existing.segment["cut"] if existing is not None else "pause"
+    return replace(config, segment=replace(config.segment, cut=cut))
 
 
 def refuse_empty_source(config: TokenizeConfig) -> None:
@@ -304,7 +329,8 @@ class TokenizeRun:
         progress = Progress(len(self.pending), actors)
         committer = self.dataset.committer()
         with drop_benign_stderr(), stop_on_outage():  # Ray's expected C++ error line about actor restarts
-            for unit in run_units(config, self.pending, committer, self.tokenizer.sample_rate):
+            seen = self.dataset.content_digests() if config.sink.dedup else None
+            for unit in run_units(config, self.pending, committer, self.tokenizer.sample_rate, seen=seen):
                 self.lease.check()
                 progress.update(unit)
                 if unit.inputs and unit.transient >= unit.inputs:
@@ -318,6 +344,8 @@ class TokenizeRun:
         if self.skipped.total > summary.skipped.get("total", 0):
             summary.skipped = self.skipped.to_dict()
             log.warning("%s", self.skipped.describe())
+        if any(summary.dropped.values()):
+            log.info("%s", summary.dropped_line())
 
     def finalise(self, started: float) -> RunSummary:
         """Rebuild the card from what is committed, count the dataset's inputs, judge the run and

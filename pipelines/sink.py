@@ -31,6 +31,7 @@ from pipelines.commit import ShardCommitter
 from pipelines.config import FieldsConfig, SinkConfig
 from pipelines.finalise import DatasetFinaliser, index_column
 from pipelines.plan import PlanStore, RunIdentity, UnitRef, key_hashes, read_identity, write_identity
+from pipelines.records import input_digest
 
 if TYPE_CHECKING:  # a type only: importing losatok imports torch
     from losatok import LoSATokConfig
@@ -178,6 +179,23 @@ class SinkDataset:
         for keys in index_column(self.layout, "key"):
             present |= np.isin(hashes, key_hashes(sorted({k.rsplit("_", 1)[0] for k in keys})))
         return present
+
+    def content_digests(self) -> np.ndarray:
+        """Sorted (N,) `S16` `input_digest`s of the inputs the dataset holds (sink.dedup), from the
+        index's `key` and `content_hash`, a fragment at a time. Inputs whose rows lack a hash
+        (written before schema 1.3) are left out: they cannot be compared."""
+        digests = []
+        for table in index_column(self.layout, "key", "content_hash"):
+            by_input: dict[str, list[tuple[str, str | None]]] = {}
+            for key, content in zip(
+                *(table.column(c).to_pylist() for c in ("key", "content_hash")), strict=True
+            ):
+                by_input.setdefault(key.rsplit("_", 1)[0], []).append((key, content))
+            for rows in by_input.values():
+                hashes = [content for _, content in sorted(rows)]
+                if all(hashes):
+                    digests.append(input_digest(hashes))
+        return np.unique(np.array(digests, dtype="S16"))
 
     # --- the run log -----------------------------------------------------------------------
     def write_run_log(self, record: dict[str, Any]) -> str:

@@ -22,8 +22,9 @@ from pipelines.config import (
     TokenizeConfig,
 )
 from pipelines.encode import build_model
+from pipelines.measures import measure
 from pipelines.run import tokenize
-from pipelines.segment import segment_bounds
+from pipelines.segment import pause_bounds
 from pipelines.testing import tiny_run
 
 
@@ -39,7 +40,7 @@ def expected_segments(files) -> dict[str, tuple[str, np.ndarray]]:
     out = {}
     for path in files:
         wav = load_audio(path).numpy()
-        for index, (start, end) in enumerate(segment_bounds(len(wav), 16_000, 30.0)):
+        for index, (start, end) in enumerate(pause_bounds(wav, 16_000, 30.0, 0.5)):  # a new dataset's cut
             out[f"{input_key(str(path))}_{index:04d}"] = (str(path), wav[start:end])
     return out
 
@@ -66,6 +67,8 @@ def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
         direct = model.encode(torch.from_numpy(audio)).item(0)
         sample = samples[key]
         assert sample.metadata.source == location
+        assert sample.metadata.content_hash == measure(audio).content_hash  # and the other measures
+        assert sample.metadata.rms_db == measure(audio).rms_db
         for field, name in (
             ("latent", "z"),
             ("logvar", "logvar"),

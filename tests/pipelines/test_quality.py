@@ -1,0 +1,195 @@
+"""Corpus quality at tokenization time, through real runs: every sample measured in the index,
+silent segments left out and counted, duplicates skipped with sink.dedup, and the segmentation
+mode recorded in the dataset's identity (older datasets keep cutting as they did)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from losatok_data.checksums import checksum
+from losatok_data.index import CHECKSUM_KEY, INDEX_SCHEMA, MEASURE_COLUMNS, VERSION_KEY
+from losatok_data.layout import DatasetLayout
+from losatok_data.reader import open_dataset
+from losatok_data.testing import rewrite_tar
+from losatok_data.verify import verify_dataset
+from losatok_data.versioning import SCHEMA_VERSION
+from losatok_input.decoder import load_audio
+from losatok_input.testing import convert, synth_music, synth_speech
+from pipelines.config import SegmentConfig
+from pipelines.measures import measure
+from pipelines.plan import RUN_FILE
+from pipelines.run import resolve_cut, tokenize
+from pipelines.segment import pause_bounds
+from pipelines.sink import SinkMismatchError
+from pipelines.testing import tiny_run
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Speech said three times over (a copy in another folder, the same audio as lossless FLAC),
+    other speech, music, and a file of digital silence."""
+    root = tmp_path_factory.mktemp("quality")
+    synth_speech(root / "said.wav", "the same words, said once and stored three times", sample_rate=16_000)
+    (root / "copies").mkdir()
+    shutil.copy(root / "said.wav", root / "copies" / "said.wav")
+    convert(root / "said.wav", root / "copies" / "said.flac")
+    synth_speech(root / "other.wav", "other words entirely, said only once", sample_rate=16_000)
+    synth_music(root / "music.flac", seconds=3.0, sample_rate=22_050, channels=2)
+    sf.write(root / "silence.wav", np.zeros(3 * 16_000, np.int16), 16_000, subtype="PCM_16")
+    return root
+
+
+def run_config(corpus, sink, **segment):
+    config = tiny_run(corpus, sink, inputs_per_shard=2)
+    return replace(config, segment=replace(config.segment, **segment))
+
+
+def test_every_sample_is_measured_in_its_json_and_the_index(ray_address, corpus, tmp_path):
+    sink = tmp_path / "ds"
+    summary = tokenize(run_config(corpus, sink, loudness=True))
+    assert summary.ok and summary.dropped == {}  # nothing is left out by default
+    assert verify_dataset(str(sink)).ok  # json and index agree on every measure, too
+    reader = open_dataset(str(sink))
+    index = {row["key"]: row for row in reader.index().to_pylist()}
+    assert len(index) == 6  # one sample per file: none is longer than 30 s
+    for key, row in index.items():
+        expected = measure(load_audio(row["source"]).numpy(), 16_000, loudness=True).as_dict()
+        assert {c: row[c] for c in MEASURE_COLUMNS} == expected, row["source"]
+        assert reader.sample(key).metadata.content_hash == row["content_hash"]
+    by_name = {
+        row["source"].rsplit("/", 1)[1]: row for row in index.values() if "copies" not in row["source"]
+    }
+    assert by_name["silence.wav"]["silent_fraction"] == 1.0 and by_name["silence.wav"]["peak"] == 0.0
+    assert (
+        by_name["silence.wav"]["loudness_lufs"] is None and -40 < by_name["other.wav"]["loudness_lufs"] < -5
+    )
+    assert 0.0 < by_name["other.wav"]["silent_fraction"] < 1.0  # speech has pauses
+    # the same audio, whatever its file or format, has one hash; other audio has another
+    said = {
+        row["content_hash"] for row in index.values() if row["source"].endswith(("said.wav", "said.flac"))
+    }
+    assert len(said) == 1 and by_name["other.wav"]["content_hash"] not in said
+
+
+def test_dedup_keeps_one_of_each_audio_and_silence_is_left_out_counted(ray_address, corpus, tmp_path):
+    source, sink = tmp_path / "corpus", tmp_path / "ds"
+    shutil.copytree(corpus, source)  # it grows below
+    config = run_config(source, sink, max_silent_fraction=0.9)
+    config = replace(config, sink=replace(config.sink, dedup=True))
+    summary = tokenize(config)
+    assert summary.ok
+    assert summary.dropped == {"duplicate_inputs": 2, "silent_segments": 1}
+    assert "left out 2 duplicate inputs (sink.dedup), 1 silent segments" in summary.describe()
+    index = open_dataset(str(sink)).index().to_pylist()
+    sources = sorted(row["source"].rsplit("/", 1)[1] for row in index)
+    assert len(sources) == 3 and sources.count("other.wav") == 1 and sources.count("music.flac") == 1
+    assert sources[-1] in ("said.flac", "said.wav")  # one of the three copies, whichever came first
+    assert verify_dataset(str(sink)).ok
+
+    # an append: a fourth copy of audio the dataset holds is skipped, a new recording is not
+    shutil.copy(source / "other.wav", source / "other_again.wav")
+    synth_speech(source / "new.wav", "words nobody said before", sample_rate=16_000)
+    summary = tokenize(config)
+    assert summary.dropped == {"duplicate_inputs": 1}
+    assert summary.samples == 1  # new.wav
+    log = json.loads(sorted((sink / "runs").iterdir())[-1].read_text())
+    assert log["dropped"] == {"duplicate_inputs": 1}
+
+
+def test_cuts_fall_at_pauses_for_a_new_dataset_and_the_mode_is_its_identity(ray_address, tmp_path):
+    corpus = tmp_path / "long"
+    corpus.mkdir()
+    parts = []
+    for i, words in enumerate(["one sentence here", "and a second one follows", "then a third", "the end"]):
+        synth_speech(tmp_path / f"s{i}.wav", words * 3, sample_rate=16_000)
+        parts += [load_audio(str(tmp_path / f"s{i}.wav")).numpy(), np.zeros(12_000, np.float32)]
+    audio = np.concatenate(parts * 2)
+    sf.write(corpus / "talk.wav", audio, 16_000, subtype="FLOAT")
+    sink = tmp_path / "ds"
+    config = run_config(corpus, sink, max_seconds=6.0)
+    assert resolve_cut(config).segment.cut == "pause"  # a new dataset
+    tokenize(config)
+    rows = open_dataset(str(sink)).index().to_pylist()
+    bounds = pause_bounds(audio, 16_000, 6.0, 0.5)
+    assert [round(r["offset"] * 16_000) for r in rows] == [start for start, _ in bounds]
+    assert json.loads((sink / RUN_FILE).read_text())["segment"]["cut"] == "pause"
+    with pytest.raises(SinkMismatchError, match="cut"):
+        tokenize(replace(config, segment=replace(config.segment, cut="equal")))
+
+    # a dataset written before the mode was recorded cut at equal lengths, and keeps doing so
+    identity = json.loads((sink / RUN_FILE).read_text())
+    for name in ("cut", "max_silent_fraction"):
+        del identity["segment"][name]
+    (sink / RUN_FILE).write_text(json.dumps(identity))
+    assert resolve_cut(config).segment.cut == "equal"
+    with pytest.raises(SinkMismatchError, match="'equal' \\(existing\\) != 'pause'"):
+        tokenize(replace(config, segment=replace(config.segment, cut="pause")))
+    assert SegmentConfig().cut is None  # the default decides per dataset
+
+
+def downgrade_to_1_2(sink) -> None:
+    """Make the dataset at `sink` look written by schema 1.2 software: no measures in any
+    sample's json or in the index (checksums of the rewritten json members recomputed)."""
+    layout = DatasetLayout(str(sink))
+    card = json.loads(layout.fs.cat_file(layout.card_path))
+    card["schema_version"] = "1.2"
+    layout.fs.pipe_file(layout.card_path, json.dumps(card).encode())
+    digests = {}
+
+    def without_measures(members):
+        meta = {k: v for k, v in json.loads(members["json"]).items() if k not in MEASURE_COLUMNS}
+        members["json"] = json.dumps(meta, sort_keys=True).encode()
+        digests[members["__key__"]] = checksum(members["json"])
+        return members
+
+    for number, path in layout.committed_shards().items():
+        rewrite_tar(layout, "latent", number, without_measures)
+        table = pq.read_table(path)
+        sums = [
+            {**dict(c), "json": digests[k]}
+            for k, c in zip(table["key"].to_pylist(), table["checksums"].to_pylist())
+        ]
+        table = table.drop_columns(list(MEASURE_COLUMNS)).drop_columns(["checksums"])
+        table = table.append_column(
+            INDEX_SCHEMA.field("checksums"),
+            pa.array([sorted(s.items()) for s in sums], INDEX_SCHEMA.field("checksums").type),
+        )
+        pq.write_table(
+            table.replace_schema_metadata(
+                {**INDEX_SCHEMA.metadata, VERSION_KEY: b"1.2", CHECKSUM_KEY: b"crc32"}
+            ),
+            path,
+        )
+
+
+def test_a_dataset_written_before_measures_reads_verifies_and_takes_an_append(
+    ray_address, small_corpus, tmp_path
+):
+    source, sink = tmp_path / "corpus", tmp_path / "ds"
+    source.mkdir()
+    for name in ("speech_00.wav", "music_00.flac"):
+        shutil.copy(small_corpus / name, source / name)
+    config = run_config(source, sink)
+    config = replace(config, sink=replace(config.sink, dedup=True))
+    tokenize(config)
+    downgrade_to_1_2(sink)
+    assert verify_dataset(str(sink)).ok
+    assert open_dataset(str(sink)).index().column("content_hash").null_count == 2
+
+    shutil.copy(small_corpus / "speech_01.wav", source / "speech_01.wav")
+    shutil.copy(small_corpus / "music_00.flac", source / "music_again.flac")
+    summary = tokenize(config)
+    assert summary.ok and summary.samples == 2  # an unhashed sample cannot be matched: kept
+    reader = open_dataset(str(sink))
+    assert reader.card.schema_version == SCHEMA_VERSION
+    rows = {row["source"].rsplit("/", 1)[1]: row for row in reader.index().to_pylist()}
+    assert rows["speech_00.wav"]["rms_db"] is None and rows["speech_01.wav"]["rms_db"] is not None
+    assert verify_dataset(str(sink)).ok
