@@ -371,7 +371,7 @@ class _ShardCheck:
                     for name in MEASURE_COLUMNS
                 ),
             ):
-                indexed = row[column]
+                indexed = row.get(column)  # a column an older minor lacks reads as None
                 same = (
                     indexed is not None and math.isclose(indexed, value, abs_tol=_TIME_TOLERANCE)
                     if close
