@@ -20,14 +20,13 @@ import argparse
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from losatok_input.testing import synth_speech  # noqa: E402
+from losatok_input.testing import long_form_speech, spoken_sentences  # noqa: E402
 from pipelines.segment import pause_bounds, segment_bounds  # noqa: E402
 
 RATE = 16_000
@@ -53,33 +52,6 @@ SENTENCES = [
     "Our neighbours keep bees in the garden behind the house",
     "Turn left at the church and follow the road down to the lake",
 ]
-
-
-def speak(root: Path) -> list[np.ndarray]:
-    """Each sentence as int16 samples at 16 kHz, trimmed of leading and trailing silence."""
-    spoken = []
-    for index, text in enumerate(SENTENCES):
-        with wave.open(str(synth_speech(root / f"s{index}.wav", text, sample_rate=RATE))) as f:
-            pcm = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
-        loud = np.flatnonzero(np.abs(pcm) > 100)  # -50 dBFS
-        spoken.append(pcm[loud[0] : loud[-1] + 1])
-    return spoken
-
-
-def long_form(
-    spoken: list[np.ndarray], minutes: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int16 samples (S,), pause starts (P,), pause ends (P,)) in samples."""
-    rng = np.random.default_rng(seed)
-    pieces, starts, ends, at = [], [], [], 0
-    while at < minutes * 60 * RATE:
-        speech = spoken[rng.integers(len(spoken))]
-        gap = int(rng.uniform(0.15, 1.0) * RATE)
-        pieces += [speech, np.zeros(gap, np.int16)]
-        starts.append(at + len(speech))
-        ends.append(at + len(speech) + gap)
-        at += len(speech) + gap
-    return np.concatenate(pieces), np.array(starts), np.array(ends)
 
 
 def add_noise(pcm: np.ndarray, dbfs: float, seed: int) -> np.ndarray:
@@ -120,8 +92,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="losatok-pause-cuts-") as scratch:
-        spoken = speak(Path(scratch))
-    clean, starts, ends = long_form(spoken, args.minutes, args.seed)
+        spoken = spoken_sentences(scratch, SENTENCES, RATE)
+    clean, starts, ends = long_form_speech(spoken, args.minutes * 60, args.seed, (0.15, 1.0), RATE)
     hours = len(clean) / RATE / 3600
     print(
         f"{len(clean) / RATE / 60:.1f} min of espeak-ng speech: {len(starts)} sentences, each followed by a "

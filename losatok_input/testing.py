@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import wave
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 
 def _tool(name: str) -> str:
@@ -216,3 +220,39 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def spoken_sentences(root: str | Path, texts: Sequence[str], sample_rate: int = 16_000) -> list[np.ndarray]:
+    """Each of `texts` spoken by espeak-ng as (S_i,) int16 samples at `sample_rate`, trimmed of
+    leading and trailing silence (below -50 dBFS), so the only pauses of speech joined from them
+    are the ones put between them (`long_form_speech`)."""
+    spoken = []
+    for index, text in enumerate(texts):
+        path = synth_speech(Path(root) / f"sentence_{index:03d}.wav", text, sample_rate=sample_rate)
+        with wave.open(str(path)) as f:
+            pcm = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
+        loud = np.flatnonzero(np.abs(pcm) > 100)  # -50 dBFS
+        spoken.append(pcm[loud[0] : loud[-1] + 1])
+    return spoken
+
+
+def long_form_speech(
+    sentences: Sequence[np.ndarray],
+    seconds: float,
+    seed: int,
+    pause_seconds: tuple[float, float] = (0.3, 0.8),
+    sample_rate: int = 16_000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sentences in random order, each followed by digital silence of a length drawn uniformly
+    from `pause_seconds`, until about `seconds` of audio: long-form speech whose pauses lie at
+    known places. Returns (int16 samples (S,), pause starts (P,), pause ends (P,)) in samples."""
+    rng = np.random.default_rng(seed)
+    pieces, starts, ends, at = [], [], [], 0
+    while at < seconds * sample_rate:
+        speech = sentences[rng.integers(len(sentences))]
+        gap = int(rng.uniform(*pause_seconds) * sample_rate)
+        pieces += [speech, np.zeros(gap, np.int16)]
+        starts.append(at + len(speech))
+        ends.append(at + len(speech) + gap)
+        at += len(speech) + gap
+    return np.concatenate(pieces), np.array(starts), np.array(ends)

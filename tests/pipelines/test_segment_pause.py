@@ -6,7 +6,7 @@ import wave
 import numpy as np
 import pytest
 
-from losatok_input.testing import synth_music, synth_speech
+from losatok_input.testing import long_form_speech, spoken_sentences, synth_music
 from pipelines.segment import pause_bounds, segment_bounds
 
 RATE, TOKEN = 16_000, 640
@@ -23,45 +23,24 @@ SENTENCES = [
 ]
 
 
-def read_pcm(path) -> np.ndarray:
-    """A mono 16-bit wav as int16 samples (S,)."""
-    with wave.open(str(path)) as f:
-        assert (f.getnchannels(), f.getsampwidth(), f.getframerate()) == (1, 2, RATE)
-        return np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
-
-
 @pytest.fixture(scope="module")
 def sentences(tmp_path_factory) -> list[np.ndarray]:
     """The sentences spoken by espeak-ng at 16 kHz, int16, trimmed of their leading and trailing
     silence so that the only pauses in a long recording are the ones put between them."""
-    root = tmp_path_factory.mktemp("sentences")
-    spoken = []
-    for index, text in enumerate(SENTENCES):
-        pcm = read_pcm(synth_speech(root / f"s{index}.wav", text, sample_rate=RATE))
-        loud = np.flatnonzero(np.abs(pcm) > 100)  # -50 dBFS
-        spoken.append(pcm[loud[0] : loud[-1] + 1])
-    return spoken
+    return spoken_sentences(tmp_path_factory.mktemp("sentences"), SENTENCES, RATE)
 
 
 def long_form(
     sentences: list[np.ndarray], seconds: float, seed: int, noise_dbfs: float | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Sentences in random order joined by pauses of 0.3 to 0.8 s, about `seconds` long, with
-    white noise at `noise_dbfs` (RMS) over all of it, or digital silence in the pauses if None.
+    """Sentences joined by pauses of 0.3 to 0.8 s (`long_form_speech`), with white noise at
+    `noise_dbfs` (RMS) over all of it, or digital silence in the pauses if None.
     Returns (int16 samples (S,), [(start, end)] of each pause in samples)."""
-    rng = np.random.default_rng(seed)
-    pieces, pauses, at = [], [], 0
-    while at < seconds * RATE:
-        speech = sentences[rng.integers(len(sentences))]
-        gap = int(rng.uniform(0.3, 0.8) * RATE)
-        pieces += [speech, np.zeros(gap, np.int16)]
-        pauses.append((at + len(speech), at + len(speech) + gap))
-        at += len(speech) + gap
-    wav = np.concatenate(pieces)
+    wav, starts, ends = long_form_speech(sentences, seconds, seed, (0.3, 0.8), RATE)
     if noise_dbfs is not None:
-        noise = rng.standard_normal(len(wav)) * 32768 * 10 ** (noise_dbfs / 20)
+        noise = np.random.default_rng(seed).standard_normal(len(wav)) * 32768 * 10 ** (noise_dbfs / 20)
         wav = np.clip(wav + noise, -32768, 32767).astype(np.int16)
-    return wav, pauses
+    return wav, list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def in_pause(cut: int, pauses: list[tuple[int, int]], slack: int = TOKEN) -> bool:
@@ -214,7 +193,8 @@ def test_pause_cuts_land_in_pauses_of_long_speech(sentences, noise_dbfs):
 def test_audio_without_pauses_still_gets_valid_bounds(tmp_path):
     """Music (sox, no pause anywhere) and a steady sine: bounds keep the contract, segments are
     at least two thirds of max where the input allows."""
-    music = read_pcm(synth_music(tmp_path / "m.wav", seconds=47.0, sample_rate=RATE, channels=1))
+    with wave.open(str(synth_music(tmp_path / "m.wav", seconds=47.0, sample_rate=RATE, channels=1))) as f:
+        music = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
     t = np.arange(47 * RATE) / RATE
     sine = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     for audio in (music, sine):
