@@ -122,7 +122,7 @@ def decode_stage(
             decode_seconds=time.perf_counter() - started,
             decode_started_at=started_at,
             skipped=skipped.to_dict(),
-            dropped=dict(dropped),
+            dropped=dict(+dropped),  # reasons with a count only
         )
         payloads.append(pack_payload((unit, segments, failures, stages)))
     return {"unit": list(batch["unit"]), "payload": payloads}
