@@ -27,7 +27,9 @@ SCHEMA_VERSION = "1.3"  # bump the minor for additive changes, the major for bre
 #        shards it lacks from their fragments, so no data becomes unreadable either way
 #   1.3  measures of each sample's audio, in its json member and as index columns: `rms_db`,
 #        `peak`, `clipped_fraction`, `silent_fraction`, `content_hash`, `loudness_lufs`; rows
-#        of older data read them as nulls, and an append to older data writes them
+#        of older data read them as nulls, and an append to older data writes them. The run
+#        configuration (run.json) gained segment.cut and max_silent_fraction at the same time:
+#        older software refuses to append to data written with them, naming the difference
 
 
 def parse_version(version: str) -> tuple[int, int]:

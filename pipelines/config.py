@@ -28,7 +28,7 @@ CUT_MODES = ("pause", "equal")  # SegmentConfig.cut
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    max_seconds: float = 30.0  # longer inputs are cut into near-equal segments no longer than this
+    max_seconds: float = 30.0  # longer inputs are cut into segments no longer than this (see `cut`)
     min_seconds: float = 0.5  # an input shorter than this is a failure ("too short"), not a sample
     # where a long input is cut: "pause" (the quietest stretch in the last third before
     # max_seconds; bench/pause_cuts.py) or "equal" (near-equal lengths wherever the words are).

@@ -72,8 +72,10 @@ class ContentRegistry:
     Seeded with the `input_digest`s of the inputs the dataset already holds (sorted (N,) `S16`,
     16 bytes each: 1.6 GB per 10^8 inputs); the first input of this run to claim a new digest
     owns it. A unit retried after a crash claims again under the same keys and gets the same
-    answer; a rerun after the driver died seeds from what was committed, so each audio content
-    is kept once either way.
+    answer; a rerun after the driver died seeds from what was committed. Two limits: an actor
+    restarted after its node died knows the seed but not this run's claims (a copy may then be
+    kept twice), and an input skipped as a copy of one whose unit then fails for good is not
+    in the dataset (the owner's failure is in the ledger).
     """
 
     def __init__(self, seeded: np.ndarray) -> None:
@@ -82,14 +84,15 @@ class ContentRegistry:
 
     def claim(self, entries: list[tuple[str, bytes]]) -> list[str]:
         """For each (input key, digest): the key owning that digest, or "" when the dataset held it."""
-        found = np.searchsorted(self.seeded, np.array([d for _, d in entries], dtype="S16"))
-        owners = []
-        for (key, digest), at in zip(entries, found, strict=True):
-            if at < len(self.seeded) and self.seeded[at] == digest:
-                owners.append("")
-            else:
-                owners.append(self.owners.setdefault(digest, key))
-        return owners
+        queries = np.array([d for _, d in entries], dtype="S16")
+        at = np.minimum(np.searchsorted(self.seeded, queries), max(len(self.seeded) - 1, 0))
+        # array against array: a numpy bytes scalar drops trailing NULs, so `seeded[i] == digest`
+        # would miss the 1 digest in 256 that ends in one
+        held = self.seeded[at] == queries if len(self.seeded) else np.zeros(len(queries), bool)
+        return [
+            "" if known else self.owners.setdefault(digest, key)
+            for (key, digest), known in zip(entries, held, strict=True)
+        ]
 
 
 def decode_stage(
@@ -114,8 +117,9 @@ def decode_stage(
         started_at, started = time.time(), time.perf_counter()
         skipped = SkippedFiles()  # what WebDataset tars hold besides audio samples
         dropped: Counter[str] = Counter()  # silent segments, duplicate inputs
+        left_out: dict[str, str] = {}
         segments, failures = decode_items(
-            unit.items, segment, sample_rate, source_options, retry, skipped, dropped, claim
+            unit.items, segment, sample_rate, source_options, retry, skipped, dropped, claim, left_out
         )
         stages = StageStats(
             decode_node=_node(),
@@ -123,6 +127,7 @@ def decode_stage(
             decode_started_at=started_at,
             skipped=skipped.to_dict(),
             dropped=dict(+dropped),  # reasons with a count only
+            left_out=left_out,
         )
         payloads.append(pack_payload((unit, segments, failures, stages)))
     return {"unit": list(batch["unit"]), "payload": payloads}

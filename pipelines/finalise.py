@@ -30,7 +30,7 @@ from losatok_data.card import (
 from losatok_data.fields import FieldSet
 from losatok_data.index import INDEX_SCHEMA, summarise_shards, write_shard_summary
 from losatok_data.layout import DatasetLayout, shard_name
-from losatok_data.ledger import failure_counts, read_failures, write_failures
+from losatok_data.ledger import RECOVERED, failure_counts, read_failures, write_failures
 from losatok_data.reader import DatasetReader
 from losatok_data.stats import ChannelStats, read_stats_fragment, write_stats_fragment
 from losatok_storage.secrets import redact_text
@@ -39,7 +39,10 @@ from pipelines.spill import HashBuckets, hash_starts
 
 log = logging.getLogger(__name__)
 EMPTY_LEDGER = "empty"  # failures/empty.parquet: the ledger's schema and no rows
-SAMPLED, FAILED = 0, 1  # kinds of input-key hashes counted by input_counts; SAMPLED sorts first
+# kinds of input-key hashes counted by input_counts, in the order that decides: an input with
+# samples is good; one whose failure was resolved without samples (left out whole: silent, a
+# copy; a `recovered` row) is neither; else a failed one
+SAMPLED, RESOLVED, FAILED = 0, 1, 2
 
 
 class DatasetFinaliser:
@@ -130,10 +133,12 @@ class DatasetFinaliser:
                 for keys in index_column(self.layout, "key"):
                     entries.add(key_hashes([k.rsplit("_", 1)[0] for k in keys]), 0, SAMPLED)
                 for batch in read_failures(self.layout).to_batches(max_chunksize=1 << 16):
-                    keys = batch.column("key").to_pylist()
-                    locations = batch.column("location").to_pylist()
-                    failed = [key or location for key, location in zip(keys, locations, strict=True)]
-                    entries.add(key_hashes(failed), 0, FAILED)
+                    rows = list(zip(*(batch.column(c).to_pylist() for c in ("key", "location", "stage"))))
+                    for kind, resolved in ((FAILED, False), (RESOLVED, True)):
+                        named = [
+                            key or where for key, where, stage in rows if (stage == RECOVERED) == resolved
+                        ]
+                        entries.add(key_hashes(named), 0, kind)
             good = failed = 0
             for bucket in entries.buckets():  # sorted by hash, then kind: SAMPLED first
                 kinds = bucket["kind"][hash_starts(bucket)]  # (distinct hashes,)

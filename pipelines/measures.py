@@ -1,7 +1,8 @@
 """Cheap measures of a segment's audio (level, peak, clipping, silence, identity), taken in the
 decode stage while its samples are at hand, to be stored as index columns.
 
-numpy and stdlib only. Costs and the choices behind them: bench/quality_cost.py.
+numpy and xxhash (pyloudnorm only when loudness is asked for); no torch. Costs and the
+choices behind them: bench/quality_cost.py and docs/quality.md.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ PCM_PROBE = 256
 LOUDNESS_BLOCK_SECONDS = 0.4
 
 _INT16_SCALE = 32768  # full scale of int16 PCM: x / 2**15, as `records.compact_pcm`
-# hashlib's fastest (1.7 GB/s here; sha256 1.1-1.5, blake2b 0.6-0.8, md5 0.65: bench/quality_cost.py);
-# it names content, it guards nothing, so SHA-1's known collision attacks do not matter
-_HASH = "sha1"
-_HASH_BYTES = 16  # 128 bits: no accidental collision among 2**40 segments (p < 2**-48)
+# content_hash is XXH3-128 (xxhash): 2 us for 2.5 s of 16 kHz int16, where hashlib's fastest
+# here (sha1) takes 48 us, half the cost of all the measures (bench/quality_cost.py). 128 bits:
+# no accidental collision among 2**40 segments (p < 2**-48). It names content, it guards nothing
 _TAG_PCM = b"s16le:"  # prefix of samples hashed as 16-bit signed little-endian integers
 _TAG_FLOAT = b"f32le:"  # prefix of samples hashed as IEEE-754 float32 little-endian
 
@@ -69,7 +69,8 @@ def measure(wav: np.ndarray, sample_rate: int = 16_000, loudness: bool = False) 
     of its own, judged by the RMS of the samples it holds, and weighs by its length: so
     silent_fraction is the fraction of samples that lie in silent frames. An empty `wav` is
     digital silence. `loudness`: also BS.1770 integrated loudness with pyloudnorm (not a
-    dependency of the project; it costs 2 to 3 times a 16 kHz wav's whole decode stage).
+    dependency of the project: the `loudness` extra; it costs about 4x a 16 kHz wav's whole
+    decode stage).
     Returns plain Python floats and str.
     """
     if wav.ndim != 1:

@@ -61,6 +61,7 @@ class StageStats:
     decode_started_at: float = 0.0  # epoch s: bench/pipeline_feed.py's steady-state window
     skipped: dict[str, Any] = field(default_factory=dict)  # SkippedFiles.to_dict(): tar members not audio
     dropped: dict[str, int] = field(default_factory=dict)  # left out by the decode stage, by reason
+    left_out: dict[str, str] = field(default_factory=dict)  # input key -> why it was left out whole
     encode_node: str = ""
     encode_seconds: float = 0.0
     encode_ready_at: float | None = None  # epoch s the encode actor was up; bench/pipeline_feed.py's only

@@ -20,13 +20,13 @@ from losatok_data.card import TokenizerIdentity, read_card, sha256_file
 from losatok_data.layout import DatasetLayout
 from losatok_input.rule import SkippedFiles
 from losatok_input.sources import EmptySourceError, iter_inputs, nothing_found, source_label
-from losatok_storage.filesystem import url_to_fs
 from losatok_storage.retry import outage_in
 from losatok_storage.secrets import redact_text
 from pipelines.config import TokenizeConfig
 from pipelines.dataflow import encode_actor_count, init_ray, run_units
+from pipelines.decode import DUPLICATE, SILENT
 from pipelines.lease import Lease, new_run_id
-from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef, read_identity
+from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
 from pipelines.records import UnitSummary
 from pipelines.sink import SinkDataset, field_set, resolve_url
@@ -124,8 +124,8 @@ class RunSummary:
         )
 
     def dropped_line(self) -> str:
-        """ "left out 3 silent segments (segment.max_silent_fraction), 2 duplicate inputs (sink.dedup)"."""
-        why = {"silent_segments": "segment.max_silent_fraction", "duplicate_inputs": "sink.dedup"}
+        """'left out 3 silent segments (segment.max_silent_fraction), 2 duplicate inputs (sink.dedup)'."""
+        why = {SILENT: "segment.max_silent_fraction", DUPLICATE: "sink.dedup"}
         parts = [
             f"{count} {reason.replace('_', ' ')} ({why.get(reason, reason)})"
             for reason, count in sorted(self.dropped.items())
@@ -222,7 +222,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     """
     started = time.perf_counter()
     check_paths(config)  # before anything is written: a bad path leaves no trace
-    config = resolve_cut(pin_published_revision(config))
+    config = pin_published_revision(config)
     tokenizer = model_config(config)  # reads a checkpoint's header once
     identity = run_identity(config, tokenizer)
     run_id = new_run_id()
@@ -231,7 +231,8 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
         return plan_only(config, identity, run_id)
     if config.cluster.address:  # a cluster that is not there fails before the sink is touched
         init_ray(config.cluster)
-    url = resolve_url(config.sink, identity)
+    url, identity = resolve_url(config.sink, identity)  # an unset segment.cut decided, too
+    config = replace(config, segment=replace(config.segment, cut=identity.segment["cut"]))
     layout = DatasetLayout(url, config.sink.storage_options, config.cluster.retry_policy())
     with Lease(layout.fs, layout.root, run_id, config.sink.lease_seconds).held() as lease:
         dataset = SinkDataset.open(
@@ -250,16 +251,6 @@ def pin_published_revision(config: TokenizeConfig) -> TokenizeConfig:
     if hub is None:
         return config
     return replace(config, model=replace(config.model, revision=hub.model.revision))
-
-
-def resolve_cut(config: TokenizeConfig) -> TokenizeConfig:
-    """`config` with `segment.cut` decided: as given; else the mode the dataset at `sink.path` was
-    written with (equal for one written before the mode was recorded), or pause for a new dataset."""
-    if config.segment.cut is not None:
-        return config
-    existing = read_identity(*url_to_fs(config.sink.path, config.sink.storage_options))
-    cut = existing.segment["cut"] if existing is not None else "pause"
-    return replace(config, segment=replace(config.segment, cut=cut))
 
 
 def refuse_empty_source(config: TokenizeConfig) -> None:
@@ -288,6 +279,7 @@ class TokenizeRun:
         self.skipped = SkippedFiles()  # files the listing left out, and what tars hold besides audio
         self.generations: list[Generation] = []  # the dataset's, this run's included
         self.pending: list[UnitRef] = []  # units without a committed shard
+        self.left_out: dict[str, str] = {}  # inputs failed before, left out whole now: key -> why
 
     def plan(self) -> None:
         """Clear what a killed run left, append a generation of the inputs not yet in the dataset
@@ -330,6 +322,11 @@ class TokenizeRun:
         committer = self.dataset.committer()
         with drop_benign_stderr(), stop_on_outage():  # Ray's expected C++ error line about actor restarts
             seen = self.dataset.content_digests() if config.sink.dedup else None
+            # an input failed before and left out whole now (silent, a copy) is resolved: finalise says so
+            leaving = config.sink.dedup or config.segment.max_silent_fraction < 1.0
+            failed_before = (
+                {row["key"] for row in self.dataset.open_failures() if row["key"]} if leaving else set()
+            )
             for unit in run_units(config, self.pending, committer, self.tokenizer.sample_rate, seen=seen):
                 self.lease.check()
                 progress.update(unit)
@@ -341,6 +338,7 @@ class TokenizeRun:
                     )
                 summary.add_unit(unit)
                 self.skipped.update(unit.stages.skipped)  # inside tars, found by decoding
+                self.left_out |= {k: why for k, why in unit.stages.left_out.items() if k in failed_before}
         if self.skipped.total > summary.skipped.get("total", 0):
             summary.skipped = self.skipped.to_dict()
             log.warning("%s", self.skipped.describe())
@@ -355,7 +353,7 @@ class TokenizeRun:
         self.lease.check()
         with stop_on_outage():
             before = {row["key"] or row["location"] for row in dataset.open_failures()}
-            dataset.record_recoveries(self.run_id)
+            dataset.record_recoveries(self.run_id, self.left_out)
             finaliser.rebuild_card(self.identity, self.generations)
             failed = dataset.open_failures()
             summary.recovered = len(before - {row["key"] or row["location"] for row in failed})
@@ -424,7 +422,7 @@ def record_plan(
 
 def plan_only(config: TokenizeConfig, identity: RunIdentity, run_id: str) -> RunSummary:
     """What a run would do (new inputs, missing ones, shards to do), reading only: nothing is written."""
-    url = resolve_url(config.sink, identity)
+    url, _ = resolve_url(config.sink, identity)
     layout = DatasetLayout(url, config.sink.storage_options, config.cluster.retry_policy())
     legacy_source = read_card(layout).source if layout.fs.exists(layout.card_path) else None
     store = PlanStore(layout.fs, layout.root, legacy_source)

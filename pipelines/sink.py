@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,7 @@ class SinkDataset:
 
         Call it while holding the dataset's lease: the identity is checked again here.
         """
-        url = resolve_url(sink, identity)
+        url, identity = resolve_url(sink, identity)
         layout = DatasetLayout(url, sink.storage_options, retry)
         existing = read_identity(layout.fs, layout.root)
         if existing is not None and existing != identity:  # written by a run that held the lease before us
@@ -155,18 +156,26 @@ class SinkDataset:
         keep = ~self._with_samples(candidates) & ~np.isin(candidates, store.unit_hashes(pending))
         return candidates[keep]
 
-    def record_recoveries(self, run_id: str) -> int:
+    def record_recoveries(self, run_id: str, left_out: dict[str, str] | None = None) -> int:
         """Add a `recovered` ledger row for every failed input that has samples now (a retry that
-        succeeded); returns how many. The rows go to `failures/recovered-<run_id>.parquet`."""
+        succeeded), or that this run left out whole (`left_out`: key -> why; silent, or a copy of
+        audio the dataset holds); returns how many. The rows go to
+        `failures/recovered-<run_id>.parquet`."""
         failed = [row for row in open_failures(read_failures(self.layout)) if row["key"]]
         if not failed:
             return 0
+        left_out = left_out or {}
         present = self._with_samples(key_hashes([row["key"] for row in failed]))
         recovered = [row for row, yes in zip(failed, present, strict=True) if yes]
-        if recovered:
+        gone = [row for row, yes in zip(failed, present, strict=True) if not yes and row["key"] in left_out]
+        if recovered or gone:
             writer = f"recovered-{run_id}"
-            write_failures(self.layout, writer, recovered_records(recovered, writer))
-        return len(recovered)
+            records = recovered_records(recovered, writer) + [
+                replace(record, message=f"left out after an earlier failure: {left_out[record.key]}")
+                for record in recovered_records(gone, writer)
+            ]
+            write_failures(self.layout, writer, records)
+        return len(recovered) + len(gone)
 
     def open_failures(self) -> list[dict]:
         """The inputs failed now, one ledger row each (see losatok_data.ledger.open_failures)."""
@@ -184,18 +193,21 @@ class SinkDataset:
         """Sorted (N,) `S16` `input_digest`s of the inputs the dataset holds (sink.dedup), from the
         index's `key` and `content_hash`, a fragment at a time. Inputs whose rows lack a hash
         (written before schema 1.3) are left out: they cannot be compared."""
-        digests = []
+        parts = [np.empty(0, "S16")]
         for table in index_column(self.layout, "key", "content_hash"):
-            by_input: dict[str, list[tuple[str, str | None]]] = {}
+            by_input: dict[str, list[tuple[int, str | None]]] = {}
             for key, content in zip(
                 *(table.column(c).to_pylist() for c in ("key", "content_hash")), strict=True
             ):
-                by_input.setdefault(key.rsplit("_", 1)[0], []).append((key, content))
-            for rows in by_input.values():
-                hashes = [content for _, content in sorted(rows)]
-                if all(hashes):
-                    digests.append(input_digest(hashes))
-        return np.unique(np.array(digests, dtype="S16"))
+                name, segment = key.rsplit("_", 1)
+                by_input.setdefault(name, []).append((int(segment), content))
+            digests = [
+                input_digest([content for _, content in sorted(rows)])
+                for rows in by_input.values()
+                if all(content for _, content in rows)
+            ]
+            parts.append(np.array(digests, dtype="S16"))  # a fragment's worth of Python bytes at a time
+        return np.unique(np.concatenate(parts))
 
     # --- the run log -----------------------------------------------------------------------
     def write_run_log(self, record: dict[str, Any]) -> str:
@@ -207,26 +219,37 @@ class SinkDataset:
         return path
 
 
-def resolve_url(sink: SinkConfig, identity: RunIdentity) -> str:
-    """Where this run writes: `sink.path`, new or written with this identity; else refused.
+def resolve_url(sink: SinkConfig, identity: RunIdentity) -> tuple[str, RunIdentity]:
+    """Where this run writes, and the identity it writes with: `sink.path`, new or written with
+    this identity; else refused.
 
     A dataset written with another identity is refused, naming every difference, unless
     `sink.force_new_version` is set: then the first `<path>-vN` that is free or written with
-    this identity. Reads only.
+    this identity. An unset `segment.cut` takes each candidate's own mode (`with_cut`). Reads only.
     """
     url, version = sink.path.rstrip("/"), 1
     while True:
         layout = DatasetLayout(url, sink.storage_options)
         existing = read_identity(layout.fs, layout.root)
-        if existing is None or existing == identity:
+        mine = with_cut(identity, existing)
+        if existing is None or existing == mine:
             break
         if not sink.force_new_version:
-            raise SinkMismatchError(_mismatch(url, existing, identity))
+            raise SinkMismatchError(_mismatch(url, existing, mine))
         version += 1
         url = f"{sink.path.rstrip('/')}-v{version}"
     if version > 1:
         log.warning("%s holds another tokenizer's dataset; writing the new version to %s", sink.path, url)
-    return url
+    return url, mine
+
+
+def with_cut(identity: RunIdentity, existing: RunIdentity | None) -> RunIdentity:
+    """`identity` with an unset `segment.cut` decided: the mode of the dataset it would resume
+    (`existing`; equal for one written before the mode was recorded), or pause for a new one."""
+    if identity.segment.get("cut") is not None:
+        return identity
+    cut = existing.segment["cut"] if existing is not None else "pause"
+    return replace(identity, segment={**identity.segment, "cut": cut})
 
 
 def _mismatch(url: str, existing: RunIdentity, identity: RunIdentity) -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from jobs.data import DatasetMismatchError, DatasetSpec, Filters, LatentLoader, LoaderConfig
 from jobs.data.plan import StreamPlan, bucket, equalise
+from jobs.data.config import MEASURE_FILTERS
 from losatok_data.testing import audio_measures, write_fake_dataset
 
 
@@ -424,7 +425,7 @@ def test_a_resume_under_other_filters_is_refused_in_one_line_unless_told_to_rest
     assert resized.epoch == 0 and len(resized) > 0
     # a state saved before the measure filters existed names none of them: it was unfiltered
     older = json.loads(state["fingerprint"])
-    for name in ("min_rms_db", "max_silent_fraction", "max_clipped_fraction"):
+    for name in MEASURE_FILTERS:
         del older["datasets"][0]["filters"][name]
     same = LatentLoader(loader(fake.url), latent_dim=16)
     same.load_state_dict({**state, "fingerprint": json.dumps(older)})
