@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from jobs.data import DatasetMismatchError, DatasetSpec, Filters, LatentLoader, LoaderConfig
-from jobs.data.plan import StreamPlan, bucket, equalise
 from jobs.data.config import MEASURE_FILTERS
+from jobs.data.plan import StreamPlan, bucket, equalise
 from losatok_data.testing import audio_measures, write_fake_dataset
 
 
