@@ -26,6 +26,7 @@ from torch import nn
 
 from losatok.config import LoSATokConfig, official
 from losatok.encoder_layouts import LayoutError, adapt_encoder_state, computed_buffers
+from losatok.errors import CheckpointError
 from losatok.model import LoSATok
 
 FORMAT = "losatok-checkpoint"
@@ -33,10 +34,6 @@ FORMAT_VERSION = 1
 # a semantic_encoder.pth written by SemBo training: the published layout plus the config of the
 # tokenizer whose encoder it holds (a key the published loader ignores)
 SEMANTIC_FORMAT = "losatok-semantic-encoder"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint does not fit the model; the message names the offending keys."""
 
 
 @dataclass

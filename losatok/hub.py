@@ -19,19 +19,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from losatok.checkpoint import (
-    CheckpointError,
-    compare_state,
-    load_into,
-    read_payload,
-    read_state_dict,
-    ready_for_use,
-)
 from losatok.config import LoSATokConfig, official
-from losatok.model import LoSATok
+from losatok.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch and the model load only where weights are read: the pipeline's
+    import torch  # driver fetches and names the files, and stays free of torch's 1.5 s import
+
+    from losatok.model import LoSATok
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +149,10 @@ def fetch(
 
 def _has_semantic_encoder(path: Path) -> bool:
     """Whether a whole-model file holds the frozen encoder (keys only, memory-mapped)."""
+    import torch
+
+    from losatok.checkpoint import read_payload
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a zip-format file: read it whole (a corrupt file raises CheckpointError)
@@ -179,6 +179,8 @@ def fetch_official(
 def official_state(files: OfficialFiles) -> dict[str, torch.Tensor]:
     """One whole-model state dict from the fetched files (the separate encoder file, if any, fills
     `semantic_encoder.*`)."""
+    from losatok.checkpoint import read_state_dict
+
     state = read_state_dict(files.model.path)
     if files.semantic_encoder is not None:
         encoder = read_state_dict(files.semantic_encoder.path)
@@ -189,6 +191,11 @@ def official_state(files: OfficialFiles) -> dict[str, torch.Tensor]:
 def check_layout(state: Mapping[str, torch.Tensor], config: LoSATokConfig, source: str) -> None:
     """Refuse `state` unless it loads strictly into a model of `config`, checked on a skeleton
     built on the meta device (no memory, no time), before the real model is built."""
+    import torch
+
+    from losatok.checkpoint import compare_state
+    from losatok.model import LoSATok
+
     with torch.device("meta"):
         skeleton = LoSATok(config)
     _, report = compare_state(skeleton, state, source=source)
@@ -207,6 +214,9 @@ def load_official(
 
     `semantic_encoder_path` loads a local `semantic_encoder.pth` over the encoder afterwards.
     """
+    from losatok.checkpoint import load_into, ready_for_use
+    from losatok.model import LoSATok
+
     config = config or official()
     files = fetch_official(variant, revision, cache_dir)
     state = official_state(files)

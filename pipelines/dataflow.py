@@ -24,8 +24,6 @@ from losatok_input.rule import SkippedFiles
 from losatok_storage.retry import RetryPolicy
 from pipelines.commit import CommitStage, ShardCommitter
 from pipelines.config import ClusterConfig, FieldsConfig, ModelConfig, SegmentConfig, TokenizeConfig
-from pipelines.decode import decode_items
-from pipelines.encode import SegmentEncoder
 from pipelines.plan import UnitRef, load_unit
 from pipelines.records import StageStats, UnitSummary, pack_payload, unpack_payload
 from raycluster.connect import join_or_start
@@ -110,6 +108,8 @@ def decode_stage(
     storage, `plan_options` of the sink's (where the plan partitions lie); `retry`: every
     storage call's retry policy; `registry`: a `ContentRegistry` actor with sink.dedup.
     """
+    from pipelines.decode import decode_items  # torch and FFmpeg's libraries: workers only
+
     payloads = []
     claim = None if registry is None else lambda entries: ray.get(registry.claim.remote(entries))
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
@@ -154,6 +154,8 @@ class EncodeStage:
         """`max_frames`: an encode batch's budget (count x longest, in latent frames); `threads`:
         torch threads on a CPU-only node (None: the node's cores)."""
         import torch
+
+        from pipelines.encode import SegmentEncoder  # torch and the model: the encode actor's only
 
         if not torch.cuda.is_available():
             # Ray pins a 1-CPU actor to one thread; on a CPU-only cluster the encoder is the

@@ -25,7 +25,7 @@ from losatok_input.rule import SkippedFiles
 from losatok_storage.retry import Retries
 from pipelines.config import SegmentConfig
 from pipelines.measures import integrated_loudness, measure
-from pipelines.records import Segment, compact_pcm, input_digest
+from pipelines.records import DUPLICATE, SILENT, Segment, compact_pcm, input_digest
 from pipelines.segment import pause_bounds, segment_bounds
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ Result = list[Segment] | FailureRecord
 # a unit's inputs, each (input key, `input_digest` of its audio) -> the key that owns that audio:
 # itself, another input's (a duplicate), or "" (the dataset holds it); `pipelines.dataflow.ContentRegistry`
 Claim = Callable[[list[tuple[str, bytes]]], list[str]]
-SILENT, DUPLICATE = "silent_segments", "duplicate_inputs"  # reasons in `dropped`
 
 
 def to_segments(

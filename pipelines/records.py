@@ -91,6 +91,9 @@ class UnitSummary:
         return pickle.loads(row["summary"])
 
 
+SILENT, DUPLICATE = "silent_segments", "duplicate_inputs"  # what the decode stage leaves out, by reason
+
+
 def input_digest(content_hashes: list[str]) -> bytes:
     """16 bytes naming an input's audio: a digest of its segments' `content_hash`es in segment
     order. Equal audio cut the same way gives the same digest (sink.dedup compares these)."""

@@ -15,7 +15,6 @@ import numpy as np
 import ray
 
 from losatok import LoSATokConfig, preset
-from losatok.checkpoint import checkpoint_config
 from losatok.hub import OfficialFiles, fetch_official
 from losatok_data.card import TokenizerIdentity, read_card, sha256_file
 from losatok_data.layout import DatasetLayout
@@ -25,11 +24,10 @@ from losatok_storage.retry import outage_in
 from losatok_storage.secrets import redact_text
 from pipelines.config import TokenizeConfig
 from pipelines.dataflow import encode_actor_count, init_ray, run_units
-from pipelines.decode import DUPLICATE, SILENT
 from pipelines.lease import Lease, new_run_id
 from pipelines.plan import RUN_FILE, AppendReport, Generation, PlanStore, RunIdentity, UnitRef
 from pipelines.preflight import check_paths
-from pipelines.records import UnitSummary
+from pipelines.records import DUPLICATE, SILENT, UnitSummary
 from pipelines.sink import SinkDataset, field_set, resolve_url
 from raycluster.console import drop_benign_stderr
 
@@ -143,7 +141,11 @@ class RunSummary:
 
 def model_config(config: TokenizeConfig) -> LoSATokConfig:
     """The tokenizer's config: from our checkpoint when it carries one, else the named preset."""
-    stored = checkpoint_config(config.model.checkpoint) if config.model.checkpoint else None
+    if not config.model.checkpoint:
+        return preset(config.model.preset)
+    from losatok.checkpoint import checkpoint_config  # torch, only to read a checkpoint's header
+
+    stored = checkpoint_config(config.model.checkpoint)
     return stored or preset(config.model.preset)
 
 

@@ -5,6 +5,8 @@ imports included)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -148,3 +150,17 @@ def test_the_old_import_paths_still_work_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from losatok import LoSATok  # noqa: F401  (what stayed imports without a warning)
+
+
+def test_the_tokenize_driver_starts_without_torch():
+    """The driver plans, starts Ray and commits nothing itself: torch (1.5 s to import) loads only
+    in the processes that decode and encode, so every `losatok-tokenize` starts that much sooner."""
+    probe = (
+        "import sys, pipelines.tokenize, pipelines.run, pipelines.dataflow, pipelines.sink, losatok; "
+        "losatok.preset('tiny'); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
+    check = "import losatok; print(losatok.LoSATok.__name__, losatok.collate_waveforms.__module__)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["LoSATok", "losatok.audio"]  # the lazy names still resolve
