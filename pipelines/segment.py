@@ -70,7 +70,8 @@ def pause_bounds(
     The cut is the boundary where the mean square over the SMOOTH_TOKENS tokens centred on it
     is least; boundaries within QUIET_TOLERANCE of that least value count as equally quiet, and
     the cut is the centre of the latest run of them (the middle of the pause; the latest pause,
-    so segments stay long). Reads only the windows' samples, in float64 blocks of
+    so segments stay long), or the latest boundary when every one is as quiet (no pause to find:
+    a steady tone or dense music is cut at max_seconds, as equal cuts would). Reads only the windows' samples, in float64 blocks of
     ENERGY_BLOCK_SAMPLES: about 30 ms per hour of 16 kHz audio at max_seconds=10.
     """
     if wav.ndim != 1:
@@ -142,6 +143,8 @@ def _quietest(cand: np.ndarray, quiet: np.ndarray) -> int:
     tied = cand[quiet <= quiet[best] * QUIET_TOLERANCE]
     if len(tied) == 1:
         return int(cand[best])
+    if len(tied) == len(cand):  # no stretch quieter than the rest (a steady tone, dense music):
+        return int(cand[-1])  # no pause to aim for, so the longest segment, as equal cuts give
     breaks = np.flatnonzero(np.diff(tied) != 1)
     first = tied[breaks[-1] + 1] if len(breaks) else tied[0]
     return int((first + tied[-1] + 1) // 2)

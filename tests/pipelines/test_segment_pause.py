@@ -202,3 +202,13 @@ def test_audio_without_pauses_still_gets_valid_bounds(tmp_path):
         lengths = check_contract(bounds, len(audio), RATE, 10.0, 2.0, TOKEN)
         assert min(lengths[:-1]) >= 2 / 3 * 10.0 * RATE - TOKEN
         assert min(lengths) >= 2.0 * RATE
+
+
+def test_a_steady_tone_is_cut_at_max_seconds_like_equal_cuts():
+    """Nothing quieter anywhere: no pause to aim for, so segments are as long as allowed (a window
+    centre would make 20 % more of them, as a first version did)."""
+    t = np.arange(30 * 60 * RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    bounds = pause_bounds(tone, RATE, 30.0, 0.5)
+    assert len(bounds) == len(segment_bounds(len(tone), RATE, 30.0)) == 60
+    assert all(end - start == 30 * RATE for start, end in bounds[:-1])
