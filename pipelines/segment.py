@@ -71,8 +71,9 @@ def pause_bounds(
     is least; boundaries within QUIET_TOLERANCE of that least value count as equally quiet, and
     the cut is the centre of the latest run of them (the middle of the pause; the latest pause,
     so segments stay long), or the latest boundary when every one is as quiet (no pause to find:
-    a steady tone or dense music is cut at max_seconds, as equal cuts would). Reads only the windows' samples, in float64 blocks of
-    ENERGY_BLOCK_SAMPLES: about 30 ms per hour of 16 kHz audio at max_seconds=10.
+    a steady tone or dense music is cut at max_seconds, as equal cuts would). Reads only the
+    windows' samples, in float64 blocks of ENERGY_BLOCK_SAMPLES: about 30 ms per hour of 16 kHz
+    audio at max_seconds=10.
     """
     if wav.ndim != 1:
         raise ValueError(f"pause_bounds takes mono samples of shape (S,), got shape {wav.shape}")
