@@ -82,7 +82,7 @@ class NullEncodeStage:
     def __call__(self, batch):
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stages = unpack_payload(blob)
+            unit, window, last, segments, failures, stages = unpack_payload(blob)
             results = []
             for s in segments:
                 frames = frames_of(s.num_samples)
@@ -90,7 +90,9 @@ class NullEncodeStage:
                 results.append(EncodedSegment(arrays, frames))
             stages = replace(stages, encode_node="bench", encode_seconds=0.0, encode_ready_at=self.ready_at)
             payloads.append(
-                pack_payload((unit, [s.without_audio() for s in segments], results, failures, stages))
+                pack_payload(
+                    (unit, window, last, [s.without_audio() for s in segments], results, failures, stages)
+                )
             )
         return {"unit": list(batch["unit"]), "payload": payloads}
 
@@ -186,7 +188,7 @@ def main() -> None:
         )
         stats = []
         for row in ds.iter_rows():  # the stats only: the arrays are views, nothing is copied
-            unit, _, _, stages = unpack_payload(row["payload"])
+            unit, *_, stages = unpack_payload(row["payload"])
             stats.append((audio_of[unit.index], stages))
         return stats
 

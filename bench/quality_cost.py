@@ -217,7 +217,7 @@ def decode_costs(work: Path, name: str, corpus: Path, rounds: int, pause_bounds)
     bare_args = {**wired_args, "segment": bare_segment}
 
     def decode_all(args):
-        return [decode_stage({"unit": [u.index], "plan": [plan]}, **args) for u in units]
+        return [out for u in units for out in decode_stage({"unit": [u.index], "plan": [plan]}, **args)]
 
     decode_all(wired_args)  # warm-up: file cache, imports
     bare, wired = [], []
@@ -231,7 +231,7 @@ def decode_costs(work: Path, name: str, corpus: Path, rounds: int, pause_bounds)
         decode_all(wired_args)
         wired.append(time.perf_counter() - started)
     segments: list[Segment] = [
-        s for out in payloads for blob in out["payload"] for s in unpack_payload(blob)[1]
+        s for out in payloads for blob in out["payload"] for s in unpack_payload(blob)[3]
     ]
 
     def timed(call: Callable[[], object]) -> float:

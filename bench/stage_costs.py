@@ -109,12 +109,15 @@ def main() -> None:
     dataset = SinkDataset.open(config.sink, config.fields, tokenizer, run_identity(config, tokenizer))
     encoder = EncodeStage(**encode_arguments(config))
     committer = CommitStage(dataset.committer())
-    decode_stage({"unit": [units[0].index], "plan": [plan]}, **decode_arguments(config, 16_000))  # warm-up
+    list(
+        decode_stage({"unit": [units[0].index], "plan": [plan]}, **decode_arguments(config, 16_000))
+    )  # warm-up
 
     def decode_all():
         return [
-            decode_stage({"unit": [u.index], "plan": [plan]}, **decode_arguments(config, 16_000))
+            out
             for u in units
+            for out in decode_stage({"unit": [u.index], "plan": [plan]}, **decode_arguments(config, 16_000))
         ]
 
     decoded, decode_stats, decode_wall = profiled(decode_all)

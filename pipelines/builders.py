@@ -138,6 +138,7 @@ def check(config: TokenizeConfig) -> None:
         "cluster.retry_max_seconds": config.cluster.retry_max_seconds,
         "cluster.retry_stall_seconds": config.cluster.retry_stall_seconds,
         "cluster.decode_cpus": config.cluster.decode_cpus,
+        "cluster.window_seconds": config.cluster.window_seconds,
     }
     for name, value in positive.items():
         if value <= 0:

@@ -76,6 +76,11 @@ class ClusterConfig:
     decode_cpus: float = 1.0  # CPUs a decode task reserves
     encode_threads: int | None = None  # CPU-only encode: torch threads per actor (None: the node's cores)
     max_frames_per_batch: int = 25 * 600  # encode batch budget: B x T_max <= this (600 s at 25 Hz)
+    # a unit travels from decode to commit in windows of about this much audio, and an input
+    # longer than this is decoded to local disk (TMPDIR: 230 MB per hour) rather than held:
+    # each process's memory is bounded by a few windows, whatever the inputs' lengths
+    # (bench/long_input_memory.py; docs/tokenizing.md). Shorter units go whole, as one window
+    window_seconds: float = 600.0
     dashboard_host: str = "127.0.0.1"  # Ray's dashboard stays on loopback unless set otherwise
     max_failure_fraction: float = 0.05  # the run exits non-zero past this fraction of failed inputs
     # every storage call (reads, listings, writes, moves, existence checks) retries a transient

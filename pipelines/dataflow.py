@@ -101,16 +101,19 @@ def decode_stage(
     plan_options: dict[str, Any],
     retry: RetryPolicy,
     registry: Any = None,
-) -> dict[str, list]:
-    """Ray task body: decode and segment each unit of the batch (read from its plan partition).
+    window_seconds: float | None = None,
+) -> Iterator[dict[str, list]]:
+    """Ray task body: decode and segment each unit of the batch (read from its plan partition),
+    yielding one payload per window of about `window_seconds` of audio (None: one per unit).
 
+    A payload is (unit, window number, last?, segments, failures, stages); the unit's failures
+    and what it left out travel with its last window, and each window's decode time with it.
     `sample_rate`: Hz the tokenizer takes; `source_options`: fsspec options of the source's
     storage, `plan_options` of the sink's (where the plan partitions lie); `retry`: every
     storage call's retry policy; `registry`: a `ContentRegistry` actor with sink.dedup.
     """
-    from pipelines.decode import decode_items  # torch and FFmpeg's libraries: workers only
+    from pipelines.decode import decode_windows  # torch and FFmpeg's libraries: workers only
 
-    payloads = []
     claim = None if registry is None else lambda entries: ray.get(registry.claim.remote(entries))
     for index, partition in zip(batch["unit"], batch["plan"], strict=True):
         unit = load_unit(str(partition), plan_options, int(index), retry)
@@ -118,9 +121,31 @@ def decode_stage(
         skipped = SkippedFiles()  # what WebDataset tars hold besides audio samples
         dropped: Counter[str] = Counter()  # silent segments, duplicate inputs
         left_out: dict[str, str] = {}
-        segments, failures = decode_items(
-            unit.items, segment, sample_rate, source_options, retry, skipped, dropped, claim, left_out
+        failures: list = []
+        windows = decode_windows(
+            unit.items,
+            segment,
+            sample_rate,
+            source_options,
+            retry,
+            window_seconds,
+            failures,
+            skipped,
+            dropped,
+            claim,
+            left_out,
         )
+        # one window of look-ahead: a window is known to be the last only once the next is not
+        held, number = next(windows), 0
+        for following in windows:
+            stages = StageStats(
+                decode_node=_node(),
+                decode_seconds=time.perf_counter() - started,
+                decode_started_at=started_at,
+            )
+            yield _payload_batch(index, (unit, number, False, held, [], stages))
+            held, number = following, number + 1
+            started_at, started = time.time(), time.perf_counter()
         stages = StageStats(
             decode_node=_node(),
             decode_seconds=time.perf_counter() - started,
@@ -129,8 +154,11 @@ def decode_stage(
             dropped=dict(+dropped),  # reasons with a count only
             left_out=left_out,
         )
-        payloads.append(pack_payload((unit, segments, failures, stages)))
-    return {"unit": list(batch["unit"]), "payload": payloads}
+        yield _payload_batch(index, (unit, number, True, held, failures, stages))
+
+
+def _payload_batch(unit: Any, payload: tuple) -> dict[str, list]:
+    return {"unit": [unit], "payload": [pack_payload(payload)]}
 
 
 def decode_arguments(config: TokenizeConfig, sample_rate: int, registry: Any = None) -> dict[str, Any]:
@@ -142,6 +170,7 @@ def decode_arguments(config: TokenizeConfig, sample_rate: int, registry: Any = N
         "plan_options": config.sink.storage_options,
         "retry": config.cluster.retry_policy(),
         "registry": registry,
+        "window_seconds": config.cluster.window_seconds,
     }
 
 
@@ -166,12 +195,12 @@ class EncodeStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         payloads = []
         for blob in batch["payload"]:
-            unit, segments, failures, stages = unpack_payload(blob)
+            unit, window, last, segments, failures, stages = unpack_payload(blob)
             started = time.perf_counter()
             results = self.encoder.encode([s.float_wav() for s in segments])
             stages = replace(stages, encode_node=_node(), encode_seconds=time.perf_counter() - started)
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
-            payloads.append(pack_payload((unit, segments, results, failures, stages)))
+            payloads.append(pack_payload((unit, window, last, segments, results, failures, stages)))
         return {"unit": list(batch["unit"]), "payload": payloads}
 
 

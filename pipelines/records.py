@@ -69,7 +69,13 @@ class StageStats:
 
 @dataclass(frozen=True)
 class UnitSummary:
-    """What committing one unit did: its counts, and the stats of the stages it went through."""
+    """What committing one unit did: its counts, and the stats of the stages it went through.
+
+    A unit that came in windows (`pipelines.commit.ShardCommitter.commit_window`) gives one
+    partial row per window (`complete=False`: zero counts, `inputs` 0, that window's `stages`)
+    and one complete row (the whole unit's counts, empty `stages`) from a call that assembled
+    its shard; two calls may both assemble it, so a reader keeps one complete row per `unit`.
+    """
 
     unit: int  # the unit's (and its shard's) number
     inputs: int  # planned inputs of the unit
@@ -79,6 +85,7 @@ class UnitSummary:
     transient: int  # of them, failed because the storage did (retried by the next run)
     bytes: int  # of the unit's tars, every field group
     stages: StageStats = field(default_factory=StageStats)
+    complete: bool = True  # a row for the whole committed unit; False: one window's part of it
 
     @staticmethod
     def to_batch(summaries: list[UnitSummary]) -> dict[str, list[bytes]]:

@@ -71,11 +71,12 @@ class RunSummary:
     ok: bool = True
 
     def add_unit(self, unit: UnitSummary) -> None:
-        """Count a unit this run committed: its samples, audio, nodes and busy times."""
+        """Count a row of the dataflow: a committed unit's samples and audio, and the nodes and
+        busy times of the stages it (or one window of it: `UnitSummary.complete`) went through."""
         self.samples += unit.samples
         self.audio_seconds += unit.audio_seconds
-        self.decode_nodes.add(unit.stages.decode_node)
-        self.encode_nodes.add(unit.stages.encode_node)
+        self.decode_nodes |= {unit.stages.decode_node} - {""}  # "": a unit assembled from windows
+        self.encode_nodes |= {unit.stages.encode_node} - {""}
         self.decode_busy_seconds += unit.stages.decode_seconds
         self.encode_busy_seconds += unit.stages.encode_seconds
         for reason, count in unit.stages.dropped.items():
@@ -355,9 +356,14 @@ class TokenizeRun:
             failed_before = (
                 {row["key"] for row in self.dataset.open_failures() if row["key"]} if leaving else set()
             )
+            done: set[int] = set()  # units committed; two commit actors may both assemble one
             for unit in run_units(config, self.pending, committer, self.tokenizer.sample_rate, seen=seen):
                 self.lease.check()
-                progress.update(unit)
+                if unit.complete and unit.unit in done:
+                    continue
+                if unit.complete:
+                    done.add(unit.unit)
+                    progress.update(unit)
                 if unit.inputs and unit.transient >= unit.inputs:
                     raise StorageOutageError(
                         f"storage outage: no input of shard {unit.unit} could be read "
@@ -382,6 +388,7 @@ class TokenizeRun:
         with stop_on_outage():
             before = {row["key"] or row["location"] for row in dataset.open_failures()}
             dataset.record_recoveries(self.run_id, self.left_out)
+            dataset.remove_parts()  # windows of units committed by now (pipelines.commit)
             finaliser.rebuild_card(self.identity, self.generations)
             failed = dataset.open_failures()
             summary.recovered = len(before - {row["key"] or row["location"] for row in failed})

@@ -28,7 +28,7 @@ from losatok_data.ledger import open_failures, read_failures, recovered_records,
 from losatok_storage.filesystem import open_atomic
 from losatok_storage.retry import RetryPolicy
 from losatok_storage.secrets import redact
-from pipelines.commit import ShardCommitter
+from pipelines.commit import PARTS_DIR, ShardCommitter
 from pipelines.config import FieldsConfig, SinkConfig
 from pipelines.finalise import DatasetFinaliser, index_column
 from pipelines.plan import PlanStore, RunIdentity, UnitRef, key_hashes, read_identity, write_identity
@@ -113,8 +113,9 @@ class SinkDataset:
         return set(self.layout.committed_shards())
 
     def remove_uncommitted(self) -> list[str]:
-        """Delete what a killed run left behind: temporary files, and tars, ledger fragments
-        and stats of shards whose index fragment (the commit point) was never written."""
+        """Delete what a killed run left behind: temporary files; tars, ledger fragments and
+        stats of shards whose index fragment (the commit point) was never written; and the
+        parts folder (`remove_parts`). Returns the paths removed, files only."""
         committed = self.committed_units()
         doomed = list(self.layout.temporary_files())
         for group in self.fields.groups():
@@ -129,10 +130,23 @@ class SinkDataset:
                 doomed.append(path)
         for path in doomed:
             self.layout.fs.rm(path)
+        doomed += self.remove_parts()
         doomed += self.plan().remove_uncommitted()
         if doomed:
             log.info("removed %d leftovers of an interrupted run", len(doomed))
         return doomed
+
+    def remove_parts(self) -> list[str]:
+        """Delete the parts folder, windows of units kept until their shard is assembled
+        (`pipelines.commit`); returns the files it held. The driver calls it after a run, when no
+        commit reads them: each is a leftover of a committed shard, or a part of one that is not
+        committed, which the next run encodes again from scratch."""
+        folder = self.layout.path(PARTS_DIR)
+        if not self.layout.fs.exists(folder):
+            return []
+        files = sorted(self.layout.fs.find(folder))
+        self.layout.fs.rm(folder, recursive=True)
+        return files
 
     def _stats_files(self) -> list[str]:
         try:
