@@ -1,6 +1,7 @@
 """Memory of one long input through the pipeline, per length: is it bounded whatever the length?
 
     python bench/long_input_memory.py [--hours 1 6 24] [--limit-gb GB] [--cores 2] [--keep] [--processes]
+        [OVERRIDE ...]
 
 For each length in --hours, one input: a 48 kHz stereo FLAC of a 440 Hz sine, which ffmpeg
 writes straight to disk (the PCM never passes through this process). Then `losatok-tokenize
@@ -274,6 +275,9 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=2, help="cluster.num_cpus")
     p.add_argument("--keep", action="store_true", help="keep the work folder (inputs, datasets, logs)")
     p.add_argument("--processes", action="store_true", help="print each process's peak RSS after the table")
+    p.add_argument(
+        "overrides", nargs="*", help="more losatok-tokenize overrides, e.g. cluster.window_seconds=120"
+    )
     args = p.parse_args()
     limit = (args.limit_gb * GB) if args.limit_gb else 0.8 * psutil.virtual_memory().available
     work = Path(tempfile.mkdtemp(prefix="losatok-long-input-"))
@@ -282,7 +286,7 @@ def main() -> None:
     print(
         f"{args.cores} cores, {psutil.virtual_memory().total / GB:.0f} GB; tiny tokenizer on CPU; one 48 kHz "
         f"stereo FLAC per row; run killed above {limit / GB:.1f} GB of machine memory over idle; "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"load average {os.getloadavg()[0]:.1f}" + (f"; {' '.join(args.overrides)}" if args.overrides else "")
     )
     print(
         "| hours | FLAC MB | 16 kHz float32 GB | wall s | machine above idle GB | run's PSS GB | encode actor GB "
@@ -300,6 +304,7 @@ def main() -> None:
                 f"sink.path={folder / 'dataset'}",
                 f"segment.max_seconds={SEGMENT_SECONDS}",
                 f"cluster.num_cpus={args.cores}",
+                *args.overrides,
             ]
             result = watch(command, env, folder / "run", limit)
             stdout = (folder / "run.out").read_text()

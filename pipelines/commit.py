@@ -87,16 +87,8 @@ class ShardCommitter:
         samples = [self._sample(segment, result) for segment, result in encoded]
         # write_shard writes the stats fragment before the index fragment (the commit point)
         written = write_shard(self.layout, unit.index, samples, self.fields, frame_rate=self.frame_rate)
-        return UnitSummary(
-            unit=unit.index,
-            inputs=len(unit.items),
-            samples=written.info.samples,
-            audio_seconds=written.info.seconds,
-            failures=len({f.location for f in failures}),
-            transient=len({f.input_id for f in failures if f.transient}),  # the storage failed
-            bytes=sum(written.bytes_by_group.values()),
-            stages=stages or StageStats(),
-        )
+        info, tars = written.info, sum(written.bytes_by_group.values())
+        return _summary(unit, info.samples, info.seconds, failures, tars, stages or StageStats())
 
     # --- units in windows ------------------------------------------------------------------
     def commit_window(
@@ -177,16 +169,8 @@ class ShardCommitter:
             stats = stats.merge(ChannelStats(item["count"], np.asarray(item["mean"]), np.asarray(item["m2"])))
         write_stats_fragment(self.layout, unit.index, stats)
         write_index_fragment(self.layout, unit.index, rows, DEFAULT_CHECKSUM)
-        return UnitSummary(
-            unit=unit.index,
-            inputs=len(unit.items),
-            samples=len(rows),
-            audio_seconds=sum(r.duration for r in rows),  # as write_shard sums it
-            failures=len({f.location for f in failures}),
-            transient=len({f.input_id for f in failures if f.transient}),
-            bytes=sum(sizes.values()),
-            stages=StageStats(),
-        )
+        seconds = sum(r.duration for r in rows)  # as write_shard sums it
+        return _summary(unit, len(rows), seconds, failures, sum(sizes.values()), StageStats())
 
     def _write_part(
         self,
@@ -355,6 +339,22 @@ def windows_ready(names: set[str]) -> int | None:
     if last is None or not found.issuperset(range(last + 1)):
         return None
     return last + 1
+
+
+def _summary(
+    unit: Unit, samples: int, seconds: float, failures: list[FailureRecord], tars: int, stages: StageStats
+) -> UnitSummary:
+    """The complete row of a committed unit: `tars` bytes of shard tars, every field group."""
+    return UnitSummary(
+        unit=unit.index,
+        inputs=len(unit.items),
+        samples=samples,
+        audio_seconds=seconds,
+        failures=len({f.location for f in failures}),
+        transient=len({f.input_id for f in failures if f.transient}),  # the storage failed
+        bytes=tars,
+        stages=stages,
+    )
 
 
 def _manifest_name(window: int, last: bool) -> str:

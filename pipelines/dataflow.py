@@ -214,6 +214,28 @@ def encode_arguments(config: TokenizeConfig) -> dict[str, Any]:
     }
 
 
+# windows each encode actor and each decode slot may have waiting in the object store
+WINDOWS_PER_ACTOR, WINDOWS_PER_DECODE_SLOT = 4, 2
+
+
+def limit_object_store(cluster: ClusterConfig, sample_rate: int, actors: int) -> int:
+    """Cap the object store memory the dataflow may fill (Ray Data's resource limit), in bytes:
+    WINDOWS_PER_ACTOR windows per encode actor and WINDOWS_PER_DECODE_SLOT per decode slot, a
+    window being `cluster.window_seconds` of float32 audio (38 MB at 600 s). Returns the cap.
+
+    Decode runs ~20x faster than a CPU encoder: without a cap, Ray Data's default (half the
+    object store, itself 30 % of a node's memory) let a long input's windows pile up there,
+    1.2 GB more at 6 hours than at 1 on this machine (bench/long_input_memory.py). The cap makes
+    the bound a number of windows, whatever the inputs' lengths or the node's memory.
+    """
+    window_bytes = cluster.window_seconds * sample_rate * 4
+    slots = ray.cluster_resources().get("CPU", 1) / cluster.decode_cpus
+    limit = int(window_bytes * (WINDOWS_PER_ACTOR * actors + WINDOWS_PER_DECODE_SLOT * slots))
+    options = ray.data.DataContext.get_current().execution_options
+    options.resource_limits = options.resource_limits.copy(object_store_memory=limit)
+    return limit
+
+
 def run_units(
     config: TokenizeConfig,
     units: list[UnitRef],
@@ -237,6 +259,7 @@ def run_units(
         actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(ContentRegistry)
         registry = actor.remote(ray.put(seen))
     actors, actor_args = encode_actor_count(config.cluster)
+    limit_object_store(config.cluster, sample_rate, actors)
     layout = committer.layout
     rows = [{"unit": u.index, "plan": layout.url_of(layout.path(u.partition))} for u in units]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))

@@ -39,6 +39,28 @@ def tiny_run(
     )
 
 
+def dataset_content(path: str | Path, groups: tuple[str, ...] = ("latent",)) -> dict[str, dict[str, Any]]:
+    """Every sample's arrays of the dataset at `path` (those of its field `groups`), by key;
+    asserts no key is indexed twice."""
+    from losatok_data.reader import open_dataset
+
+    reader = open_dataset(str(path))
+    keys = reader.index().column("key").to_pylist()
+    assert len(keys) == len(set(keys)), "a key is indexed twice"
+    return {s.key: dict(s.arrays) for s in reader.iter_samples(groups=groups)}
+
+
+def assert_same_dataset(left: str | Path, right: str | Path, groups: tuple[str, ...] = ("latent",)) -> None:
+    """The two datasets hold the same keys with equal arrays (bit for bit)."""
+    import numpy as np
+
+    a, b = dataset_content(left, groups), dataset_content(right, groups)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        for field in a[key]:
+            np.testing.assert_array_equal(a[key][field], b[key][field], err_msg=f"{key} {field}")
+
+
 def alone(command: list[str]) -> list[str]:
     """`command` in a PID namespace of its own: it sees no other Ray on this machine, and `ray stop`
     there stops only the Ray it started. When it exits, the kernel ends whatever it left behind.

@@ -10,39 +10,22 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
-from losatok_data.reader import open_dataset
 from losatok_data.verify import verify_dataset
 from pipelines.config import (
     FieldsConfig,
     TokenizeConfig,
 )
 from pipelines.run import tokenize
-from pipelines.testing import tiny_run
+from pipelines.testing import assert_same_dataset, tiny_run
 
 pytestmark = pytest.mark.slow
 
 
 def config_for(source: Path, sink: Path) -> TokenizeConfig:
     return tiny_run(source, sink, inputs_per_shard=1, fields=FieldsConfig(logvar=True, semantic=True))
-
-
-def dataset_content(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    reader = open_dataset(str(path))
-    keys = reader.index().column("key").to_pylist()
-    assert len(keys) == len(set(keys)), "a key is indexed twice"
-    return {s.key: dict(s.arrays) for s in reader.iter_samples(groups=("latent", "semantic"))}
-
-
-def assert_same_dataset(left: Path, right: Path) -> None:
-    a, b = dataset_content(left), dataset_content(right)
-    assert sorted(a) == sorted(b)
-    for key in a:
-        for field in a[key]:
-            np.testing.assert_array_equal(a[key][field], b[key][field], err_msg=f"{key} {field}")
 
 
 def committed(sink: Path) -> int:
@@ -86,7 +69,7 @@ def test_driver_killed_with_sigkill_then_rerun_equals_one_uninterrupted_run(
     summary = tokenize(config_for(small_corpus, sink))
     assert summary.ok and summary.units_resumed >= done_before
     assert verify_dataset(str(sink)).ok
-    assert_same_dataset(sink, reference)
+    assert_same_dataset(sink, reference, ("latent", "semantic"))
 
 
 def encode_actor_processes() -> list[psutil.Process]:
@@ -121,4 +104,4 @@ def test_encode_actor_killed_mid_run_loses_nothing(ray_address, small_corpus, re
     summary = outcome["summary"]
     assert summary.ok and summary.units_resumed == 0
     assert verify_dataset(str(sink)).ok
-    assert_same_dataset(sink, reference)
+    assert_same_dataset(sink, reference, ("latent", "semantic"))

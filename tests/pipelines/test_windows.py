@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from losatok_data.reader import open_dataset
 from losatok_data.verify import verify_dataset
 from losatok_input.sources import InputItem
 from losatok_input.testing import convert, synth_music
@@ -24,7 +23,7 @@ from pipelines.config import SegmentConfig
 from pipelines.dataflow import ContentRegistry
 from pipelines.decode import decode_items, decode_windows
 from pipelines.run import tokenize
-from pipelines.testing import tiny_run
+from pipelines.testing import assert_same_dataset, dataset_content, tiny_run
 
 RATE = 16_000
 SEGMENT = SegmentConfig(max_seconds=4.0, min_seconds=1.0)
@@ -78,21 +77,6 @@ def test_a_long_copy_is_left_out_whole_before_any_of_its_windows(long_corpus, tm
     assert inputs == {"a_short", "m_long", "z_short"} and not failures
     assert dropped == {"duplicate_inputs": 1}
     assert left_out == {"m_long_copy": "the same audio as input m_long (sink.dedup)"}
-
-
-def dataset_content(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    reader = open_dataset(str(path))
-    keys = reader.index().column("key").to_pylist()
-    assert len(keys) == len(set(keys)), "a key is indexed twice"
-    return {s.key: dict(s.arrays) for s in reader.iter_samples()}
-
-
-def assert_same_dataset(left: Path, right: Path) -> None:
-    a, b = dataset_content(left), dataset_content(right)
-    assert sorted(a) == sorted(b)
-    for key in a:
-        for field in a[key]:
-            np.testing.assert_array_equal(a[key][field], b[key][field], err_msg=f"{key} {field}")
 
 
 def windowed_run(source: Path, sink: Path, window_seconds: float):
