@@ -1,7 +1,9 @@
 """Memory of one long input through the pipeline, per length: is it bounded whatever the length?
 
-    python bench/long_input_memory.py [--hours 1 6 24] [--limit-gb GB] [--cores 2] [--keep] [--processes]
-        [OVERRIDE ...]
+    python bench/long_input_memory.py [OVERRIDE ...] [--hours 1 6 24] [--limit-gb GB] [--cores 2] [--keep]
+        [--processes]
+
+(OVERRIDEs, such as cluster.window_seconds=120, go to every run, before the options.)
 
 For each length in --hours, one input: a 48 kHz stereo FLAC of a 440 Hz sine, which ffmpeg
 writes straight to disk (the PCM never passes through this process). Then `losatok-tokenize
