@@ -1,9 +1,12 @@
 """The Ray dataflow: units stream through decode tasks (CPU, spread over the cluster), encode
 actors (one per accelerator) and commit actors, with Ray Data's backpressure in between.
 
-Each row is one unit; the stages themselves are the plain functions of `decode`, `encode`
-and `commit`, which run and are tested without Ray. Ray Data restarts a dead actor and retries
-its unit; a unit commits atomically, so a retry never duplicates a sample.
+Each row is one unit, or one window of a unit that holds more than `cluster.window_seconds` of
+audio (the decode task yields them as it goes); the stages themselves are the plain functions of
+`decode`, `encode` and `commit`, which run and are tested without Ray. Ray Data restarts a dead
+actor and retries its row; a unit commits atomically (its windows as parts, assembled once all
+are there), so a retry never duplicates a sample. The object store the rows fill is capped at a
+few windows per stage slot (`limit_object_store`), so memory does not follow an input's length.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ the card is rebuilt in `pipelines.finalise`.
 Beyond the `losatok_data` layout the pipeline keeps small files of its own at the root:
 `run.json` (what wrote this dataset: tokenizer, fields, segmentation), `plan/` and
 `generations/` (which inputs make which shard, one generation per append; see
-`pipelines.plan`), `lease.json` (the one run writing now; see `pipelines.lease`) and
-`runs/run-*.json` (one log per run: counts, nodes, speed).
+`pipelines.plan`), `lease.json` (the one run writing now; see `pipelines.lease`),
+`runs/run-*.json` (one log per run: counts, nodes, speed) and, while a run goes, `parts/`
+(windows of units not yet assembled into their shards; see `pipelines.commit`).
 """
 
 from __future__ import annotations
