@@ -1,5 +1,6 @@
-"""Long inputs travel in windows: bounded windows that add up to the whole, one shard assembled
-from their parts exactly once, also after a run that died inside a windowed unit."""
+"""Long inputs travel in windows: bounded windows that add up to the whole unit, sample for
+sample. Parts and their assembly: test_commit_windows.py; runs killed inside windowed units:
+test_resume.py."""
 
 from __future__ import annotations
 
@@ -11,18 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from losatok import preset
-from losatok_data.verify import verify_dataset
 from losatok_input.sources import InputItem
 from losatok_input.testing import convert, synth_music
 from pipelines.config import SegmentConfig
 from pipelines.dataflow import ContentRegistry
 from pipelines.decode import decode_items, decode_windows
-from pipelines.plan import Unit
-from pipelines.records import EncodedSegment, Segment
-from pipelines.run import run_identity, tokenize
-from pipelines.sink import SinkDataset
-from pipelines.testing import dataset_content, tiny_run
+from pipelines.testing import tiny_run
 
 RATE = 16_000
 SEGMENT = SegmentConfig(max_seconds=4.0, min_seconds=1.0)
@@ -81,34 +76,3 @@ def test_a_long_copy_is_left_out_whole_before_any_of_its_windows(long_corpus, tm
 def windowed_run(source: Path, sink: Path, window_seconds: float):
     config = tiny_run(source, sink, inputs_per_shard=8, window_seconds=window_seconds)
     return replace(config, segment=SEGMENT)
-
-
-def test_a_unit_in_windows_commits_its_shard_once_and_clears_what_a_killed_run_left(
-    ray_address, long_corpus, tmp_path
-):
-    # That windows equal a whole unit is tested without Ray: `decode_windows` against
-    # `decode_items` above, and assembled shards against `commit_unit`'s byte for byte in
-    # test_commit_windows.py. Here, the run end to end, after a killed one: a stale part whose
-    # manifest says window 0 is the unit's only one, over a sample that is not the unit's
-    sink = tmp_path / "ds"
-    config = windowed_run(long_corpus, sink, 20.0)
-    dataset = SinkDataset.open(
-        config.sink, config.fields, preset("tiny"), run_identity(config, preset("tiny"))
-    )
-    segment = Segment(
-        "stale_0000", "stale", "/nowhere.wav", 0.0, np.empty(0, np.float32), RATE, num_samples=RATE
-    )
-    latents = {f.name: np.zeros((25, *f.frame_shape), f.dtype) for f in dataset.fields}
-    unit = Unit(0, tuple(items_of(long_corpus)))
-    dataset.committer()._write_part(unit, 0, True, [(segment, EncodedSegment(latents, 25))], [])
-    assert (sink / "parts" / "shard-000000" / "window-000000.last.json").exists()
-
-    summary = tokenize(config)
-    assert summary.ok and summary.units == 1 and summary.inputs == 3
-    expected, _ = decode_items(items_of(long_corpus), SEGMENT, RATE, {}, 1)
-    assert summary.samples == len(expected) and summary.audio_seconds == pytest.approx(106.5, abs=0.1)
-    # each sample once (the pipeline's keys add a hash of the location to the file's name)
-    keys = sorted(k.rsplit("-", 1)[0] + "_" + k.rsplit("_", 1)[1] for k in dataset_content(sink))
-    assert keys == sorted(s.key for s in expected)
-    assert verify_dataset(str(sink)).ok
-    assert not (sink / "parts").exists()  # the windows' parts are gone once the shard is committed
