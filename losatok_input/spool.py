@@ -2,7 +2,8 @@
 (`SpooledWave`), never held whole in memory.
 
 An hour of 16 kHz mono float32 is 230 MB, and the in-memory decode peaks at several times that.
-torchcodec 0.11 cannot stream (each range decodes again from the stream's start), but the
+torchcodec 0.11 cannot stream (each range decodes again from the stream's start, and ranges
+come out shifted at their edges: bench/spool_decode.py), but the
 `ffmpeg` command line can: its output is read ~4 MB at a time, averaged over channels and
 appended to the file, so a decode's memory is a few MB whatever the input's length. A 16 kHz mono
 PCM wav needs no FFmpeg at all: its bytes are the samples (`PcmLayout.samples`), read in pieces.
@@ -256,9 +257,9 @@ def _spool_ffmpeg(wave: SpooledWave, path: str, channels: int, gain: float, labe
 
     One or two channels: swresample downmixes to one before resampling, as torchcodec's decoder
     does, and `gain` (MonoDecoder's) scales that to the mean: the same samples bit for bit, and
-    a third less work than resampling both channels (a 10-minute 48 kHz stereo FLAC: 0.91 s
-    against 1.24 s). More: every channel is resampled (interleaved float32) and averaged here,
-    as MonoDecoder averages them.
+    less work than resampling both channels (a 10-minute 48 kHz stereo FLAC: 0.99 s against
+    1.19 s, bench/spool_decode.py). More: every channel is resampled (interleaved float32) and
+    averaged here, as MonoDecoder averages them.
     """
     executable = shutil.which("ffmpeg")
     if executable is None:

@@ -11,6 +11,7 @@ few windows per stage slot (`limit_object_store`), so memory does not follow an 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -138,26 +139,24 @@ def decode_stage(
             claim,
             left_out,
         )
-        # one window of look-ahead: a window is known to be the last only once the next is not
+        # one window of look-ahead: a window is known to be the last only once the next is not;
+        # the unit's failures and what it left out go with its last window, each window's time with it
         held, number = next(windows), 0
-        for following in windows:
+        for following in itertools.chain(windows, [None]):  # lazily: a window at a time
+            last = following is None
             stages = StageStats(
                 decode_node=_node(),
                 decode_seconds=time.perf_counter() - started,
                 decode_started_at=started_at,
+                **(
+                    {"skipped": skipped.to_dict(), "dropped": dict(+dropped), "left_out": left_out}
+                    if last
+                    else {}
+                ),
             )
-            yield _payload_batch(index, (unit, number, False, held, [], stages))
+            yield _payload_batch(index, (unit, number, last, held, failures if last else [], stages))
             held, number = following, number + 1
             started_at, started = time.time(), time.perf_counter()
-        stages = StageStats(
-            decode_node=_node(),
-            decode_seconds=time.perf_counter() - started,
-            decode_started_at=started_at,
-            skipped=skipped.to_dict(),
-            dropped=dict(+dropped),  # reasons with a count only
-            left_out=left_out,
-        )
-        yield _payload_batch(index, (unit, number, True, held, failures, stages))
 
 
 def _payload_batch(unit: Any, payload: tuple) -> dict[str, list]:
