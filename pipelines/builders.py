@@ -132,7 +132,6 @@ def check(config: TokenizeConfig) -> None:
     positive = {
         "sink.inputs_per_shard": config.sink.inputs_per_shard,
         "sink.shard_input_mb": config.sink.shard_input_mb,
-        "cluster.max_frames_per_batch": config.cluster.max_frames_per_batch,
         "cluster.retries": config.cluster.retries,
         "cluster.retry_base_seconds": config.cluster.retry_base_seconds,
         "cluster.retry_max_seconds": config.cluster.retry_max_seconds,
@@ -140,6 +139,8 @@ def check(config: TokenizeConfig) -> None:
         "cluster.decode_cpus": config.cluster.decode_cpus,
         "cluster.window_seconds": config.cluster.window_seconds,
     }
+    if config.cluster.max_frames_per_batch is not None:  # None: the device's default
+        positive["cluster.max_frames_per_batch"] = config.cluster.max_frames_per_batch
     for name, value in positive.items():
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")

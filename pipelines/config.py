@@ -75,7 +75,9 @@ class ClusterConfig:
     encode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"accelerator": 1} in tests
     decode_cpus: float = 1.0  # CPUs a decode task reserves
     encode_threads: int | None = None  # CPU-only encode: torch threads per actor (None: the node's cores)
-    max_frames_per_batch: int = 25 * 600  # encode batch budget: B x T_max <= this (600 s at 25 Hz)
+    # encode batch budget: B x T_max <= this, in latent frames (25 Hz); None: 15000 on a GPU,
+    # 750 on CPU (pipelines.encode.batch_budget)
+    max_frames_per_batch: int | None = None
     # a unit travels from decode to commit in windows of about this much audio, and an input
     # longer than this is decoded to local disk (TMPDIR: 230 MB per hour) rather than held:
     # each process's memory is bounded by a few windows, whatever the inputs' lengths

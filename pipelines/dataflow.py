@@ -180,10 +180,10 @@ class EncodeStage:
     """Ray actor body: the model is loaded once per actor and kept."""
 
     def __init__(
-        self, model: ModelConfig, fields: FieldsConfig, max_frames: int, threads: int | None = None
+        self, model: ModelConfig, fields: FieldsConfig, max_frames: int | None, threads: int | None = None
     ) -> None:
-        """`max_frames`: an encode batch's budget (count x longest, in latent frames); `threads`:
-        torch threads on a CPU-only node (None: the node's cores)."""
+        """`max_frames`: an encode batch's budget (count x longest, in latent frames; None: by
+        device); `threads`: torch threads on a CPU-only node (None: the node's cores)."""
         import torch
 
         from pipelines.encode import SegmentEncoder  # torch and the model: the encode actor's only

@@ -40,6 +40,19 @@ def plan_batches(frame_counts: Sequence[int], max_frames: int) -> list[list[int]
     return batches
 
 
+# an encode batch's default budget (count x longest, in 25 Hz latent frames) by device. A GPU
+# wants large batches (600 s of audio). On CPU, batches past ~30 s of audio run slower, not faster:
+# the tiny model encodes 810 audio s/s in batches of 6 x 5 s against 600 in batches of 120 x 5 s
+# on this 2-core machine, and the official model on CPU is no faster past that
+# (bench/encoder_throughput.py --presets tiny --batch-sizes 1 2 6 12 24 48 120)
+BATCH_FRAMES = {"cuda": 25 * 600, "cpu": 25 * 30}
+
+
+def batch_budget(max_frames: int | None, device: torch.device) -> int:
+    """`max_frames` when given, else the default budget of `device`'s kind (BATCH_FRAMES)."""
+    return max_frames or BATCH_FRAMES.get(device.type, BATCH_FRAMES["cuda"])
+
+
 def build_model(config: ModelConfig) -> LoSATok:
     """The tokenizer every actor uses: from a checkpoint, the Hub (official), or seeded so all actors agree."""
     torch.manual_seed(config.seed)
@@ -56,14 +69,18 @@ class SegmentEncoder:
     """Loads the model once and encodes lists of waveforms into storage-ready arrays."""
 
     def __init__(
-        self, model: ModelConfig, fields: FieldsConfig, max_frames: int, device: str | None = None
+        self,
+        model: ModelConfig,
+        fields: FieldsConfig,
+        max_frames: int | None = None,
+        device: str | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = build_model(model).to(self.device)
         self.bf16 = model.bf16
         self.fields = fields
         self.dtype = np.dtype(fields.dtype)
-        self.max_frames = max_frames
+        self.max_frames = batch_budget(max_frames, self.device)  # None: by device
 
     def field_names(self) -> list[str]:
         names = ["latent"]

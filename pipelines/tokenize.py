@@ -41,7 +41,7 @@ def main() -> None:
 def _main(cfg: DictConfig) -> None:
     global _started
     _started = True
-    from losatok.checkpoint import CheckpointError
+    from losatok.errors import CheckpointError  # not losatok.checkpoint: it imports torch
     from losatok_storage.retry import TransientStorageError
     from losatok_storage.secrets import scrub, secret_values
     from pipelines.lease import LeaseHeldError

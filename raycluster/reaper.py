@@ -40,7 +40,7 @@ def watch_this_process() -> None:
     _pipe_write_end = write_end  # not inheritable: children of ours do not hold the pipe open
 
 
-def reap(driver_pid: int, fd: int, poll_seconds: float = 0.5, grace_seconds: float = 3.0) -> list[int]:
+def reap(driver_pid: int, fd: int, poll_seconds: float = 1.0, grace_seconds: float = 3.0) -> list[int]:
     """Wait for the driver to go, then end its remaining descendants; returns their pids."""
     import psutil
 
@@ -84,23 +84,21 @@ def survivors(seen: dict[int, float]) -> list:
 
 
 def note_descendants(root, seen: dict[int, float], exclude: int) -> None:
-    """Add every live descendant of `root` to `seen`; a process that ends meanwhile is skipped."""
+    """Add every live descendant of `root` to `seen`; a process that ends meanwhile is skipped.
+
+    One pass over /proc per call (psutil's recursive `children`): a walk asking each process for
+    its children reads all of /proc once per process, ~3 CPU-s per minute beside a local Ray.
+    """
     import psutil
 
-    stack = [root]
-    while stack:
-        process = stack.pop()
-        try:
-            children = process.children()
-        except psutil.Error:  # gone, a zombie, or not ours to inspect: its subtree is skipped
-            continue
-        for child in children:
-            try:
-                if child.pid != exclude:
-                    seen[child.pid] = child.create_time()
-                stack.append(child)
-            except psutil.Error:
-                continue
+    try:
+        descendants = root.children(recursive=True)
+    except psutil.Error:  # gone, a zombie, or not ours to inspect
+        return
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            if child.pid != exclude:
+                seen[child.pid] = child.create_time()
 
 
 if __name__ == "__main__":

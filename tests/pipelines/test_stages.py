@@ -10,7 +10,7 @@ from losatok_input.sources import InputItem, input_key
 from losatok_storage.retry import with_retries
 from pipelines.config import FieldsConfig, ModelConfig, SegmentConfig
 from pipelines.decode import decode_items
-from pipelines.encode import SegmentEncoder, build_model, frames_of, plan_batches
+from pipelines.encode import BATCH_FRAMES, SegmentEncoder, batch_budget, build_model, frames_of, plan_batches
 from pipelines.plan import make_units
 from pipelines.records import EncodeFailure
 from pipelines.segment import segment_bounds
@@ -147,3 +147,12 @@ def test_encoder_reports_float16_overflow_instead_of_storing_inf():
         encoder.model.fc_mu.bias.fill_(1e6)
     (result,) = encoder.encode([np.zeros(16_000, np.float32)])
     assert isinstance(result, EncodeFailure) and "overflows float16" in str(result)
+
+
+def test_batch_budget_defaults_by_device_and_a_given_one_is_kept():
+    # a CPU encodes fastest in batches of ~30 s of audio, a GPU in large ones (BATCH_FRAMES)
+    assert SegmentEncoder(ModelConfig(preset="tiny"), FieldsConfig()).max_frames == BATCH_FRAMES["cpu"]
+    assert batch_budget(None, torch.device("cuda")) == BATCH_FRAMES["cuda"] > BATCH_FRAMES["cpu"]
+    assert batch_budget(1234, torch.device("cpu")) == batch_budget(1234, torch.device("cuda")) == 1234
+    # the budget shapes the batches: 40 one-second segments are 2 batches on CPU by default
+    assert len(plan_batches([frames_of(16_000)] * 40, BATCH_FRAMES["cpu"])) == 2

@@ -84,6 +84,7 @@ def test_missing_checkpoint(monkeypatch, capsys, source, tmp_path):
         ("segment.max_seconds=abc", "segment.max_seconds must be a number, got 'abc'"),
         ("sink.inputs_per_shard=0", "sink.inputs_per_shard must be positive"),
         ("cluster.retries=-1", "cluster.retries must be positive"),
+        ("cluster.max_frames_per_batch=0", "cluster.max_frames_per_batch must be positive"),
         ("cluster.max_failure_fraction=2", "cluster.max_failure_fraction"),
     ],
 )
