@@ -19,12 +19,16 @@ and the ratio pipeline / loop of the runs taken back to back (goal: >= 0.8 on sm
 time) and its steady rate: the audio of every shard after the first over the time from the
 first shard's commit to the last one's (a shard's index fragment is its commit point; its
 file's mtime says when), with the time from the command's start to that first commit. The
-loop's wall includes its own start-up (the model's load, its workers' start).
+loop's wall includes its own start-up (the model's load, its workers' start). After the table,
+where each pipeline run's time went, from its run log's timeline: tokenize() began (the
+command's imports and config), Ray up, planned, first decode, first encode, first and last
+commit, the run log written (the finalise done), and when the command exited.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -139,6 +143,12 @@ def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str,
     if found is None:
         raise SystemExit(f"no summary line in losatok-tokenize's output:\n{done.stdout[-3000:]}")
     hours, seconds, busy, decode = (float(g) for g in found.groups())
+    (log,) = (sink / "runs").glob("*.json")  # the run log: where the run's time went (RunSummary.timeline)
+    run_log = json.loads(log.read_text())
+    timeline = {"tokenize() began": run_log["started_at"] - started_at}  # the command's imports and config
+    timeline |= {event: at + timeline["tokenize() began"] for event, at in run_log["timeline"].items()}
+    timeline["run log written"] = timeline["tokenize() began"] + run_log["wall_seconds"]
+    timeline = dict(sorted(timeline.items(), key=lambda event: event[1]))
     # steady state, from the dataset itself: each shard's index fragment is its commit point,
     # written when the shard is done; the audio of the shards after the first over the time
     # from the first commit to the last (start-up is the time to the first)
@@ -155,6 +165,7 @@ def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str,
         "decode_task_s": decode,
         "steady": steady,
         "first_commit": commits[0][0] - started_at,
+        "timeline": timeline,
     }
 
 
@@ -180,6 +191,7 @@ def main() -> None:
         "| pipeline steady (first commit at) | pipeline / loop | steady / loop |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    timelines = []
     for name, count, low, high in corpora:
         corpus = work / name
         audio = make_corpus(corpus, count, low, high, rng)
@@ -195,6 +207,11 @@ def main() -> None:
                 f"| {(audio / wall) / loop:.2f} | {summary['steady'] / loop:.2f} |",
                 flush=True,
             )
+            events = ", ".join(f"{event} {at:.1f}" for event, at in summary["timeline"].items())
+            timelines.append(f"- {name}, run {run + 1}: {events}; exited {wall:.1f}")
+    print("\nWhere each pipeline run's time went, s from the command's start (its run log's timeline):")
+    for line in timelines:
+        print(line)
     print(f"work folder (delete when done): {work}")
 
 

@@ -9,13 +9,19 @@ appended to the file, so a decode's memory is a few MB whatever the input's leng
 PCM wav needs no FFmpeg at all: its bytes are the samples (`PcmLayout.samples`), read in pieces.
 A remote object is copied to a local file first (FFmpeg needs to seek in an mp4 whose index is
 at its end), range by range with the storage retry policy, and the copy is deleted after.
+
+A process killed outright (SIGKILL, the OOM killer) cannot delete its files. Their names carry
+the host and the process id, and the first spool or copy a process makes deletes those of
+this host's processes that no longer run (`sweep_orphans`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import weakref
@@ -36,6 +42,52 @@ READ_BYTES = 4 << 20
 # outage part-way costs one range again, not the whole object.
 COPY_BYTES = 16 << 20
 _FLOAT = np.dtype(np.float32)
+
+
+def _temporary(kind: str, suffix: str, directory: str | None = None) -> tuple[int, str]:
+    """(descriptor, path) of a new temporary file named for this host and process; the first
+    call of a process sweeps the files its host's dead processes left (`sweep_orphans`)."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_orphans(directory)
+    prefix = f"losatok-{kind}-{socket.gethostname()}-{os.getpid()}-"
+    return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+
+
+_swept = False  # this process swept its temporary directory once
+
+
+def sweep_orphans(directory: str | None = None) -> list[str]:
+    """Delete the spools and copies in `directory` (None: TMPDIR) that processes of this host
+    left when they were killed: the process their name holds no longer runs. Returns their paths.
+
+    A host's name keeps hosts (and containers) that share a directory from judging each
+    other's process ids. An open spool deleted by mistake would still read: it is read through
+    its descriptor.
+    """
+    directory = directory or tempfile.gettempdir()
+    owned = re.compile(rf"losatok-(?:spool|copy)-{re.escape(socket.gethostname())}-(\d+)-")
+    removed = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            found = owned.match(entry.name)
+            if found and not _runs(int(found.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process `pid` runs on this host (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(fd: int, path: str, owner: int) -> None:
@@ -67,7 +119,7 @@ class SpooledWave:
     def __init__(self, sample_rate: int, directory: str | None = None) -> None:
         """An empty spool in `directory` (None: TMPDIR, via `tempfile`); filled by `spool_file`."""
         self.sample_rate = sample_rate
-        fd, self.path = tempfile.mkstemp(prefix="losatok-spool-", suffix=".f32", dir=directory)
+        fd, self.path = _temporary("spool", ".f32", directory)
         self._fd = fd
         self._finalizer = weakref.finalize(self, _remove, fd, self.path, os.getpid())
         self._length = 0  # samples written
@@ -176,7 +228,7 @@ def spool_remote(
 def spool_bytes(data: bytes, sample_rate: int, name: str) -> SpooledWave:
     """Audio held as bytes (an object read whole) as a SpooledWave, by way of a temporary file.
     Raises AudioError naming `name`."""
-    fd, copy = tempfile.mkstemp(prefix="losatok-copy-", suffix=_suffix(name))
+    fd, copy = _temporary("copy", _suffix(name))
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -198,7 +250,7 @@ def copy_to_local(
     fs, path = fsspec.core.url_to_fs(location, **storage_options)
     if not size:
         size, _ = with_retries(lambda: fs.size(path), retries)
-    fd, copy = tempfile.mkstemp(prefix="losatok-copy-", suffix=_suffix(location))
+    fd, copy = _temporary("copy", _suffix(location))
     try:
         with os.fdopen(fd, "wb") as out:
             for offset in range(0, size, COPY_BYTES):

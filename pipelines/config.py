@@ -83,7 +83,10 @@ class ClusterConfig:
     # each process's memory is bounded by a few windows, whatever the inputs' lengths
     # (bench/long_input_memory.py; docs/tokenizing.md). Shorter units go whole, as one window
     window_seconds: float = 600.0
-    dashboard_host: str = "127.0.0.1"  # Ray's dashboard stays on loopback unless set otherwise
+    # a local Ray's dashboard (Ray's web UI), off unless asked for: it adds 2 s to Ray's start
+    # and keeps a few processes busy (bench/vs_loop.py --trace); on loopback unless set otherwise
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
     max_failure_fraction: float = 0.05  # the run exits non-zero past this fraction of failed inputs
     # every storage call (reads, listings, writes, moves, existence checks) retries a transient
     # error with exponential backoff and jitter: `retries` attempts, the first wait

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(cluster: ClusterConfig) -> None:
-    """Join the configured cluster, or start a local one on this machine (dashboard on loopback).
+    """Join the configured cluster, or start a local one on this machine (with cluster.dashboard,
+    its dashboard on `cluster.dashboard_host`).
 
     A cluster that is not there, or whose token authentication differs from this driver's,
     raises `raycluster.connect.ClusterError` (one line) before anything is written.
@@ -45,7 +46,13 @@ def init_ray(cluster: ClusterConfig) -> None:
         flag = f"cluster.address={cluster.address}" if cluster.address != "auto" else "cluster=auto"
         join_or_start(cluster.address, flag, _node_ip_address=cluster.node_ip_address)
     else:  # a Ray of this machine: its size, and where its dashboard listens
-        join_or_start(None, "", num_cpus=cluster.num_cpus, dashboard_host=cluster.dashboard_host)
+        join_or_start(
+            None,
+            "",
+            num_cpus=cluster.num_cpus,
+            include_dashboard=cluster.dashboard,
+            dashboard_host=cluster.dashboard_host,
+        )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own progress line says more in less space
     context.print_on_execution_start = False
@@ -198,9 +205,14 @@ class EncodeStage:
         payloads = []
         for blob in batch["payload"]:
             unit, window, last, segments, failures, stages = unpack_payload(blob)
-            started = time.perf_counter()
+            started_at, started = time.time(), time.perf_counter()
             results = self.encoder.encode([s.float_wav() for s in segments])
-            stages = replace(stages, encode_node=_node(), encode_seconds=time.perf_counter() - started)
+            stages = replace(
+                stages,
+                encode_node=_node(),
+                encode_seconds=time.perf_counter() - started,
+                encode_started_at=started_at,
+            )
             segments = [s.without_audio() for s in segments]  # the commit stage needs no audio
             payloads.append(pack_payload((unit, window, last, segments, results, failures, stages)))
         return {"unit": list(batch["unit"]), "payload": payloads}

@@ -64,6 +64,7 @@ class StageStats:
     left_out: dict[str, str] = field(default_factory=dict)  # input key -> why it was left out whole
     encode_node: str = ""
     encode_seconds: float = 0.0
+    encode_started_at: float = 0.0  # epoch s
     encode_ready_at: float | None = None  # epoch s the encode actor was up; bench/pipeline_feed.py's only
 
 

@@ -69,6 +69,15 @@ class RunSummary:
     skipped: dict = field(default_factory=dict)  # files the listing left out: SkippedFiles.to_dict()
     dropped: dict[str, int] = field(default_factory=dict)  # left out while decoding, by reason
     ok: bool = True
+    started_at: float = 0.0  # epoch s the run began
+    # when the run got where (s after started_at): "ray" (Ray up), "planned", "first_decode",
+    # "first_encode" (the first window's work began), "first_commit", "last_commit"
+    timeline: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, event: str, at: float | None = None) -> None:
+        """Note `event` at epoch s `at` (now by default), keeping its earliest time."""
+        seconds = round((at or time.time()) - self.started_at, 3)
+        self.timeline[event] = min(seconds, self.timeline.get(event, seconds))
 
     def add_unit(self, unit: UnitSummary) -> None:
         """Count a row of the dataflow: a committed unit's samples and audio, and the nodes and
@@ -79,6 +88,15 @@ class RunSummary:
         self.encode_nodes |= {unit.stages.encode_node} - {""}
         self.decode_busy_seconds += unit.stages.decode_seconds
         self.encode_busy_seconds += unit.stages.encode_seconds
+        for event, at in (
+            ("first_decode", unit.stages.decode_started_at),
+            ("first_encode", unit.stages.encode_started_at),
+        ):
+            if at:
+                self.mark(event, at)
+        if unit.complete:
+            self.mark("first_commit")
+            self.timeline["last_commit"] = round(time.time() - self.started_at, 3)
         for reason, count in unit.stages.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
 
@@ -114,6 +132,11 @@ class RunSummary:
             + (f"; {self.skipped_line()}" if self.skipped.get("total") else "")
             + (f"; {self.dropped_line()}" if any(self.dropped.values()) else "")
             + (f"; {self.recovered} inputs failed before and have samples now" if self.recovered else "")
+            + (
+                f"; first shard committed {self.timeline['first_commit']:.1f} s in"
+                if "first_commit" in self.timeline
+                else ""
+            )
         )
 
     def transient_line(self) -> str:
@@ -224,7 +247,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
     Holding the dataset's lease, a `TokenizeRun` plans, executes and finalises the run.
     Raises LeaseHeldError at once when another live run writes the dataset.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     check_paths(config)  # before anything is written: a bad path leaves no trace
     config = pin_published_revision(config)
     tokenizer = model_config(config)  # reads a checkpoint's header once
@@ -243,6 +266,7 @@ def tokenize(config: TokenizeConfig) -> RunSummary:
             config.sink, config.fields, tokenizer, identity, config.cluster.retry_policy()
         )
         run = TokenizeRun(config, tokenizer, identity, run_id, dataset, lease)
+        run.summary.started_at = started_at
         plan_while_ray_starts(run, config)
         run.execute()
         return run.finalise(started)
@@ -267,6 +291,7 @@ def plan_while_ray_starts(run: TokenizeRun, config: TokenizeConfig) -> None:
     planner.start()
     try:
         init_ray(config.cluster)
+        run.summary.mark("ray")
     finally:
         planner.join()
     if failed:
@@ -328,6 +353,7 @@ class TokenizeRun:
         self.generations = store.generations()
         self.pending = store.pending(committed, self.generations)
         record_plan(summary, report, self.generations, self.pending)
+        summary.mark("planned")
         log.info("%s", summary.describe_plan())
         log.info(
             "%d shards planned, %d already committed, %d to do",

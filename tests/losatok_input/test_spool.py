@@ -7,7 +7,9 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import signal
 import subprocess
+import sys
 import tempfile
 import tracemalloc
 
@@ -252,3 +254,31 @@ def test_spooling_ten_minutes_holds_a_few_megabytes(tmp_path, spool_dir):
         tracemalloc.stop()
     assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MB"
     assert leftovers(spool_dir) == []
+
+
+def test_spools_of_a_killed_process_are_swept_by_the_next_one(tmp_path, monkeypatch):
+    # a process SIGKILLed while it holds a spool leaves the file: nothing of it runs to delete it
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from losatok_input.spool import SpooledWave;"
+            f"w = SpooledWave(16_000, {str(tmp_path)!r}); w._append(__import__('numpy').ones(10, 'f4'));"
+            "print(w.path, flush=True); os.kill(os.getpid(), signal.SIGKILL)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    left = killed.stdout.strip()
+    assert killed.returncode == -signal.SIGKILL and os.path.exists(left)
+    mine = SpooledWave(16_000, str(tmp_path))  # a live process's spool: never swept
+    elsewhere = tmp_path / "losatok-spool-another-host-999999-x.f32"
+    elsewhere.write_bytes(b"")  # another host's: its process ids are not this host's to judge
+    monkeypatch.setattr(spool, "_swept", False)  # as in a process that has not swept yet
+    fresh = SpooledWave(16_000, str(tmp_path))  # the first spool of a process sweeps
+    assert not os.path.exists(left)
+    assert os.path.exists(mine.path) and os.path.exists(fresh.path) and elsewhere.exists()
+    assert spool.sweep_orphans(str(tmp_path)) == []  # nothing more to sweep
+    mine.close()
+    fresh.close()

@@ -49,6 +49,16 @@ def test_mixed_corpus_end_to_end(ray_address, mixed_corpus, tmp_path):
     root, corpus = mixed_corpus
     summary = tokenize(config_for(str(root), str(tmp_path / "ds")))
     assert summary.ok and summary.units == 4  # 12 inputs, 3 per shard
+    # where the run's time went, in the order it happened (joining a running Ray marks "ray" too)
+    events = ["ray", "planned", "first_decode", "first_encode", "first_commit", "last_commit"]
+    assert set(summary.timeline) == set(events), summary.timeline
+    assert summary.timeline["planned"] <= summary.timeline["first_decode"]
+    assert (
+        summary.timeline["first_decode"]
+        <= summary.timeline["first_encode"]
+        <= summary.timeline["first_commit"]
+    )
+    assert summary.timeline["last_commit"] <= summary.wall_seconds
 
     report = verify_dataset(str(tmp_path / "ds"))
     assert report.ok, report.summary()
