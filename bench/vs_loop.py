@@ -1,6 +1,7 @@
 """The pipeline against the loop a user writes instead: same files, same cores, one run.
 
     python bench/vs_loop.py [--small 3000] [--long 12] [--runs 2] [--skip-long] [--skip-small]
+                            [--loop-batch 32] [--fixed] [--cpu]
 
 Two corpora of 16 kHz mono 16-bit wav, cut from real audio made here (sox music and espeak-ng
 speech, mixed so no two files are alike):
@@ -8,9 +9,10 @@ speech, mixed so no two files are alike):
   long   --long files of 5 to 10 min
 On each, in turns (loop, pipeline, loop, pipeline, ... --runs times), in audio s per wall s:
   loop      what stable-audio-tools' pre_encode.py does: a torch DataLoader whose workers (one
-            per core) decode with torchcodec to 16 kHz mono, batches of 32 files encoded in this
-            process with the tiny tokenizer (`SegmentEncoder`; a long file in 30 s pieces, as
-            the pipeline's segment.max_seconds=30 cuts it), one .npy of latents per file
+            per core) decode with torchcodec to 16 kHz mono, batches of --loop-batch files
+            encoded in this process with the tiny tokenizer (`SegmentEncoder`, at most 600 s of
+            audio a forward pass; a long file in 30 s pieces, as the pipeline's
+            segment.max_seconds=30 cuts it), one .npy of latents per file
   pipeline  `losatok-tokenize` as a user runs it, in a fresh process (its start-up, Ray's and
             the model's, counted), into a dataset: plan, decode tasks, encode actor, commit
             actors, verify-ready shards, index, card
@@ -19,27 +21,34 @@ and the ratio pipeline / loop of the runs taken back to back (goal: >= 0.8 on sm
 time) and its steady rate: the audio of every shard after the first over the time from the
 first shard's commit to the last one's (a shard's index fragment is its commit point; its
 file's mtime says when), with the time from the command's start to that first commit. The
-loop's wall includes its own start-up (the model's load, its workers' start). After the table,
+loop runs as a script in a fresh process, and its wall includes its start-up as the
+pipeline's does (the interpreter, torch's import, the model's load, its workers' start).
+--fixed adds the pipeline's fixed cost: a run of 2 one-second files. After the table,
 where each pipeline run's time went, from its run log's timeline: tokenize() began (the
 command's imports and config), Ray up, planned, first decode, first encode, first and last
-commit, the run log written (the finalise done), and when the command exited.
+commit, the run log written (the finalise done), and when the command exited. With --cpu,
+where its CPU time went: the command's processes and all their descendants sampled every
+0.25 s, by kind (encode actor, decode tasks, commit actors, driver, Ray Data's actors, Ray's
+own processes, the reaper).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,8 +91,18 @@ def make_corpus(root: Path, count: int, low: float, high: float, rng: np.random.
     return float(sum(int(s * RATE) for s in lengths) / RATE)
 
 
+def loop_process(corpus: Path, out: Path, workers: int, batch: int) -> float:
+    """The user's loop as a user runs it, a script in a fresh process; its wall seconds, from
+    the process's start (the interpreter, torch's import) to its exit."""
+    command = [sys.executable, __file__, "--loop-in", str(corpus), str(out)]
+    command += ["--cores", str(workers), "--loop-batch", str(batch)]
+    started = time.perf_counter()
+    subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    return time.perf_counter() - started
+
+
 def run_loop(corpus: Path, out: Path, workers: int, batch: int = 32, piece_seconds: float = 30.0) -> float:
-    """The user's loop; returns its wall seconds (start-up included: the model's load)."""
+    """The user's loop, in this process; returns its wall seconds (the model's load included)."""
     import torch
     from torch.utils.data import DataLoader
     from torchcodec.decoders import AudioDecoder
@@ -120,8 +139,63 @@ def run_loop(corpus: Path, out: Path, workers: int, batch: int = 32, piece_secon
     return time.perf_counter() - started
 
 
-def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str, float]]:
-    """`losatok-tokenize` in a fresh process; (wall seconds, what its summary line reports)."""
+# what a process of the run is, from its command line (Ray titles a worker by what it runs)
+KINDS = (
+    ("EncodeStage", "encode actor"),
+    ("decode_stage", "decode tasks"),
+    ("CommitStage", "commit actors"),
+    ("raycluster.reaper", "the reaper (ours)"),
+    ("_StatsActor", "Ray Data's actors"),
+    ("_AutoscalingCoordinatorActor", "Ray Data's actors"),
+    ("ActorLocationTracker", "Ray Data's actors"),
+    ("ray::IDLE", "Ray workers that ran nothing yet (their start)"),
+)
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds (user + system) of a process and all its descendants, by kind (KINDS; the
+    root is the driver, the rest Ray's own processes: raylet, GCS, agents, log monitor), sampled
+    every `every` s: a process that ends between samples loses at most its last `every` s."""
+
+    def __init__(self, root: int, every: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.root, self.every = root, every
+        self.seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds so far)
+        self.done = threading.Event()
+
+    def kind(self, process: Any, before: str | None) -> str:
+        if process.pid == self.root:
+            return "driver"
+        line = " ".join(process.cmdline())
+        found = next((kind for key, kind in KINDS if key in line), "Ray's own processes")
+        idle = found == KINDS[-1][1]
+        return before if idle and before else found  # a worker back to idle stays what it ran
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.done.is_set():
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(self.root)
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = process.cpu_times()
+                        before = self.seen.get(process.pid, (None, 0.0))[0]
+                        self.seen[process.pid] = (self.kind(process, before), times.user + times.system)
+            self.done.wait(self.every)
+
+    def by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for kind, seconds in self.seen.values():
+            totals[kind] = totals.get(kind, 0.0) + seconds
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def run_pipeline(corpus: Path, sink: Path, cores: int, cpu: bool = False) -> tuple[float, dict[str, Any]]:
+    """`losatok-tokenize` in a fresh process; (wall seconds, what its summary line and run log
+    report); with `cpu`, also the CPU seconds of its processes by kind (CpuSampler)."""
+    import pyarrow.parquet as pq  # here: the loop's process (this script too) should not import it
+
     command = [
         str(Path(sys.executable).with_name("losatok-tokenize")),
         f"source.path={corpus}",
@@ -132,8 +206,14 @@ def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     started, started_at = time.perf_counter(), time.time()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        sampler = CpuSampler(run.pid)
+        if cpu:
+            sampler.start()
+        stdout, stderr = run.communicate()
+        sampler.done.set()
     wall = time.perf_counter() - started
+    done = subprocess.CompletedProcess(command, run.returncode, stdout, stderr)
     if done.returncode != 0:
         raise SystemExit(f"losatok-tokenize failed ({done.returncode}):\n{done.stderr[-3000:]}")
     found = re.search(
@@ -166,7 +246,19 @@ def run_pipeline(corpus: Path, sink: Path, cores: int) -> tuple[float, dict[str,
         "steady": steady,
         "first_commit": commits[0][0] - started_at,
         "timeline": timeline,
+        "cpu": sampler.by_kind() if cpu else {},
     }
+
+
+def where_time_went(label: str, wall: float, summary: dict[str, Any], cores: int) -> list[str]:
+    """A pipeline run's timeline, and with --cpu its CPU seconds by process, as lines."""
+    events = ", ".join(f"{event} {at:.1f}" for event, at in summary["timeline"].items())
+    lines = [f"- {label}: {events}; exited {wall:.1f}"]
+    if summary["cpu"]:
+        spent = ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in summary["cpu"].items())
+        total = sum(summary["cpu"].values())
+        lines.append(f"  CPU s by process ({total:.1f} in all, of {wall * cores:.0f} core-s): {spent}")
+    return lines
 
 
 def main() -> None:
@@ -174,10 +266,17 @@ def main() -> None:
     p.add_argument("--small", type=int, default=3000, help="files of 1 to 4 s")
     p.add_argument("--long", type=int, default=12, help="files of 5 to 10 min")
     p.add_argument("--runs", type=int, default=2, help="loop/pipeline pairs per corpus")
+    p.add_argument("--loop-batch", type=int, default=32, help="files per batch in the loop")
+    p.add_argument("--cpu", action="store_true", help="also where each pipeline run's CPU time went")
     p.add_argument("--cores", type=int, default=os.cpu_count())
     p.add_argument("--skip-small", action="store_true")
     p.add_argument("--skip-long", action="store_true")
+    p.add_argument("--fixed", action="store_true", help="also the pipeline's fixed cost: a run of 2 files")
+    p.add_argument("--loop-in", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)  # loop_process
     args = p.parse_args()
+    if args.loop_in:
+        run_loop(Path(args.loop_in[0]), Path(args.loop_in[1]), args.cores, args.loop_batch)
+        return
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="losatok-vs-loop-"))
     corpora = []
@@ -185,7 +284,10 @@ def main() -> None:
         corpora.append(("small", args.small, 1.0, 4.0))
     if not args.skip_long:
         corpora.append(("long", args.long, 300.0, 600.0))
-    print(f"{args.cores} cores; tiny tokenizer on CPU; runs alternate loop, pipeline")
+    print(
+        f"{args.cores} cores; tiny tokenizer on CPU; runs alternate loop (batches of {args.loop_batch} files), "
+        "pipeline"
+    )
     print(
         "| corpus | run | loop audio s/s | pipeline audio s/s (wall) | pipeline, own timer "
         "| pipeline steady (first commit at) | pipeline / loop | steady / loop |"
@@ -196,8 +298,8 @@ def main() -> None:
         corpus = work / name
         audio = make_corpus(corpus, count, low, high, rng)
         for run in range(args.runs):
-            loop_wall = run_loop(corpus, work / f"{name}-npy-{run}", args.cores)
-            wall, summary = run_pipeline(corpus, work / f"{name}-ds-{run}", args.cores)
+            loop_wall = loop_process(corpus, work / f"{name}-npy-{run}", args.cores, args.loop_batch)
+            wall, summary = run_pipeline(corpus, work / f"{name}-ds-{run}", args.cores, args.cpu)
             own = summary["audio"] / summary["seconds"]
             loop = audio / loop_wall
             print(
@@ -207,8 +309,13 @@ def main() -> None:
                 f"| {(audio / wall) / loop:.2f} | {summary['steady'] / loop:.2f} |",
                 flush=True,
             )
-            events = ", ".join(f"{event} {at:.1f}" for event, at in summary["timeline"].items())
-            timelines.append(f"- {name}, run {run + 1}: {events}; exited {wall:.1f}")
+            timelines += where_time_went(f"{name}, run {run + 1}", wall, summary, args.cores)
+    if args.fixed:  # what a run costs whatever its corpus: Ray, Ray Data, the model, the finalise
+        make_corpus(work / "fixed", 2, 1.0, 1.5, rng)
+        wall, summary = run_pipeline(work / "fixed", work / "fixed-ds", args.cores, args.cpu)
+        loop_wall = loop_process(work / "fixed", work / "fixed-npy", args.cores, args.loop_batch)
+        print(f"\nFixed costs, a run of 2 files of 1 to 1.5 s: pipeline {wall:.1f} s, loop {loop_wall:.1f} s")
+        timelines += where_time_went("fixed cost", wall, summary, args.cores)
     print("\nWhere each pipeline run's time went, s from the command's start (its run log's timeline):")
     for line in timelines:
         print(line)
