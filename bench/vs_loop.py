@@ -1,7 +1,7 @@
 """The pipeline against the loop a user writes instead: same files, same cores, one run.
 
     python bench/vs_loop.py [--small 3000] [--long 12] [--runs 2] [--skip-long] [--skip-small]
-                            [--loop-batch 32] [--fixed] [--cpu]
+                            [--loop-batch 32] [--fixed] [--cpu] [--set KEY=VALUE ...]
 
 Two corpora of 16 kHz mono 16-bit wav, cut from real audio made here (sox music and espeak-ng
 speech, mixed so no two files are alike):
@@ -23,13 +23,15 @@ first shard's commit to the last one's (a shard's index fragment is its commit p
 file's mtime says when), with the time from the command's start to that first commit. The
 loop runs as a script in a fresh process, and its wall includes its start-up as the
 pipeline's does (the interpreter, torch's import, the model's load, its workers' start).
---fixed adds the pipeline's fixed cost: a run of 2 one-second files. After the table,
+--fixed adds both fixed costs: a run of 2 one-second files. --set passes an override to every
+pipeline run (e.g. --set cluster.dashboard=true). After the table,
 where each pipeline run's time went, from its run log's timeline: tokenize() began (the
 command's imports and config), Ray up, planned, first decode, first encode, first and last
 commit, the run log written (the finalise done), and when the command exited. With --cpu,
 where its CPU time went: the command's processes and all their descendants sampled every
-0.25 s, by kind (encode actor, decode tasks, commit actors, driver, Ray Data's actors, Ray's
-own processes, the reaper).
+0.25 s, by kind (encode actor, decode workers, commit actors, driver, Ray Data's actors, Ray's
+own processes, the reaper). A decode task lasts milliseconds on short files: a worker never
+sampled while it runs one counts among "Ray workers never seen at a stage".
 """
 
 from __future__ import annotations
@@ -139,16 +141,21 @@ def run_loop(corpus: Path, out: Path, workers: int, batch: int = 32, piece_secon
     return time.perf_counter() - started
 
 
-# what a process of the run is, from its command line (Ray titles a worker by what it runs)
-KINDS = (
+# what a process of the run is, from its command line (Ray titles a worker by what it runs);
+# a worker once seen at one of our stages counts as that stage's from its start to its end
+STAGES = (
     ("EncodeStage", "encode actor"),
-    ("decode_stage", "decode tasks"),
+    ("decode_stage", "decode workers"),
     ("CommitStage", "commit actors"),
+)
+KINDS = (
+    *STAGES,
     ("raycluster.reaper", "the reaper (ours)"),
     ("_StatsActor", "Ray Data's actors"),
     ("_AutoscalingCoordinatorActor", "Ray Data's actors"),
     ("ActorLocationTracker", "Ray Data's actors"),
-    ("ray::IDLE", "Ray workers that ran nothing yet (their start)"),
+    ("ray::IDLE", "Ray workers never seen at a stage"),
+    ("default_worker.py", "Ray workers never seen at a stage"),  # before Ray titles it
 )
 
 
@@ -168,8 +175,8 @@ class CpuSampler(threading.Thread):
             return "driver"
         line = " ".join(process.cmdline())
         found = next((kind for key, kind in KINDS if key in line), "Ray's own processes")
-        idle = found == KINDS[-1][1]
-        return before if idle and before else found  # a worker back to idle stays what it ran
+        stages = {kind for _, kind in STAGES}
+        return before if before in stages and found not in stages else found
 
     def run(self) -> None:
         import psutil
@@ -191,7 +198,9 @@ class CpuSampler(threading.Thread):
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
-def run_pipeline(corpus: Path, sink: Path, cores: int, cpu: bool = False) -> tuple[float, dict[str, Any]]:
+def run_pipeline(
+    corpus: Path, sink: Path, cores: int, cpu: bool = False, overrides: tuple[str, ...] = ()
+) -> tuple[float, dict[str, Any]]:
     """`losatok-tokenize` in a fresh process; (wall seconds, what its summary line and run log
     report); with `cpu`, also the CPU seconds of its processes by kind (CpuSampler)."""
     import pyarrow.parquet as pq  # here: the loop's process (this script too) should not import it
@@ -203,6 +212,7 @@ def run_pipeline(corpus: Path, sink: Path, cores: int, cpu: bool = False) -> tup
         "sink.inputs_per_shard=64",
         f"cluster.num_cpus={cores}",
         "cluster.max_failure_fraction=0",
+        *overrides,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     started, started_at = time.perf_counter(), time.time()
@@ -272,6 +282,7 @@ def main() -> None:
     p.add_argument("--skip-small", action="store_true")
     p.add_argument("--skip-long", action="store_true")
     p.add_argument("--fixed", action="store_true", help="also the pipeline's fixed cost: a run of 2 files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a pipeline override")
     p.add_argument("--loop-in", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)  # loop_process
     args = p.parse_args()
     if args.loop_in:
@@ -299,7 +310,7 @@ def main() -> None:
         audio = make_corpus(corpus, count, low, high, rng)
         for run in range(args.runs):
             loop_wall = loop_process(corpus, work / f"{name}-npy-{run}", args.cores, args.loop_batch)
-            wall, summary = run_pipeline(corpus, work / f"{name}-ds-{run}", args.cores, args.cpu)
+            wall, summary = run_pipeline(corpus, work / f"{name}-ds-{run}", args.cores, args.cpu, args.set)
             own = summary["audio"] / summary["seconds"]
             loop = audio / loop_wall
             print(
@@ -312,7 +323,7 @@ def main() -> None:
             timelines += where_time_went(f"{name}, run {run + 1}", wall, summary, args.cores)
     if args.fixed:  # what a run costs whatever its corpus: Ray, Ray Data, the model, the finalise
         make_corpus(work / "fixed", 2, 1.0, 1.5, rng)
-        wall, summary = run_pipeline(work / "fixed", work / "fixed-ds", args.cores, args.cpu)
+        wall, summary = run_pipeline(work / "fixed", work / "fixed-ds", args.cores, args.cpu, args.set)
         loop_wall = loop_process(work / "fixed", work / "fixed-npy", args.cores, args.loop_batch)
         print(f"\nFixed costs, a run of 2 files of 1 to 1.5 s: pipeline {wall:.1f} s, loop {loop_wall:.1f} s")
         timelines += where_time_went("fixed cost", wall, summary, args.cores)

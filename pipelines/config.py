@@ -83,8 +83,9 @@ class ClusterConfig:
     # each process's memory is bounded by a few windows, whatever the inputs' lengths
     # (bench/long_input_memory.py; docs/tokenizing.md). Shorter units go whole, as one window
     window_seconds: float = 600.0
-    # a local Ray's dashboard (Ray's web UI), off unless asked for: it adds 2 s to Ray's start
-    # and keeps a few processes busy (bench/vs_loop.py --trace); on loopback unless set otherwise
+    # a local Ray's dashboard (Ray's web UI), off unless asked for: it adds 1-2 s to a run's
+    # start and keeps processes busy beside the work (bench/vs_loop.py --fixed --cpu --set
+    # cluster.dashboard=true); it listens on loopback unless dashboard_host says otherwise
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     max_failure_fraction: float = 0.05  # the run exits non-zero past this fraction of failed inputs
