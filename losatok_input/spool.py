@@ -29,6 +29,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import psutil
 
 from losatok_input.decoder import AudioError, MonoDecoder
 from losatok_input.wav import PcmLayout, range_reader
@@ -72,22 +73,11 @@ def sweep_orphans(directory: str | None = None) -> list[str]:
     with os.scandir(directory) as entries:
         for entry in entries:
             found = owned.match(entry.name)
-            if found and not _runs(int(found.group(1))):
+            if found and not psutil.pid_exists(int(found.group(1))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed.append(entry.path)
     return removed
-
-
-def _runs(pid: int) -> bool:
-    """Whether a process `pid` runs on this host (ours or another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(fd: int, path: str, owner: int) -> None:

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import psutil
+
 from losatok_storage.filesystem import is_local, unwrap
 
 log = logging.getLogger(__name__)
@@ -89,20 +91,10 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def is_dead(holder: Holder, ttl: float, now: float | None = None) -> bool:
     """Whether `holder` can no longer be writing (see the module docstring)."""
     if holder.host == socket.gethostname() and holder.boot_id == _boot_id():
-        if not _alive(holder.pid):
+        if not psutil.pid_exists(holder.pid):
             return True
         started = _process_start(holder.pid)
         return holder.pid_started is not None and started is not None and started != holder.pid_started
