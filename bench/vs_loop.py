@@ -29,9 +29,9 @@ where each pipeline run's time went, from its run log's timeline: tokenize() beg
 command's imports and config), Ray up, planned, first decode, first encode, first and last
 commit, the run log written (the finalise done), and when the command exited. With --cpu,
 where its CPU time went: the command's processes and all their descendants sampled every
-0.25 s, by kind (encode actor, decode workers, commit actors, driver, Ray Data's actors, Ray's
-own processes, the reaper). A decode task lasts milliseconds on short files: a worker never
-sampled while it runs one counts among "Ray workers never seen at a stage".
+0.25 s, by role (bench/process_roles.py: driver, decode, encode, commit, ray (Ray's and Ray
+Data's own processes), other (the reaper, workers never seen at work)). A decode task lasts
+milliseconds on short files: a worker never sampled while it runs one counts as "other".
 """
 
 from __future__ import annotations
@@ -141,60 +141,39 @@ def run_loop(corpus: Path, out: Path, workers: int, batch: int = 32, piece_secon
     return time.perf_counter() - started
 
 
-# what a process of the run is, from its command line (Ray titles a worker by what it runs);
-# a worker once seen at one of our stages counts as that stage's from its start to its end
-STAGES = (
-    ("EncodeStage", "encode actor"),
-    ("decode_stage", "decode workers"),
-    ("CommitStage", "commit actors"),
-)
-KINDS = (
-    *STAGES,
-    ("raycluster.reaper", "the reaper (ours)"),
-    ("_StatsActor", "Ray Data's actors"),
-    ("_AutoscalingCoordinatorActor", "Ray Data's actors"),
-    ("ActorLocationTracker", "Ray Data's actors"),
-    ("ray::IDLE", "Ray workers never seen at a stage"),
-    ("default_worker.py", "Ray workers never seen at a stage"),  # before Ray titles it
-)
-
-
 class CpuSampler(threading.Thread):
-    """CPU seconds (user + system) of a process and all its descendants, by kind (KINDS; the
-    root is the driver, the rest Ray's own processes: raylet, GCS, agents, log monitor), sampled
-    every `every` s: a process that ends between samples loses at most its last `every` s."""
+    """CPU seconds (user + system) of a process and all its descendants, by role
+    (`process_roles.role_of`: a worker counts as what it last ran, from its start to its end),
+    sampled every `every` s: a process that ends between samples loses at most its last `every` s."""
 
     def __init__(self, root: int, every: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.root, self.every = root, every
-        self.seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds so far)
+        self.seen: dict[int, float] = {}  # pid -> CPU seconds so far
+        self.roles: dict[int, str] = {}  # pid -> its last role: an idle worker keeps it
         self.done = threading.Event()
-
-    def kind(self, process: Any, before: str | None) -> str:
-        if process.pid == self.root:
-            return "driver"
-        line = " ".join(process.cmdline())
-        found = next((kind for key, kind in KINDS if key in line), "Ray's own processes")
-        stages = {kind for _, kind in STAGES}
-        return before if before in stages and found not in stages else found
 
     def run(self) -> None:
         import psutil
+        from process_roles import role_of  # bench/: this script's folder
 
         while not self.done.is_set():
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(self.root)
                 for process in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
+                        title = " ".join(process.cmdline()).strip()
                         times = process.cpu_times()
-                        before = self.seen.get(process.pid, (None, 0.0))[0]
-                        self.seen[process.pid] = (self.kind(process, before), times.user + times.system)
+                        before = self.roles.get(process.pid, "other")
+                        role = (role_of(process, title, self.root, self.roles) if title else None) or before
+                        self.roles[process.pid] = role
+                        self.seen[process.pid] = times.user + times.system
             self.done.wait(self.every)
 
-    def by_kind(self) -> dict[str, float]:
+    def by_role(self) -> dict[str, float]:
         totals: dict[str, float] = {}
-        for kind, seconds in self.seen.values():
-            totals[kind] = totals.get(kind, 0.0) + seconds
+        for pid, seconds in self.seen.items():
+            totals[self.roles[pid]] = totals.get(self.roles[pid], 0.0) + seconds
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
@@ -202,7 +181,7 @@ def run_pipeline(
     corpus: Path, sink: Path, cores: int, cpu: bool = False, overrides: tuple[str, ...] = ()
 ) -> tuple[float, dict[str, Any]]:
     """`losatok-tokenize` in a fresh process; (wall seconds, what its summary line and run log
-    report); with `cpu`, also the CPU seconds of its processes by kind (CpuSampler)."""
+    report); with `cpu`, also the CPU seconds of its processes by role (CpuSampler)."""
     import pyarrow.parquet as pq  # here: the loop's process (this script too) should not import it
 
     command = [
@@ -217,21 +196,21 @@ def run_pipeline(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     started, started_at = time.perf_counter(), time.time()
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
-        sampler = CpuSampler(run.pid)
-        if cpu:
+        sampler = CpuSampler(run.pid) if cpu else None
+        if sampler:
             sampler.start()
         stdout, stderr = run.communicate()
-        sampler.done.set()
+        if sampler:
+            sampler.done.set()
     wall = time.perf_counter() - started
-    done = subprocess.CompletedProcess(command, run.returncode, stdout, stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"losatok-tokenize failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    if run.returncode != 0:
+        raise SystemExit(f"losatok-tokenize failed ({run.returncode}):\n{stderr[-3000:]}")
     found = re.search(
         r"([\d.]+) h of audio in ([\d.]+) s .* encode actors busy (\d+) % of the run, decode ([\d.]+) task-s",
-        done.stdout,
+        stdout,
     )
     if found is None:
-        raise SystemExit(f"no summary line in losatok-tokenize's output:\n{done.stdout[-3000:]}")
+        raise SystemExit(f"no summary line in losatok-tokenize's output:\n{stdout[-3000:]}")
     hours, seconds, busy, decode = (float(g) for g in found.groups())
     (log,) = (sink / "runs").glob("*.json")  # the run log: where the run's time went (RunSummary.timeline)
     run_log = json.loads(log.read_text())
@@ -256,18 +235,18 @@ def run_pipeline(
         "steady": steady,
         "first_commit": commits[0][0] - started_at,
         "timeline": timeline,
-        "cpu": sampler.by_kind() if cpu else {},
+        "cpu": sampler.by_role() if sampler else {},
     }
 
 
 def where_time_went(label: str, wall: float, summary: dict[str, Any], cores: int) -> list[str]:
-    """A pipeline run's timeline, and with --cpu its CPU seconds by process, as lines."""
+    """A pipeline run's timeline, and with --cpu its CPU seconds by role, as lines."""
     events = ", ".join(f"{event} {at:.1f}" for event, at in summary["timeline"].items())
     lines = [f"- {label}: {events}; exited {wall:.1f}"]
     if summary["cpu"]:
-        spent = ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in summary["cpu"].items())
+        spent = ", ".join(f"{role} {seconds:.1f}" for role, seconds in summary["cpu"].items())
         total = sum(summary["cpu"].values())
-        lines.append(f"  CPU s by process ({total:.1f} in all, of {wall * cores:.0f} core-s): {spent}")
+        lines.append(f"  CPU s by role ({total:.1f} in all, of {wall * cores:.0f} core-s): {spent}")
     return lines
 
 
